@@ -1,0 +1,21 @@
+"""Train the expandable collective model over the continual tasks of a cifar-family split, record the
+gradient criterion and extract the learngene (see utils/collective.py for the outputs).
+
+    python collective-model/val_lifelong_cifar100.py --path data/<split> --out checkpoints/collective-<name>
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils import collective  # noqa: E402
+from utils.common import cli  # noqa: E402
+
+
+@cli
+def main(argv=None):
+    collective.run("cifar", argv)
+
+
+if __name__ == "__main__":
+    main()

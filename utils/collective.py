@@ -1,0 +1,191 @@
+"""Train the expandable collective model task after task, record the learngene criterion, extract the learngene.
+
+Shared by collective-model/val_lifelong_cifar100.py and val_lifelong_imagenet.py, which differ only in
+the dataset family they accept. Outputs, in --out:
+  metrics.csv            task, epoch, loss, accuracy, seconds, images/s, widths
+  criterion.csv          task, epoch, layer, value (layer 0-based)
+  criterion_heatmap.png  task x conv layer, the appendix's figure
+  checkpoints/task_NNN.pt  the whole collective model after each task
+  last.pt                everything --resume needs (written after every epoch)
+  learngene.pt           the selected layers only, with provenance; selection.txt the rule's reasoning
+"""
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from utils import criterion as crit
+from utils import learngene
+from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int,
+                          provenance, require, torch_load, torch_save, write_csv, write_json, write_text)
+from utils.engine import DeviceData, seeded_generator, sgd, train_epoch
+from utils.ewc import EWC, fisher_diagonal
+from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, widen, widen_state
+from utils.splits import Split
+
+NUM_OUTPUTS = {"cifar": 64, "imagenet": 100}  # the shared head's size, as the released scripts
+
+
+def parser(family):
+    p = argparse.ArgumentParser(description=f"Train the collective model on a {family}-family continual split "
+                                            f"and extract the learngene.")
+    p.add_argument("--path", required=True, help="split directory from utils/data_*_mk.py")
+    p.add_argument("--out", default=None, help="run directory (default: checkpoints/collective-<dataset>)")
+    p.add_argument("--batch_size", type=positive_int, default=64)
+    p.add_argument("--epochs", type=positive_int, default=100, help="epochs per task")
+    p.add_argument("--lr", type=positive_float, default=0.001)
+    p.add_argument("--momentum", type=nonneg_float, default=0.9)
+    p.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
+    p.add_argument("--no-cuda", dest="no_cuda", action="store_true", help="train on the CPU even if CUDA is there")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_works", type=positive_int, default=None, help="tasks to train (default: all of the split's)")
+    p.add_argument("--judgement", action=argparse.BooleanOptionalAction, default=True,
+                   help="record the gradient criterion (default on; needed to select the learngene)")
+    p.add_argument("--threshold", type=nonneg_float, default=5e-10, help="criterion threshold on |gradient|")
+    p.add_argument("--judgement_signed", action="store_true",
+                   help="released behaviour: count gradient > threshold (signed) instead of |gradient| > threshold")
+    p.add_argument("--ewc_lambda", type=nonneg_float, default=0.0, help="EWC across collective tasks (0 = off, as released)")
+    p.add_argument("--dropout", type=nonneg_float, default=0.5)
+    p.add_argument("--num_learngene_layers", type=positive_int, default=3)
+    p.add_argument("--learngene_layers", type=int, nargs="+", default=None,
+                   help="skip the selection rule and take these conv layers (0-based; released: 10 11 12)")
+    p.add_argument("--extract_after_task", type=int, default=20,
+                   help="take the learngene weights after this task (0-based; the paper: 20, the last widening); "
+                        "capped at the last task trained")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out and start again")
+    return p
+
+
+def run(family, argv=None):
+    args = parser(family).parse_args(argv)
+    split = Split(args.path, family)
+    num_tasks = args.num_works or split.num_tasks
+    require(num_tasks <= split.num_tasks, f"--num_works {num_tasks} is more than the {split.num_tasks} tasks of split {split.path}")
+    require(args.learngene_layers is not None or args.judgement,
+            "--no-judgement leaves nothing to select the learngene with: also give --learngene_layers")
+    out = Path(args.out or Path("checkpoints") / f"collective-{split.dataset}")
+    device = pick_device(args.no_cuda)
+    config = {"dataset": split.dataset, "split_hash": split.hash, "image_size": split.image_size,
+              "num_outputs": NUM_OUTPUTS[family], "base_widths": list(BASE_WIDTHS), "dropout": args.dropout,
+              "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+              "momentum": args.momentum, "weight_decay": args.weight_decay, "ewc_lambda": args.ewc_lambda,
+              "threshold": args.threshold, "judgement_signed": args.judgement_signed, "judgement": args.judgement}
+
+    state = _start_or_resume(args, out, config)
+    torch.manual_seed(derived_seed(args.seed, "init"))
+    model = CollectiveNet(state.get("widths", BASE_WIDTHS), split.image_size, NUM_OUTPUTS[family], args.dropout)
+    if "model" in state:
+        model.load_state_dict(state["model"])
+    model.to(device)
+    ewc = _ewc_from_state(state, device)
+    metrics, record = state["metrics"], state["record"]
+    gradients = crit.GradientCriterion(args.threshold, args.judgement_signed) if args.judgement else None
+    write_json(out / "config.json", {**config, "args": vars(args), "provenance": provenance(device, argv, args.seed)})
+
+    task, epoch = state["next_task"], state["next_epoch"]
+    optimizer = None
+    if epoch > 0:
+        optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
+        optimizer.load_state_dict(state["optimizer"])
+    print(f"collective model on {split.dataset} ({split.image_size}px), {num_tasks} tasks x {args.epochs} epochs "
+          f"on {device}" + (f", resuming at task {task} epoch {epoch}" if task or epoch else ""))
+    while task < num_tasks:
+        if epoch == 0:
+            if task in WIDENING:
+                layer, added = WIDENING[task]
+                model, (mapping, counts) = widen(model, layer, added, torch.Generator().manual_seed(
+                    derived_seed(args.seed, "widen", task)))
+                if ewc is not None:
+                    last = len(model.widths) - 1
+                    ewc.anchor = widen_state(ewc.anchor, layer, mapping, counts, last, divide=True)
+                    ewc.fisher = widen_state(ewc.fisher, layer, mapping, counts, last, divide=False)
+            optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)  # a new optimizer per task
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        data = DeviceData.from_numpy(*split.continual(task), device)
+        bar = tqdm(range(epoch, args.epochs), desc=f"task {task}/{num_tasks - 1} widths ..{model.widths[-1]}",
+                   unit="epoch", leave=False)
+        for epoch in bar:
+            generator = seeded_generator(derived_seed(args.seed, "batches", task, epoch), device)
+            torch.manual_seed(derived_seed(args.seed, "dropout", task, epoch))
+            if gradients:
+                gradients.start_epoch()
+            t0 = time.perf_counter()
+            loss, acc = train_epoch(model, optimizer, data, args.batch_size, generator,
+                                    extra_loss=ewc, after_backward=gradients)
+            seconds = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+            metrics.append([task, epoch, loss, acc, seconds, len(data) / seconds, "-".join(map(str, model.widths))])
+            if gradients:
+                record += [[task, epoch, layer, v] for layer, v in enumerate(gradients.end_epoch())]
+            done = epoch + 1 == args.epochs
+            if done:
+                torch_save(out / "checkpoints" / f"task_{task:03d}.pt",
+                           {"config": config, "widths": model.widths, "task": task, "model": _cpu(model.state_dict())})
+                if args.ewc_lambda > 0:
+                    ewc = _update_ewc(ewc, model, data, args.ewc_lambda)
+            _save_state(out, config, model, optimizer, ewc, metrics, record,
+                        (task + 1, 0) if done else (task, epoch + 1))
+        last = metrics[-1]
+        tqdm.write(f"task {task:2d}: loss {last[2]:.3f} acc {last[3]:.3f} widths {last[6]} ({last[5]:.0f} img/s)")
+        task, epoch = task + 1, 0
+
+    if args.judgement and record:
+        crit.heatmap_png(record, out / "criterion_heatmap.png",
+                         f"learngene criterion on {split.dataset}: fraction of |grad| > {args.threshold:g}")
+    return learngene.extract(out, split, args, config, record, num_tasks, device, argv)
+
+
+def _start_or_resume(args, out, config):
+    fresh = {"next_task": 0, "next_epoch": 0, "metrics": [], "record": []}
+    if args.resume:
+        state = torch_load(out / "last.pt", "resume checkpoint")
+        saved = state.get("config", {})
+        diffs = [k for k in config if saved.get(k) != config[k]]
+        require(not diffs, f"--resume: the run in {out} was made with other settings or another split "
+                f"({', '.join(f'{k}: {saved.get(k)!r} there, {config[k]!r} now' for k in diffs[:3])})")
+        return state
+    if out.exists() and any(out.iterdir()):
+        require(args.overwrite, f"{out} already holds a run; pass --resume to continue it or --overwrite to start again")
+        require((out / "config.json").exists() or (out / "last.pt").exists(),
+                f"{out} is not a collective run folder; refusing to delete it")
+        shutil.rmtree(out)
+    return fresh
+
+
+def _cpu(state_dict):
+    return {k: v.detach().cpu() for k, v in state_dict.items()}
+
+
+def _save_state(out, config, model, optimizer, ewc, metrics, record, next_pos):
+    state = {"config": config, "widths": model.widths, "model": _cpu(model.state_dict()),
+             "optimizer": optimizer.state_dict(), "next_task": next_pos[0], "next_epoch": next_pos[1],
+             "metrics": metrics, "record": record}
+    if ewc is not None:
+        state["ewc"] = {"anchor": _cpu(ewc.anchor), "fisher": _cpu(ewc.fisher)}
+    torch_save(out / "last.pt", state)
+    write_csv(out / "metrics.csv", ["task", "epoch", "loss", "accuracy", "seconds", "images_per_s", "widths"], metrics)
+    if record:
+        write_csv(out / "criterion.csv", ["task", "epoch", "layer", "value"], record)
+
+
+def _ewc_from_state(state, device):
+    if "ewc" not in state:
+        return None
+    e = state["ewc"]
+    return EWC({k: v.to(device) for k, v in e["anchor"].items()}, {k: v.to(device) for k, v in e["fisher"].items()},
+               state["config"]["ewc_lambda"])
+
+
+def _update_ewc(ewc, model, data, lam):
+    """After a task: anchor at the current weights; importances accumulate over tasks."""
+    names = [k for k, _ in model.named_parameters()]
+    fisher = fisher_diagonal(model, data, names)
+    if ewc is not None:
+        fisher = {k: fisher[k] + ewc.fisher[k] for k in fisher}
+    return EWC(dict(model.named_parameters()), fisher, lam)
+

@@ -1,0 +1,24 @@
+"""Build the CIFAR-100 continual (source), target and validation splits (PROTOCOL.md sections 2-3).
+
+    python utils/data_cifar_mk.py --path data/ --out data/cifar100-split
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils import sources, splits  # noqa: E402
+from utils.common import cli  # noqa: E402
+
+
+@cli
+def main(argv=None):
+    p = splits.maker_parser(__doc__.splitlines()[0], ["cifar100"])
+    p.add_argument("--download", action="store_true", help="fetch CIFAR-100 into --path with torchvision (online)")
+    args = p.parse_args(argv)
+    source = sources.cifar100(args.path, verify=args.verify, download=args.download)
+    splits.make_split(args, argv, "cifar100", source)
+
+
+if __name__ == "__main__":
+    main()

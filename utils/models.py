@@ -1,0 +1,151 @@
+"""The networks: the expandable collective model (PROTOCOL.md section 4), Net2Net widening, and the
+lightweight individual model built around inherited learngene layers (section 6)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BASE_WIDTHS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256)
+POOL_AFTER = (1, 3, 6, 9, 12)  # 0-based conv blocks followed by a 2x2 max-pool
+# task -> (0-based conv layer widened before that task, channels added)
+WIDENING = {1: (2, 64), 2: (3, 64), 3: (4, 64), 4: (4, 64), 5: (5, 64), 6: (5, 64), 7: (6, 64), 8: (6, 64),
+            **{t: (7 + (t - 9) // 2, 128) for t in range(9, 21)}}
+HIDDEN = 1024
+
+
+def widths_at(task, base=BASE_WIDTHS):
+    """The conv widths the collective model has while training `task` (0-based)."""
+    widths = list(base)
+    for t in range(1, task + 1):
+        if t in WIDENING:
+            layer, added = WIDENING[t]
+            widths[layer] += added
+    return widths
+
+
+def pooled_size(size, pools):
+    for _ in range(pools):
+        size //= 2
+    return size
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, cin, cout, pool):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.bn = nn.BatchNorm2d(cout)
+        self.pool = pool
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)), inplace=True)
+        return F.max_pool2d(x, 2) if self.pool else x
+
+
+class CollectiveNet(nn.Module):
+    """VGG-style: 13 conv blocks of the given widths, then a 3-layer MLP head sized from the input.
+    Outputs logits (no Softmax: the loss applies log-softmax itself)."""
+
+    def __init__(self, widths=BASE_WIDTHS, image_size=32, num_outputs=64, dropout=0.5):
+        super().__init__()
+        self.widths, self.image_size, self.num_outputs, self.dropout = list(widths), image_size, num_outputs, dropout
+        cins = [3] + self.widths[:-1]
+        self.features = nn.ModuleList(ConvBlock(a, b, i in POOL_AFTER) for i, (a, b) in enumerate(zip(cins, self.widths)))
+        s = pooled_size(image_size, len(POOL_AFTER))
+        assert s >= 1, f"image size {image_size} is too small for {len(POOL_AFTER)} poolings"
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(self.widths[-1] * s * s, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(HIDDEN, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(HIDDEN, num_outputs))
+
+    def forward(self, x):
+        for block in self.features:
+            x = block(x)
+        return self.head(x)
+
+    def conv_weights(self):
+        return [b.conv.weight for b in self.features]
+
+    def config(self):
+        return {"widths": self.widths, "image_size": self.image_size, "num_outputs": self.num_outputs,
+                "dropout": self.dropout}
+
+
+# ---------------------------------------------------------------- Net2Net widening
+def widening_map(width, added, generator):
+    """Which old channel each of the width + added new channels copies, and how many copies each old one has."""
+    extra = torch.randint(0, width, (added,), generator=generator)
+    mapping = torch.cat([torch.arange(width), extra])
+    counts = torch.bincount(mapping, minlength=width).float()
+    return mapping, counts
+
+
+def widen_state(state, layer, mapping, counts, last_layer, divide=True):
+    """Widen a CollectiveNet-shaped dict of tensors (weights, or per-parameter EWC importances) at conv `layer`.
+
+    Outgoing side (the layer's conv and BatchNorm, running statistics too): new channels copy their sources.
+    Incoming side (the next conv, or the first Linear after the last conv): the columns of a copied channel
+    are copied and, with divide=True, split equally among its copies, so the sum the next layer computes is
+    unchanged. An importance (divide=False) is copied, not split."""
+    out = dict(state)
+    p = f"features.{layer}."
+    for name in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+        if p + name in out:
+            t = out[p + name]
+            out[p + name] = t[mapping.to(t.device)].clone()
+    scale = (1.0 / counts[mapping]) if divide else torch.ones(len(mapping))
+    nxt = "head.1.weight" if layer == last_layer else f"features.{layer + 1}.conv.weight"
+    if nxt in out:
+        w = out[nxt]
+        m, s = mapping.to(w.device), scale.to(w.device, w.dtype)
+        if nxt.startswith("head"):  # flattened (channel, y, x) inputs of the first Linear
+            w3 = w.reshape(w.shape[0], len(counts), -1)
+            out[nxt] = (w3[:, m] * s[None, :, None]).reshape(w.shape[0], -1)
+        else:
+            out[nxt] = w[:, m] * s[None, :, None, None]
+    return out
+
+
+def widen(model, layer, added, generator):
+    """A new CollectiveNet with `added` more channels at conv `layer`, computing the same function in eval mode.
+    Returns the model and the (mapping, counts) used, so other per-parameter state can be widened alike."""
+    mapping, counts = widening_map(model.widths[layer], added, generator)
+    state = widen_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, layer, mapping, counts,
+                        len(model.widths) - 1)
+    widths = list(model.widths)
+    widths[layer] += added
+    new = CollectiveNet(widths, model.image_size, model.num_outputs, model.dropout)
+    new.load_state_dict(state)
+    device = next(model.parameters()).device
+    return new.to(device), (mapping, counts)
+
+
+# ---------------------------------------------------------------- the individual model
+FRONT_WIDTHS = (64, 128, 256)
+
+
+class IndividualNet(nn.Module):
+    """New random front blocks (each pooled), one more new conv to the learngene's input width, the
+    learngene blocks (pooled as they were in the collective model, and always after the last), then a new
+    3-layer head. `blocks` is [(in, out, pool)] of the learngene layers."""
+
+    def __init__(self, blocks, image_size=32, num_classes=5, front=FRONT_WIDTHS):
+        super().__init__()
+        self.blocks_spec = [(int(a), int(b), bool(p)) for a, b, p in blocks]
+        self.image_size, self.num_classes = image_size, num_classes
+        self.blocks_spec[-1] = (*self.blocks_spec[-1][:2], True)
+        cins = [3] + list(front)
+        self.front = nn.ModuleList([ConvBlock(a, b, True) for a, b in zip(cins, front)]
+                                   + [ConvBlock(front[-1], self.blocks_spec[0][0], False)])
+        self.inherited = nn.ModuleList(ConvBlock(a, b, p) for a, b, p in self.blocks_spec)
+        s = pooled_size(image_size, len(front) + sum(p for _, _, p in self.blocks_spec))
+        assert s >= 1, f"image size {image_size} is too small for this individual model"
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.blocks_spec[-1][1] * s * s, HIDDEN),
+                                  nn.ReLU(inplace=True), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(inplace=True),
+                                  nn.Linear(HIDDEN, num_classes))
+
+    def forward(self, x):
+        for block in (*self.front, *self.inherited):
+            x = block(x)
+        return self.head(x)
+
+
+def count_parameters(module):
+    return sum(p.numel() for p in module.parameters())

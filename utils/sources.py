@@ -1,0 +1,242 @@
+"""Readers for the raw datasets: CIFAR-100 pickles, ImageNet folders, mini-ImageNet csv, Tiny-ImageNet-100 npz.
+
+Every reader returns a `Source`: class names, a label per image in each of its two splits ("train",
+"test"), and `load(split, indices)` giving uint8 images [n, H, W, 3]. An image's id everywhere in this
+project is "split:index" into these lists, so a split manifest can be audited against the raw files.
+"""
+import csv
+import hashlib
+import io
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from utils.common import UserError, md5_file, require
+
+CIFAR_MD5 = {  # torchvision's and the archive's published checksums
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "meta": "7973b15100ade9c7d40fb424638fde48",
+}
+SPLITS = ("train", "test")
+TINY_SHA256 = {  # sha256 of the jpeg and labels arrays, from ../shared/data/tiny-imagenet-100/README.md
+    "train": ("4081fce6e913751acd45ebd547cd07f794717dc8741a30b87727682fe7052d68",
+              "ac1fc6f67f41e276cbeebcd46daa93fcb61bfea4800008f7ed155d60f08efe57"),
+    "test": ("322bd2e53c30e4df2a50d32be8e8d7b5c9e9a0b8e3817e70002f69456a837fe2",
+             "ed8c06d893f443e0d1c6e45e834b32ad0ebe9d565a63fe749638a3d7414bf8ce"),
+}
+
+
+@dataclass
+class Source:
+    dataset: str
+    classes: list                       # class names; label i is classes[i]
+    labels: dict                        # split -> int64 array, one label per image
+    native_size: int
+    loader: Callable                    # (split, indices) -> uint8 [n, H, W, 3] at native_size
+    checksums: dict = field(default_factory=dict)
+    files: dict = None                  # split -> list of file names, where ids index files on disk
+
+    def indices_of(self, split, class_name):
+        return np.flatnonzero(self.labels[split] == self.classes.index(class_name))
+
+    def load(self, split, indices, size):
+        images = self.loader(split, np.asarray(indices, dtype=np.int64))
+        return resize(images, size)
+
+
+def resize(images, size):
+    """Resize uint8 [n, H, W, 3] to size x size: exact box average for integer shrink factors, else bicubic."""
+    n, h, w, _ = images.shape
+    if (h, w) == (size, size):
+        return images
+    if h == w and h % size == 0:
+        f = h // size
+        pooled = images.reshape(n, size, f, size, f, 3).astype(np.float32).mean(axis=(2, 4))
+        return np.clip(np.rint(pooled), 0, 255).astype(np.uint8)
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        out[i] = np.asarray(Image.fromarray(images[i]).resize((size, size), Image.BICUBIC))
+    return out
+
+
+# ---------------------------------------------------------------- CIFAR-100 (python pickles)
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickle only builtins and numpy arrays: the CIFAR files need no more, and a foreign pickle must not
+    be able to run code."""
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_pickle(path):
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            ImportError, KeyError, MemoryError, OverflowError) as e:
+        raise UserError(f"{path} is not a CIFAR-100 pickle (truncated or foreign: {type(e).__name__}: {e})")
+    require(isinstance(obj, dict), f"{path} is not a CIFAR-100 pickle (holds a {type(obj).__name__}, not a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def cifar100(root, verify=True, download=False):
+    root = Path(root)
+    folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+    missing = [n for n in ("train", "test", "meta") if not (folder / n).is_file()]
+    if missing and download:
+        try:
+            from torchvision.datasets import CIFAR100
+            CIFAR100(str(root), train=True, download=True)
+        except Exception as e:  # any network or archive failure is the user's environment, not a bug
+            raise UserError(f"could not download CIFAR-100 into {root}: {type(e).__name__}: {str(e)[:200]}")
+        folder = root / "cifar-100-python"
+        missing = [n for n in ("train", "test", "meta") if not (folder / n).is_file()]
+    require(not missing, f"CIFAR-100 not found: {folder} lacks {', '.join(missing)}. Put the extracted "
+            f"cifar-100-python/{{train,test,meta}} from cifar-100-python.tar.gz "
+            f"(https://www.cs.toronto.edu/~kriz/cifar.html) under --path, or pass --download when online")
+    checksums = {n: md5_file(folder / n) for n in ("train", "test", "meta")}
+    if verify:
+        for n, md5 in checksums.items():
+            require(md5 == CIFAR_MD5[n], f"checksum mismatch for {folder / n}: md5 {md5}, expected {CIFAR_MD5[n]} "
+                    f"(a truncated or modified file; --no-verify skips this check)")
+    meta = _read_pickle(folder / "meta")
+    require("fine_label_names" in meta, f"{folder / 'meta'} has no fine_label_names: not a CIFAR-100 meta file")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta["fine_label_names"]]
+    data, labels = {}, {}
+    for split in SPLITS:
+        d = _read_pickle(folder / split)
+        require("data" in d and "fine_labels" in d, f"{folder / split} lacks data/fine_labels: not a CIFAR-100 pickle")
+        x, y = np.asarray(d["data"]), np.asarray(d["fine_labels"], dtype=np.int64)
+        require(x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 3072 and len(x) == len(y),
+                f"{folder / split} has data of shape {x.shape} ({x.dtype}) for {len(y)} labels, expected [N, 3072] uint8")
+        require(len(y) == 0 or (y.min() >= 0 and y.max() < len(classes)), f"{folder / split} has labels outside 0..{len(classes) - 1}")
+        data[split] = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels[split] = y
+    return Source("cifar100", classes, labels, 32, lambda split, idx: np.ascontiguousarray(data[split][idx]),
+                  checksums={f"{n}.md5": v for n, v in checksums.items()})
+
+
+# ---------------------------------------------------------------- JPEG helpers
+def _decode(raw, where):
+    try:
+        return Image.open(io.BytesIO(raw)).convert("RGB")
+    except Exception as e:  # PIL raises many types for a broken file
+        raise UserError(f"cannot decode image {where}: {type(e).__name__}: {e}")
+
+
+# ---------------------------------------------------------------- Tiny-ImageNet-100 (offline, npz of JPEGs)
+def tiny_imagenet100(root, verify=True):
+    root = Path(root)
+    files = {"train": root / "train.npz", "test": root / "val.npz"}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    require(not missing, f"Tiny-ImageNet-100 not found: missing {', '.join(missing)} "
+            f"(expected the folder ../shared/data/tiny-imagenet-100 with train.npz and val.npz)")
+    arrays = {}
+    for split, path in files.items():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays[split] = {k: z[k] for k in ("jpeg", "offsets", "labels", "classes")}
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise UserError(f"{path} is not a Tiny-ImageNet-100 npz ({type(e).__name__}: {e})")
+    classes = [str(c) for c in arrays["train"]["classes"]]
+    require(classes == [str(c) for c in arrays["test"]["classes"]], "train.npz and val.npz list different classes")
+    labels = {s: arrays[s]["labels"].astype(np.int64) for s in SPLITS}
+
+    def load(split, idx):
+        a = arrays[split]
+        out = np.empty((len(idx), 64, 64, 3), dtype=np.uint8)
+        for j, i in enumerate(idx):
+            img = _decode(a["jpeg"][a["offsets"][i]:a["offsets"][i + 1]].tobytes(), f"{split}:{i} of {files[split]}")
+            require(img.size == (64, 64), f"{split}:{i} of {files[split]} is {img.size}, expected 64x64")
+            out[j] = np.asarray(img)
+        return out
+
+    checksums = {}
+    for split, path in files.items():
+        a = arrays[split]
+        got = (hashlib.sha256(a["jpeg"].tobytes()).hexdigest(),
+               hashlib.sha256(a["labels"].astype("<i8").tobytes()).hexdigest())
+        checksums[f"{path.name}:jpeg.sha256"], checksums[f"{path.name}:labels.sha256"] = got
+        require(not verify or got == TINY_SHA256[split], f"checksum mismatch for {path}: its jpeg/labels arrays "
+                f"hash to {got[0][:12]}../{got[1][:12]}.., not the published values (--no-verify skips this check)")
+    return Source("tiny-imagenet-100", classes, labels, 64, load, checksums=checksums)
+
+
+# ---------------------------------------------------------------- ImageNet100 (class folders or mini-ImageNet csv)
+def imagenet100(root, wnids, train_per_class=500, test_per_class=100):
+    """ImageNet100 = the mini-ImageNet classes, 600 images each like mini-ImageNet: per class the first
+    `train_per_class` files in name order are "train", the next `test_per_class` are "test".
+
+    Two layouts are read: an ImageNet train folder (root/<wnid>/*.JPEG) or mini-ImageNet's own
+    (root/images/*.jpg plus train.csv, val.csv, test.csv of filename,label)."""
+    root = Path(root)
+    require(root.is_dir(), f"ImageNet100 not found: {root} is not a folder")
+    if any((root / f"{s}.csv").is_file() for s in ("train", "val", "test")):
+        per_class = _mini_imagenet_csv(root)
+        layout = "mini-imagenet-csv"
+    else:
+        per_class = {}
+        for wnid in wnids:
+            d = root / wnid
+            if d.is_dir():
+                per_class[wnid] = sorted(f"{wnid}/{p.name}" for p in d.iterdir()
+                                         if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+        layout = "imagenet-folders"
+    missing = [w for w in wnids if w not in per_class]
+    require(not missing, f"ImageNet100 at {root} ({layout}) lacks {len(missing)} of the {len(wnids)} classes, "
+            f"e.g. {', '.join(missing[:3])}: expected class folders named by wnid, or mini-ImageNet's images/ and csv files")
+    need = train_per_class + test_per_class
+    short = [(w, len(per_class[w])) for w in wnids if len(per_class[w]) < need]
+    require(not short, f"ImageNet100 class {short[0][0]} has {short[0][1]} images, fewer than the {need} needed")
+    files = {"train": [], "test": []}
+    labels = {"train": [], "test": []}
+    for label, wnid in enumerate(wnids):
+        names = per_class[wnid]
+        files["train"] += names[:train_per_class]
+        files["test"] += names[train_per_class:need]
+        labels["train"] += [label] * train_per_class
+        labels["test"] += [label] * test_per_class
+    image_dir = root / "images" if layout == "mini-imagenet-csv" else root
+
+    def load(split, idx):
+        out = np.empty((len(idx), 84, 84, 3), dtype=np.uint8)
+        for j, i in enumerate(idx):
+            path = image_dir / files[split][i]
+            try:
+                raw = path.read_bytes()
+            except OSError as e:
+                raise UserError(f"cannot read {path}: {e.strerror}")
+            # mini-ImageNet's own recipe: squash the whole image to 84x84 (no crop)
+            out[j] = np.asarray(_decode(raw, str(path)).resize((84, 84), Image.LANCZOS))
+        return out
+
+    return Source("imagenet100", list(wnids), {s: np.asarray(v, dtype=np.int64) for s, v in labels.items()},
+                  84, load, checksums={"layout": layout}, files=files)
+
+
+def _mini_imagenet_csv(root):
+    per_class = {}
+    for s in ("train", "val", "test"):
+        path = root / f"{s}.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        require(rows and [c.strip() for c in rows[0][:2]] == ["filename", "label"],
+                f"{path} is not a mini-ImageNet csv (its first line should be 'filename,label')")
+        for row in rows[1:]:
+            require(len(row) >= 2, f"{path} has a malformed line: {','.join(row)!r}")
+            per_class.setdefault(row[1].strip(), []).append(row[0].strip())
+    return {w: sorted(v) for w, v in per_class.items()}

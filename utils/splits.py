@@ -1,0 +1,298 @@
+"""Continual (source) and target splits: build them from a `Source`, write them as a split directory,
+and load a task's images from one.
+
+A split directory holds `manifest.json` (every task's classes and the source ids of its images) and
+`images.npy`, the uint8 [N, H, W, 3] images of every id the manifest uses, once each, in the order of
+`manifest["images"]["ids"]`. Training code memory-maps that one array and gathers a task from it.
+"""
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from utils import sources
+from utils.common import (UserError, command_line, positive_int, replace_dir, require, sha256_file,
+                          write_json)
+
+FORMAT = "learngene-split-v1"
+SPLIT_FILES = Path(__file__).resolve().parent / "splits"
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as the released scripts
+
+# The datasets this project knows; the makers differ only by these settings.
+DATASETS = {
+    "cifar100": dict(split_file="cifar100_split.json", family="cifar", images_per_class=600, num_target_tasks=5),
+    "imagenet100": dict(split_file="imagenet100_split.json", family="imagenet", images_per_class=400,
+                        num_target_tasks=10),
+    # The offline stand-in: 500 train + 50 val(=test) images per class, so up to 550 per base class.
+    "tiny-imagenet-100": dict(split_file="tiny_imagenet100_split.json", family="imagenet", images_per_class=550,
+                              num_target_tasks=10),
+}
+WAYS = 5
+
+
+def class_split(dataset):
+    with open(SPLIT_FILES / DATASETS[dataset]["split_file"]) as f:
+        d = json.load(f)
+    return {k: list(d[k]) for k in ("base", "open_world", "novel")}
+
+
+def _rng(seed, section):
+    # one independent stream per section, so e.g. changing --num_tasks leaves the target tasks as they were
+    return np.random.default_rng([seed, int.from_bytes(hashlib.sha256(section.encode()).digest()[:4], "little")])
+
+
+def _ids(split, indices):
+    return [f"{split}:{int(i)}" for i in sorted(indices)]
+
+
+def build_manifest(source, classes, *, num_tasks, images_per_class, num_target_tasks, shots, seed,
+                   continual_pool="base"):
+    """Choose every task's classes and images. Pure: the same arguments give the same manifest."""
+    known = set(source.classes)
+    for pool, names in classes.items():
+        unknown = [c for c in names if c not in known]
+        require(not unknown, f"unknown class name(s) in the {pool} pool: {', '.join(unknown[:5])} "
+                f"(not among the {len(known)} classes of {source.dataset})")
+    for name, n in [("num_tasks", num_tasks), ("num_imgs_per_cat_train", images_per_class),
+                    ("num_target_tasks", num_target_tasks)] + [("shots", k) for k in shots]:
+        require(isinstance(n, int) and n > 0, f"--{name} must be a positive integer, got {n}")
+    require(len(set(shots)) == len(shots), f"--shots has repeats: {shots}")
+
+    pool = classes["base"] + (classes["open_world"] if continual_pool == "base+open_world" else [])
+    rng = _rng(seed, "continual")
+    continual = []
+    for _ in range(num_tasks):
+        task_classes = [str(c) for c in rng.choice(pool, WAYS, replace=False)]
+        samples = {}
+        for c in task_classes:
+            available = np.concatenate([source.indices_of("train", c), -1 - source.indices_of("test", c)])
+            require(images_per_class <= len(available), f"--num_imgs_per_cat_train {images_per_class} is more than "
+                    f"the {len(available)} images class {c} has")
+            chosen = rng.permutation(available)[:images_per_class]
+            samples[c] = _ids("train", chosen[chosen >= 0]) + _ids("test", -1 - chosen[chosen < 0])
+        continual.append({"classes": task_classes, "samples": samples})
+
+    def few_shot_tasks(section, pool):
+        rng = _rng(seed, section)
+        tasks = {str(k): [] for k in shots}
+        for _ in range(num_target_tasks):
+            task_classes = [str(c) for c in rng.choice(pool, WAYS, replace=False)]
+            # one ordering of each class's train images; the K-shot set is its first K, so the 10 shots
+            # are a subset of the 20 and shot counts compare on the same classes
+            order = {c: rng.permutation(source.indices_of("train", c)) for c in task_classes}
+            for k in shots:
+                for c in task_classes:
+                    require(k <= len(order[c]), f"{k} shots is more than the {len(order[c])} training images "
+                            f"class {c} has")
+                tasks[str(k)].append({
+                    "classes": task_classes,
+                    "train": {c: _ids("train", order[c][:k]) for c in task_classes},
+                    "test": {c: _ids("test", source.indices_of("test", c)) for c in task_classes},
+                })
+        return tasks
+
+    require(len(classes["novel"]) >= WAYS and len(classes["open_world"]) >= WAYS, "need at least 5 novel and open-world classes")
+    return {
+        "format": FORMAT,
+        "dataset": source.dataset,
+        "seed": seed,
+        "ways": WAYS,
+        "shots": list(shots),
+        "continual_pool": continual_pool,
+        "classes": classes,
+        "continual": continual,
+        "target": few_shot_tasks("target", classes["novel"]),
+        "validation": few_shot_tasks("validation", classes["open_world"]),
+    }
+
+
+def used_ids(manifest):
+    ids = set()
+    for task in manifest["continual"]:
+        for v in task["samples"].values():
+            ids.update(v)
+    for section in ("target", "validation"):
+        for tasks in manifest[section].values():
+            for task in tasks:
+                for part in ("train", "test"):
+                    for v in task[part].values():
+                        ids.update(v)
+    split_rank = {s: i for i, s in enumerate(sources.SPLITS)}
+    return sorted(ids, key=lambda s: (split_rank[s.split(":")[0]], int(s.split(":")[1])))
+
+
+def write_split(out, manifest, source, size, *, overwrite=False, export_imagefolder=False, chunk=2048):
+    """Gather the images the manifest uses and write the split directory atomically."""
+    out = Path(out)
+    if out.exists():
+        require(out.is_dir(), f"--out {out} exists and is not a directory")
+        if (out / "manifest.json").exists():
+            require(overwrite, f"{out} already holds a split; pass --overwrite to replace it")
+        else:
+            require(not any(out.iterdir()), f"--out {out} is a non-empty folder that is not a split; refusing to touch it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ids = used_ids(manifest)
+    images = np.empty((len(ids), size, size, 3), dtype=np.uint8)
+    for split in sources.SPLITS:
+        rows = [r for r, i in enumerate(ids) if i.startswith(split + ":")]
+        indices = [int(ids[r].split(":")[1]) for r in rows]
+        for start in tqdm(range(0, len(rows), chunk), desc=f"{source.dataset} {split} images", unit="chunk",
+                          disable=not rows, leave=False):
+            images[rows[start:start + chunk]] = source.load(split, indices[start:start + chunk], size)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(tmp / "images.npy", images)
+        manifest = dict(manifest)
+        manifest["image_size"] = size
+        manifest["normalize"] = {"mean": MEAN, "std": STD}
+        manifest["source"] = dict(manifest["source"], files=source.files)
+        manifest["images"] = {"file": "images.npy", "shape": list(images.shape),
+                              "sha256": sha256_file(tmp / "images.npy"), "ids": ids}
+        write_json(tmp / "manifest.json", manifest)
+        if export_imagefolder:
+            _export_imagefolder(tmp / "imagefolder", manifest, images)
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _export_imagefolder(root, manifest, images):
+    """For inspection only: every task's images as PNG files in class folders."""
+    from PIL import Image
+    row = {i: r for r, i in enumerate(manifest["images"]["ids"])}
+    jobs = [(f"continual/task{t:02d}/train", task["samples"]) for t, task in enumerate(manifest["continual"])]
+    for section in ("target", "validation"):
+        for k, tasks in manifest[section].items():
+            for t, task in enumerate(tasks):
+                jobs += [(f"{section}/{k}shot/task{t:02d}/{part}", task[part]) for part in ("train", "test")]
+    for folder, per_class in tqdm(jobs, desc="imagefolder", leave=False):
+        for c, ids in per_class.items():
+            d = root / folder / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in ids:
+                Image.fromarray(images[row[i]]).save(d / f"{i.replace(':', '_')}.png")
+
+
+# ---------------------------------------------------------------- reading a split directory
+class Split:
+    def __init__(self, path, family=None):
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        require(manifest_path.is_file(), f"{path} is not a split directory (no manifest.json); make one with "
+                f"utils/data_cifar_mk.py or utils/data_imagenet_mk.py")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{manifest_path} is not valid JSON ({e})")
+        m = self.manifest
+        require(isinstance(m, dict) and m.get("format") == FORMAT, f"{manifest_path} is not a {FORMAT} manifest")
+        require(m.get("dataset") in DATASETS, f"{manifest_path} names an unknown dataset {m.get('dataset')!r}")
+        if family is not None:
+            require(DATASETS[m["dataset"]]["family"] == family,
+                    f"{path} is a {m['dataset']} split; this script is for the {family} family "
+                    f"({', '.join(d for d, c in DATASETS.items() if c['family'] == family)})")
+        self.path, self.dataset, self.image_size = path, m["dataset"], m["image_size"]
+        self.hash = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+        try:
+            self.images = np.load(path / m["images"]["file"], mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read the images of split {path}: {e}")
+        require(list(self.images.shape) == m["images"]["shape"],
+                f"{path}/images.npy has shape {list(self.images.shape)}, the manifest says {m['images']['shape']}")
+        self._row = {i: r for r, i in enumerate(m["images"]["ids"])}
+
+    @property
+    def num_tasks(self):
+        return len(self.manifest["continual"])
+
+    def _gather(self, classes, per_class):
+        rows = [self._row[i] for c in classes for i in per_class[c]]
+        labels = [y for y, c in enumerate(classes) for _ in per_class[c]]
+        return np.ascontiguousarray(self.images[rows]), np.asarray(labels, dtype=np.int64)
+
+    def continual(self, t):
+        task = self.manifest["continual"][t]
+        return self._gather(task["classes"], task["samples"])
+
+    def few_shot(self, section, shots, t):
+        """(train images, train labels, test images, test labels) of a target or validation task."""
+        tasks = self.manifest[section].get(str(shots))
+        require(tasks is not None, f"split {self.path} has no {shots}-shot {section} tasks "
+                f"(it has {', '.join(self.manifest[section]) or 'none'})")
+        task = tasks[t]
+        return (*self._gather(task["classes"], task["train"]), *self._gather(task["classes"], task["test"]))
+
+    def num_few_shot(self, section, shots):
+        return len(self.manifest[section].get(str(shots), []))
+
+
+# ---------------------------------------------------------------- the makers' command line
+def maker_parser(description, dataset_choices):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--path", required=True, help="where the raw dataset is")
+    p.add_argument("--out", default=None, help="split directory to write (default: data/<dataset>-split)")
+    if len(dataset_choices) > 1:
+        p.add_argument("--dataset", choices=dataset_choices, default=dataset_choices[0],
+                       help="imagenet100: ImageNet class folders or mini-ImageNet csv layout (84px); "
+                            "tiny-imagenet-100: the offline npz set (64px)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_tasks", type=positive_int, default=50, help="continual (source) tasks")
+    p.add_argument("--num_imgs_per_cat_train", type=positive_int, default=None,
+                   help="images per class in a continual task (default: cifar100 600, imagenet100 400, tiny 550)")
+    p.add_argument("--num_target_tasks", type=positive_int, default=None,
+                   help="target (and validation) tasks per shot count (default: cifar100 5, imagenet 10)")
+    p.add_argument("--shots", type=positive_int, nargs="+", default=[10, 20])
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="image side in pixels (default: the dataset's native 32/84/64); e.g. 32 for CIFAR-like Tiny")
+    p.add_argument("--continual_pool", choices=["base", "base+open_world"], default="base",
+                   help="classes of the continual tasks; the released ImageNet script drew from base+open_world, "
+                        "which leaves no clean validation classes")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the source checksum check")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing split at --out")
+    p.add_argument("--export_imagefolder", action="store_true", help="also write every task as PNG files")
+    return p
+
+
+# flags that only say where to write, left out of the recorded command so the manifest depends on content alone
+_OUTPUT_FLAGS = {"--out": 1, "--overwrite": 0, "--export_imagefolder": 0}
+
+
+def _content_command(argv):
+    kept, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _OUTPUT_FLAGS:
+            skip = _OUTPUT_FLAGS[name] if "=" not in a else 0
+            continue
+        kept.append(a)
+    return command_line(kept)
+
+
+def make_split(args, argv, dataset, source):
+    """The makers' shared body: build the manifest for `source`, write the split, print a summary."""
+    config = DATASETS[dataset]
+    images_per_class = args.num_imgs_per_cat_train or config["images_per_class"]
+    size = args.size or source.native_size
+    manifest = build_manifest(source, class_split(dataset), num_tasks=args.num_tasks,
+                              images_per_class=images_per_class,
+                              num_target_tasks=args.num_target_tasks or config["num_target_tasks"],
+                              shots=args.shots, seed=args.seed, continual_pool=args.continual_pool)
+    manifest["source"] = {"path": str(args.path), "checksums": source.checksums, "verified": args.verify}
+    manifest["command"] = _content_command(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out or Path("data") / f"{dataset}-split")
+    write_split(out, manifest, source, size, overwrite=args.overwrite, export_imagefolder=args.export_imagefolder)
+    print(f"wrote {out}: {dataset} at {size}px, {args.num_tasks} continual tasks x {WAYS} classes x "
+          f"{images_per_class} images, {len(next(iter(manifest['target'].values())))} target and validation tasks "
+          f"per shot count {args.shots}, {len(used_ids(manifest))} distinct images")
+    return out
