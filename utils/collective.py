@@ -134,10 +134,12 @@ def run(family, argv=None):
         tqdm.write(f"task {task:2d}: loss {last[2]:.3f} acc {last[3]:.3f} widths {last[6]} ({last[5]:.0f} img/s)")
         task, epoch = task + 1, 0
 
-    if args.judgement and record:
+    artifact = learngene.extract(out, split, args, config, record, num_tasks, device, argv)
+    if record:
+        rel = ">" if args.judgement_signed else "|>|"
         crit.heatmap_png(record, out / "criterion_heatmap.png",
-                         f"learngene criterion on {split.dataset}: fraction of |grad| > {args.threshold:g}")
-    return learngene.extract(out, split, args, config, record, num_tasks, device, argv)
+                         f"{split.dataset}: fraction of grad entries {rel} {args.threshold:g}", artifact["layers"])
+    return artifact
 
 
 def _start_or_resume(args, out, config):

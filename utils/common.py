@@ -94,8 +94,9 @@ def torch_load(path, what="checkpoint"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{what} {path} is corrupted or not a file of this project ({first[:160]})")
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        why = next((l for l in lines if "Unpickler error" in l), lines[0] if lines else type(e).__name__)
+        raise UserError(f"{what} {path} is corrupted or not a file of this project ({why[:200]})")
 
 
 def replace_dir(tmp_dir, out_dir):
@@ -163,7 +164,7 @@ def provenance(device=None, argv=None, seed=None):
         "command": command_line(argv),
         "time_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     if device is not None:
         info["device"] = device_name(device)

@@ -71,7 +71,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),  # protocol-2 bytes
     }
 
     def find_class(self, module, name):
@@ -199,7 +199,8 @@ def imagenet100(root, wnids, train_per_class=500, test_per_class=100):
             f"e.g. {', '.join(missing[:3])}: expected class folders named by wnid, or mini-ImageNet's images/ and csv files")
     need = train_per_class + test_per_class
     short = [(w, len(per_class[w])) for w in wnids if len(per_class[w]) < need]
-    require(not short, f"ImageNet100 class {short[0][0]} has {short[0][1]} images, fewer than the {need} needed")
+    if short:
+        raise UserError(f"ImageNet100 class {short[0][0]} has {short[0][1]} images, fewer than the {need} needed")
     files = {"train": [], "test": []}
     labels = {"train": [], "test": []}
     for label, wnid in enumerate(wnids):

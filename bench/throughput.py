@@ -1,0 +1,200 @@
+"""Collective-model training throughput: the released data path against this project's, same model, same
+device, one run. Also the cost of --judgement, FLOPs per image and the achieved fraction of peak (MFU).
+
+    python bench/throughput.py --path data/tiny-imagenet-100-quick-split            # CPU here
+    python bench/throughput.py --path data/tiny-imagenet-100-paper-split --steps 200 # on a GPU
+
+(a) "released": one PNG file per image in class folders, torchvision ImageFolder (PIL decode), per-sample
+    transforms (resize, random crop to the same size, flip, to-tensor, normalise), a DataLoader with 0
+    workers, fp32, as the released scripts.
+(b) "this project": the task's uint8 images resident on the device, batches sliced from it, batched flips
+    and normalisation (utils/engine.py), bf16 autocast and channels_last on CUDA.
+Prints a table and writes a CSV (default bench/results/throughput-<device>.csv).
+"""
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from utils import criterion as crit  # noqa: E402
+from utils.common import cli, command_line, device_name, pick_device, positive_int, require  # noqa: E402
+from utils.engine import DeviceData, batch_indices, flip_half, normalize, autocast, seeded_generator  # noqa: E402
+from utils.models import BASE_WIDTHS, CollectiveNet, widths_at  # noqa: E402
+from utils.splits import MEAN, STD, Split  # noqa: E402
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s
+
+
+def training_flops_per_image(model, size):
+    """2 FLOPs per multiply-add, forward + backward (about 3x the forward)."""
+    macs = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            macs.append(output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
+        elif isinstance(module, nn.Linear):
+            macs.append(output.numel() * module.in_features)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+    for h in handles:
+        h.remove()
+    return 3 * 2 * sum(macs)
+
+
+def peak_flops(device):
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def released_loader(images, labels, folder, batch_size, size):
+    """Write one PNG per image in class folders and read them back the way the released scripts did."""
+    from PIL import Image
+    from torchvision import datasets, transforms
+    for i, (x, y) in enumerate(zip(images, labels)):
+        d = Path(folder) / f"class{y}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x).save(d / f"{i:06d}.png")
+    tf = transforms.Compose([transforms.Resize(size), transforms.RandomCrop(size), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    return torch.utils.data.DataLoader(datasets.ImageFolder(str(folder), tf), batch_size=batch_size, shuffle=True,
+                                       num_workers=0)
+
+
+def time_released(model, loader, device, steps, warmup, train=True):
+    if train:
+        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+        model.train()
+    done, seen, t0 = 0, 0, None
+    while done < steps + warmup:
+        for x, y in loader:
+            if done == warmup:
+                sync(device)
+                t0, seen = time.perf_counter(), 0
+            if train:
+                x, y = x.to(device), y.to(device)
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            seen += len(y)
+            done += 1
+            if done == steps + warmup:
+                break
+    sync(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def time_ours(model, data, device, batch_size, steps, warmup, judgement):
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    gradients = crit.GradientCriterion() if judgement else None
+    if gradients:
+        gradients.start_epoch()
+    channels_last = device.type == "cuda"
+    model.train()
+    gen = seeded_generator(0, device)
+    done, seen, t0 = 0, 0, None
+    while done < steps + warmup:
+        for idx in batch_indices(len(data), batch_size, gen):
+            if done == warmup:
+                sync(device)
+                t0, seen = time.perf_counter(), 0
+            x = normalize(flip_half(data.images[idx], gen), channels_last)
+            y = data.labels[idx]
+            with autocast(device):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if gradients:
+                gradients(model)
+            opt.step()
+            seen += len(idx)
+            done += 1
+            if done == steps + warmup:
+                break
+    if gradients:
+        gradients.end_epoch()
+    sync(device)
+    return seen / (time.perf_counter() - t0)
+
+
+@cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split directory (real images)")
+    p.add_argument("--task", type=int, default=0, help="continual task whose images are used")
+    p.add_argument("--batch_size", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    split = Split(args.path)
+    device = pick_device(args.no_cuda)
+    images, labels = split.continual(args.task)
+    require(len(labels) >= args.batch_size * 2, f"task {args.task} has only {len(labels)} images")
+    size = split.image_size
+    data = DeviceData.from_numpy(images, labels, device)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        loader = released_loader(images, labels, folder, args.batch_size, size)
+        rows.append(["released data path alone (no model)", "-", time_released(None, loader, device, args.steps,
+                                                                              args.warmup, train=False), None])
+        for label, widths in (("base", BASE_WIDTHS), ("final", widths_at(20))):
+            torch.manual_seed(0)
+            model = CollectiveNet(widths, size, 100).to(device)
+            flops = training_flops_per_image(model, size)
+            rel = time_released(model, loader, device, args.steps, args.warmup)
+            if device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            ours = time_ours(model, data, device, args.batch_size, args.steps, args.warmup, judgement=False)
+            judged = time_ours(model, data, device, args.batch_size, args.steps, args.warmup, judgement=True)
+            rows += [[f"(a) released path, {label} widths", label, rel, flops],
+                     [f"(b) this project, {label} widths", label, ours, flops],
+                     [f"(b) + --judgement, {label} widths", label, judged, flops]]
+    peak = peak_flops(device)
+    dev = device_name(device)
+    print(f"device: {dev}; torch {torch.__version__}; {split.dataset} {size}px, batch {args.batch_size}, "
+          f"{args.steps} timed steps\ncommand: {command_line(argv)}\n")
+    print(f"{'path':42s} {'images/s':>10s} {'GFLOP/img':>10s} {'TFLOP/s':>8s} {'MFU':>6s}")
+    out_rows = []
+    for name, widths, ips, flops in rows:
+        tflops = ips * flops / 1e12 if flops else None
+        mfu = f"{100 * ips * flops / peak:.1f}%" if (flops and peak) else "n/a"
+        print(f"{name:42s} {ips:10.1f} {flops / 1e9 if flops else float('nan'):10.3f} "
+              f"{tflops if tflops else float('nan'):8.3f} {mfu:>6s}")
+        out_rows.append([name, ips, flops or "", tflops or "", mfu])
+    by = {r[0]: r[2] for r in rows}
+    for label in ("base", "final"):
+        ours, rel, judged = (by[f"(b) this project, {label} widths"], by[f"(a) released path, {label} widths"],
+                             by[f"(b) + --judgement, {label} widths"])
+        print(f"{label} widths: this project / released = {ours / rel:.2f}x; --judgement costs "
+              f"{100 * (ours / judged - 1):.1f}% time")
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"throughput-{device.type}.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["# device", dev, "torch", torch.__version__, "command", command_line(argv)])
+        w.writerow(["path", "images_per_s", "train_flops_per_image", "tflops", "mfu"])
+        w.writerows(out_rows)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The whole Learngene pipeline in one command, for one dataset and one preset:
+
+    split -> collective model -> learngene -> EWC strength tuned on the validation (open-world) tasks
+          -> individual models and baselines on the target tasks -> results table
+
+    python pipeline.py --preset quick                      # offline Tiny-ImageNet-100, ~10 min on 2 CPU cores
+    python pipeline.py --preset paper --dataset cifar100 --data /data/cifar  # the paper's settings, for a GPU
+
+Every stage is a script of this repo run as its own process (its command is printed, so any stage can be
+rerun by hand) and every stage resumes: rerunning the same command continues where it stopped.
+Outputs: data/<dataset>-<preset>-split/, checkpoints/<dataset>-<preset>/, and the table, curves and heat
+map in results/<dataset>-<preset>*.
+"""
+import argparse
+import csv
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from utils.common import REPO_ROOT, UserError, cli, command_line, git_commit, require, write_text  # noqa: E402
+
+# paths are relative to the repository, where every stage runs
+DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
+                "imagenet100": None}
+FAMILY = {"cifar100": "cifar100", "tiny-imagenet-100": "imagenet", "imagenet100": "imagenet"}
+
+PRESETS = {
+    # Small enough for a 2-core CPU in about 10 minutes: Tiny-ImageNet at 32px (CIFAR-like), 6 short collective
+    # tasks, 3 target tasks, the paper's individual-model schedule (30 epochs).
+    "quick": {
+        "split": ["--size", "32", "--num_tasks", "6", "--num_imgs_per_cat_train", "200", "--num_target_tasks", "3"],
+        "collective": ["--epochs", "5"],
+        "individual": ["--epochs", "30", "--eval_every", "5", "--seed", "0"],
+        "tune_tasks": "2",
+    },
+    # The paper: 50 tasks x 100 epochs, learngene after task 20, 30-epoch individual models, 3 seeds.
+    "paper": {
+        "split": [],
+        "collective": ["--epochs", "100"],
+        "individual": ["--epochs", "30", "--eval_every", "1", "--seed", "0", "1", "2"],
+        "tune_tasks": None,
+    },
+}
+EWC_GRID = ["40000", "4000", "400", "40"]  # the released 40 x 1000, then tenfold steps down
+
+
+def stage(name, script, args, done):
+    """Run one stage unless `done` exists; stop the pipeline with its message if it fails."""
+    if done is not None and Path(done).exists():
+        print(f"[{name}] done already ({done})")
+        return
+    cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
+    print(f"[{name}] python {shlex.join([script, *map(str, args)])}", flush=True)
+    t0 = time.time()
+    if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
+        raise UserError(f"stage {name} failed (its message is above); fix it and rerun the same command to resume")
+    print(f"[{name}] finished in {time.time() - t0:.0f} s", flush=True)
+
+
+def best_lambda(tune_dir):
+    """The EWC strength with the best mean final accuracy (%) of the learngene rows on the validation tasks."""
+    scores = {}
+    for lam in EWC_GRID:
+        with open(tune_dir / f"lambda-{lam}" / "results.csv") as f:
+            rows = list(csv.DictReader(f))
+        scores[lam] = sum(float(r["final_acc"]) for r in rows) / len(rows)
+    best = max(EWC_GRID, key=lambda lam: scores[lam])
+    return best, scores
+
+
+@cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=PRESETS, default="quick")
+    p.add_argument("--dataset", choices=FAMILY, default="tiny-imagenet-100")
+    p.add_argument("--data", default=None, help="raw dataset folder (default: ../shared/data/tiny-imagenet-100 "
+                   "for tiny-imagenet-100, data/ for cifar100)")
+    p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results/<dataset>-<preset>* files")
+    args = p.parse_args(argv)
+    data = Path(args.data).resolve() if args.data else DEFAULT_DATA[args.dataset]
+    require(data is not None, f"--data is required for {args.dataset}")
+    os.chdir(REPO_ROOT)  # every path below is relative to the repository
+    preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
+    results = Path("results")
+    finals = [results / f"{name}.md", results / f"{name}.csv"]
+    require(args.overwrite or not any(f.exists() for f in finals),
+            f"{finals[0]} exists: pass --overwrite to replace the results of this preset")
+    family = FAMILY[args.dataset]
+    split, work = Path("data") / f"{name}-split", Path("checkpoints") / name
+    cuda = ["--no-cuda"] if args.no_cuda else []
+    maker = "utils/data_cifar_mk.py" if family == "cifar100" else "utils/data_imagenet_mk.py"
+    t_start = time.time()
+
+    stage("split", maker, ["--path", data, "--out", split, *preset["split"],
+                           *([] if family == "cifar100" else ["--dataset", args.dataset])], split / "manifest.json")
+    collective = work / "collective"
+    resume = ["--resume"] if (collective / "last.pt").exists() else []
+    stage("collective", f"collective-model/val_lifelong_{family}.py",
+          ["--path", split, "--out", collective, *preset["collective"], *cuda, *resume], collective / "learngene.pt")
+    individual_script = f"individual-model/inheritable_{family}_wEWC.py"
+    common = ["--path", split, "--learngene", collective / "learngene.pt", *preset["individual"], *cuda]
+    tune_tasks = ["--num_works_tt", preset["tune_tasks"]] if preset["tune_tasks"] else []
+    for lam in EWC_GRID:
+        out = work / "tune-ewc" / f"lambda-{lam}"
+        stage(f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
+              "learngene", "--ewc_lambda", lam, *tune_tasks, "--out", out], out / "results.csv")
+    lam, scores = best_lambda(work / "tune-ewc")
+    print(f"[tune-ewc] validation accuracy by EWC lambda: "
+          + ", ".join(f"{k}: {v:.1f}%" for k, v in scores.items()) + f" -> lambda {lam}")
+    target = work / "individual"
+    stage("individual", individual_script, [*common, "--ewc_lambda", lam, "--out", target], None)
+
+    results.mkdir(exist_ok=True)
+    shutil.copyfile(target / "results.csv", results / f"{name}.csv")
+    shutil.copyfile(target / "curves.png", results / f"{name}-curves.png")
+    shutil.copyfile(collective / "criterion_heatmap.png", results / f"{name}-heatmap.png")
+    table = (target / "results.md").read_text()
+    selection = (collective / "selection.txt").read_text()
+    write_text(results / f"{name}.md", f"## {name}: Learngene pipeline results\n\n"
+               f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
+               f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
+               f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
+               f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
+               + ", ".join(f"{k}: {v:.1f}%" for k, v in scores.items()) + f" -> **{lam}**.\n\n"
+               + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
+               f"![curves]({name}-curves.png)\n![criterion]({name}-heatmap.png)\n")
+    print(f"results: {results / f'{name}.md'}")
+
+
+if __name__ == "__main__":
+    main()

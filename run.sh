@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Entry point for a fresh clone.
+#   ./run.sh quick [pipeline.py options]   set up .venv, then run the whole pipeline (quick preset by default)
+#   ./run.sh test  [pytest options]        set up .venv with the test tools, then run the tests
+#   ./run.sh setup                         only set up .venv
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+setup() {
+  local req=$1
+  if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+  fi
+  # the stamp skips a reinstall when the requirement files have not changed
+  local stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$req"
+  if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r "$req"
+    touch "$stamp"
+  fi
+}
+cmd=${1:-quick}; shift || true
+case "$cmd" in
+  quick|paper) setup requirements.txt; exec .venv/bin/python pipeline.py --preset "$cmd" "$@" ;;
+  test) setup requirements-dev.txt; exec .venv/bin/python -m pytest -q tests "$@" ;;
+  setup) setup requirements-dev.txt ;;
+  *) echo "usage: ./run.sh {quick|paper|test|setup} [options]" >&2; exit 2 ;;
+esac

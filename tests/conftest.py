@@ -1,0 +1,78 @@
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared"
+TINY = SHARED / "data" / "tiny-imagenet-100"
+CIFAR_META = SHARED / "data" / "cifar-100-meta" / "meta"
+
+
+def run_script(script, *args, cwd=REPO):
+    """Run one of the repo's scripts as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def assert_clean_error(proc, fragment=None):
+    """A bad input: non-zero exit, a one-line message, no traceback."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    errors = [l for l in lines if l.startswith("error:") or ": error:" in l]
+    assert len(errors) == 1, proc.stderr
+    if fragment:
+        assert fragment in errors[0], errors[0]
+
+
+def class_names():
+    with open(CIFAR_META, "rb") as f:
+        return [n for n in pickle.load(f, encoding="latin1")["fine_label_names"]]
+
+
+def write_cifar(root, train_per_class=8, test_per_class=3, seed=0, meta=None):
+    """Small pickles in the real CIFAR-100 python format (the real meta file, random images)."""
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        labels = np.repeat(np.arange(100), n)
+        rng.shuffle(labels)
+        d = {"filenames": [f"img_{i}.png" for i in range(len(labels))], "batch_label": f"{split} batch",
+             "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(),
+             "data": rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)}
+        with open(folder / split, "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    if meta is None:
+        shutil.copyfile(CIFAR_META, folder / "meta")
+    else:
+        with open(folder / "meta", "wb") as f:
+            pickle.dump(meta, f, protocol=2)
+    return Path(root)
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    return write_cifar(tmp_path / "raw")
+
+
+needs_tiny = pytest.mark.skipif(not (TINY / "train.npz").exists(), reason="../shared/data/tiny-imagenet-100 absent")
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tmp_path_factory):
+    """A small split of the real offline images at 32px: 3 continual tasks of 5 x 12 images, 2 target tasks."""
+    if not (TINY / "train.npz").exists():
+        pytest.skip("../shared/data/tiny-imagenet-100 absent")
+    out = tmp_path_factory.mktemp("splits") / "tiny32"
+    proc = run_script("utils/data_imagenet_mk.py", "--dataset", "tiny-imagenet-100", "--path", TINY, "--out", out,
+                      "--size", "32", "--num_tasks", "3", "--num_imgs_per_cat_train", "12",
+                      "--num_target_tasks", "2", "--shots", "2", "4")
+    assert proc.returncode == 0, proc.stderr
+    return out

@@ -1,0 +1,93 @@
+"""The collective-model script on the real offline images: outputs, resume equality, bad inputs."""
+import csv
+
+import pytest
+import torch
+from conftest import assert_clean_error, run_script, write_cifar
+
+from utils import collective, learngene
+
+SHORT = ["--epochs", "2", "--batch_size", "16", "--num_works", "3", "--no-cuda"]
+
+
+def test_short_run_writes_every_output(tiny_split, tmp_path):
+    out = tmp_path / "run"
+    proc = run_script("collective-model/val_lifelong_imagenet.py", "--path", tiny_split, "--out", out, *SHORT)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("metrics.csv", "criterion.csv", "criterion_heatmap.png", "last.pt", "learngene.pt", "selection.txt",
+                 "config.json", "checkpoints/task_000.pt", "checkpoints/task_002.pt"):
+        assert (out / name).exists(), name
+    rows = list(csv.DictReader(open(out / "criterion.csv")))
+    assert len(rows) == 3 * 2 * 13 and all(0 <= float(r["value"]) <= 1 for r in rows)
+    metrics = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [m["widths"].split("-")[2:4] for m in metrics[::2]] == [["64", "64"], ["128", "64"], ["128", "128"]]
+    art = learngene.load(out / "learngene.pt", "tiny-imagenet-100", 32)  # weights_only=True inside
+    assert len(art["layers"]) == 3 and art["source_task"] == 2
+    assert art["provenance"]["split_hash"] and "val_lifelong_imagenet.py" in art["provenance"]["command"]
+    final = torch.load(out / "checkpoints" / "task_002.pt", weights_only=True)["model"]
+    for j, i in enumerate(art["layers"]):
+        assert torch.equal(art["state"][f"{j}.conv.weight"], final[f"features.{i}.conv.weight"])
+        assert torch.equal(art["state"][f"{j}.bn.running_var"], final[f"features.{i}.bn.running_var"])
+    assert "chosen: conv layers" in proc.stdout
+    # a rerun refuses to clobber the run
+    again = run_script("collective-model/val_lifelong_imagenet.py", "--path", tiny_split, "--out", out, *SHORT)
+    assert_clean_error(again, "already holds a run")
+
+
+def test_resume_ends_with_the_same_weights(tiny_split, tmp_path, monkeypatch):
+    argv = ["--path", str(tiny_split), *SHORT, "--epochs", "2"]
+    collective.run("imagenet", argv + ["--out", str(tmp_path / "whole")])
+
+    calls = {"n": 0}
+    real = collective.train_epoch
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # in task 1, second epoch, after task 1's widening
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(collective, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        collective.run("imagenet", argv + ["--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(collective, "train_epoch", real)
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert (state["next_task"], state["next_epoch"]) == (1, 1)
+    collective.run("imagenet", argv + ["--out", str(tmp_path / "cut"), "--resume"])
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert a["widths"] == b["widths"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["record"] == b["record"]
+    assert [m[:4] for m in a["metrics"]] == [m[:4] for m in b["metrics"]]
+
+
+def test_bad_inputs(tiny_split, tmp_path):
+    script = "collective-model/val_lifelong_imagenet.py"
+    assert_clean_error(run_script(script, "--path", tmp_path, "--out", tmp_path / "o"), "not a split directory")
+    assert_clean_error(run_script(script, "--path", tiny_split, "--num_works", "4", "--out", tmp_path / "o"),
+                       "more than the 3 tasks")
+    assert_clean_error(run_script(script, "--path", tiny_split, "--resume", "--out", tmp_path / "o"),
+                       "resume checkpoint not found")
+    # a split of the other family
+    cifar = tmp_path / "cifar"
+    write_cifar(cifar / "raw")
+    assert run_script("utils/data_cifar_mk.py", "--path", cifar / "raw", "--out", cifar / "split", "--no-verify",
+                      "--num_tasks", "2", "--num_imgs_per_cat_train", "4", "--shots", "2").returncode == 0
+    assert_clean_error(run_script(script, "--path", cifar / "split", "--out", tmp_path / "o"),
+                       "is a cifar100 split")
+    assert not (tmp_path / "o").exists()
+    # resuming with another split or other settings
+    out = tmp_path / "run"
+    assert run_script(script, "--path", tiny_split, "--out", out, "--epochs", "1", "--num_works", "1",
+                      "--batch_size", "30").returncode == 0
+    before = (out / "last.pt").read_bytes()
+    assert_clean_error(run_script("collective-model/val_lifelong_cifar100.py", "--path", cifar / "split", "--out",
+                                  out, "--resume", "--epochs", "1"), "")
+    assert_clean_error(run_script(script, "--path", tiny_split, "--out", out, "--resume", "--epochs", "1",
+                                  "--batch_size", "30", "--lr", "0.1"), "other settings")
+    assert (out / "last.pt").read_bytes() == before
+    (out / "last.pt").write_bytes(before[:500])
+    assert_clean_error(run_script(script, "--path", tiny_split, "--out", out, "--resume", "--epochs", "1",
+                                  "--batch_size", "30"), "corrupted")

@@ -1,0 +1,186 @@
+"""Networks, widening, the criterion, the selection rule and EWC."""
+import pytest
+import torch
+import torch.nn as nn
+
+from utils import criterion as crit
+from utils.engine import DeviceData
+from utils.ewc import EWC, fisher_diagonal
+from utils.models import (BASE_WIDTHS, WIDENING, CollectiveNet, IndividualNet, count_parameters, widen,
+                          widths_at)
+
+
+def randomize_bn(model, gen):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1, generator=gen)
+            m.running_var.uniform_(0.5, 2, generator=gen)
+            m.weight.data.uniform_(0.5, 1.5, generator=gen)
+            m.bias.data.uniform_(-0.5, 0.5, generator=gen)
+
+
+@pytest.mark.parametrize("size", [32, 64, 84])
+def test_widening_preserves_the_function_over_the_whole_schedule(size):
+    gen = torch.Generator().manual_seed(size)
+    torch.manual_seed(size)
+    model = CollectiveNet(image_size=size, num_outputs=100).eval()
+    randomize_bn(model, gen)
+    x = torch.randn(3, 3, size, size, generator=gen)
+    for task in range(1, 21):
+        with torch.no_grad():
+            before = model(x)
+        layer, added = WIDENING[task]
+        model, _ = widen(model, layer, added, gen)
+        model.eval()
+        with torch.no_grad():
+            after = model(x)
+        assert model.widths == widths_at(task)
+        rel = ((after - before).abs().max() / before.abs().max()).item()
+        assert rel < 1e-5, f"task {task}: relative change {rel}"
+    assert model.widths == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+
+
+def test_widening_copies_every_new_channel_including_batchnorm():
+    gen = torch.Generator().manual_seed(0)
+    model = CollectiveNet(image_size=32)
+    randomize_bn(model, gen)
+    wide, (mapping, counts) = widen(model, 2, 64, gen)
+    old, new = model.features[2].bn, wide.features[2].bn
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        assert torch.equal(getattr(new, name)[64:], getattr(old, name)[mapping[64:]])
+    nxt_old, nxt_new = model.features[3].conv.weight, wide.features[3].conv.weight
+    c = int(mapping[64])
+    copies = (mapping == c).nonzero().flatten()
+    assert torch.allclose(nxt_new[:, copies].sum(1), nxt_old[:, c])  # split, not duplicated
+    assert counts.sum() == 128
+
+
+def test_parameter_counts_match_the_paper():
+    final = CollectiveNet(widths_at(20), image_size=32, num_outputs=64)
+    assert abs(count_parameters(final) - 16.4e6) < 0.1e6
+    ind = IndividualNet([(512, 512, False), (512, 512, False), (512, 512, True)], image_size=32)
+    assert abs(count_parameters(ind) - 11.8e6) < 0.1e6
+    assert abs(count_parameters(ind.inherited) - 7.1e6) < 0.1e6
+    for size in (32, 64, 84):
+        assert IndividualNet([(256, 256, True), (256, 256, False), (256, 256, False)], size)(
+            torch.randn(2, 3, size, size)).shape == (2, 5)
+
+
+def test_no_softmax_before_the_loss():
+    model = CollectiveNet(image_size=32).eval()
+    out = model(torch.randn(4, 3, 32, 32))
+    assert not torch.allclose(out.softmax(1).sum(1), out.sum(1))  # raw logits, not probabilities
+
+
+# ---------------------------------------------------------------- criterion
+def test_criterion_counts_gradient_entries_above_the_threshold():
+    model = CollectiveNet(BASE_WIDTHS, image_size=32)
+    g = crit.GradientCriterion(threshold=0.5)
+    signed = crit.GradientCriterion(threshold=0.5, signed=True)
+    expected = []
+    for i, w in enumerate(model.conv_weights()):
+        grad = torch.zeros_like(w).flatten()
+        n_pos, n_neg = i + 1, 2 * i  # i+1 large positive, 2i large negative entries
+        grad[:n_pos] = 1.0
+        grad[n_pos:n_pos + n_neg] = -1.0
+        grad[n_pos + n_neg:] = 0.1
+        w.grad = grad.view_as(w)
+        expected.append((n_pos + n_neg, n_pos, w.numel()))
+    for c in (g, signed):
+        c.start_epoch()
+        c(model)
+        c(model)
+    for i, (absolute, positive, n) in enumerate(expected):
+        assert g.end_epoch()[i] == pytest.approx(absolute / n)
+        assert signed.end_epoch()[i] == pytest.approx(positive / n)
+
+
+def synthetic_record(low_layers, tasks=10, layers=13, epochs=2):
+    gen = torch.Generator().manual_seed(1)
+    rows = []
+    for t in range(tasks):
+        for e in range(epochs):
+            for layer in range(layers):
+                base = 0.3 if layer in low_layers else 0.9
+                rows.append([t, e, layer, base + 0.05 * torch.rand(1, generator=gen).item()])
+    return rows
+
+
+@pytest.mark.parametrize("low,expected", [({10, 11, 12}, [10, 11, 12]), ({5, 6, 7}, [5, 6, 7]),
+                                          ({0, 1, 2}, [1, 2, 3])])
+def test_selection_rule_picks_the_settled_window(low, expected):
+    chosen, text, windows = crit.select_layers(synthetic_record(low), k=3)
+    assert chosen == expected
+    assert "learngene" in text and len(windows) == 10
+
+
+def test_selection_rule_prefers_stable_over_merely_low():
+    rows = []
+    for t in range(10):
+        for layer in range(13):
+            v = 0.9
+            if layer in (2, 3, 4):
+                v = 0.1 if t % 2 else 0.9  # low on average but unsettled: mean 0.5, std 0.4
+            if layer in (9, 10, 11):
+                v = 0.6  # higher but settled
+            rows.append([t, 0, layer, v])
+    assert crit.select_layers(rows, 3)[0] == [9, 10, 11]
+
+
+def test_heatmap_png(tmp_path):
+    crit.heatmap_png(synthetic_record({10, 11, 12}), tmp_path / "h.png", "test", [10, 11, 12])
+    from PIL import Image
+    assert Image.open(tmp_path / "h.png").size[0] >= 400
+
+
+# ---------------------------------------------------------------- EWC
+def tiny_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 5))
+
+
+def tiny_data(n=12):
+    gen = torch.Generator().manual_seed(0)
+    return DeviceData(torch.randint(0, 256, (n, 3, 8, 8), generator=gen, dtype=torch.uint8),
+                      torch.randint(0, 5, (n,), generator=gen))
+
+
+def test_fisher_is_the_mean_of_per_sample_squared_gradients():
+    from utils.engine import normalize
+    model, data = tiny_net().eval(), tiny_data()
+    names = ["0.weight", "5.bias"]
+    fisher = fisher_diagonal(model, data, names, chunk=5)
+    manual = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in names}
+    for i in range(len(data)):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(normalize(data.images[i:i + 1])), data.labels[i:i + 1]).backward()
+        for n, p in model.named_parameters():
+            if n in names:
+                manual[n] += p.grad ** 2 / len(data)
+    for n in names:
+        assert torch.allclose(fisher[n], manual[n], rtol=1e-4, atol=1e-10)
+        assert fisher[n].abs().sum() > 0
+
+
+def test_ewc_penalty_zero_at_anchor_positive_away_and_pulls_back():
+    model, data = tiny_net(), tiny_data()
+    names = ["0.weight", "0.bias"]
+    params = dict(model.named_parameters())
+    ewc = EWC({n: params[n] for n in names}, fisher_diagonal(model, data, names), lam=100.0)
+    assert ewc.penalty(model).item() == 0.0
+    anchor = {n: params[n].detach().clone() for n in names}
+    with torch.no_grad():
+        for n in names:
+            params[n].add_(0.1 * torch.randn_like(params[n]))
+    penalty = ewc.penalty(model)
+    assert penalty.item() > 0
+    penalty.backward()
+    # the gradient points away from the anchor, so a descent step moves back towards it
+    dot = sum(((params[n] - anchor[n]) * params[n].grad).sum() for n in names)
+    assert dot.item() > 0
+    before = sum(((params[n] - anchor[n]) ** 2).sum() for n in names).item()
+    with torch.no_grad():
+        for n in names:
+            params[n] -= 1e-3 * params[n].grad
+    assert sum(((params[n] - anchor[n]) ** 2).sum() for n in names).item() < before

@@ -1,0 +1,159 @@
+"""Train many individual models of one architecture at once, exactly as if one by one.
+
+M IndividualNets become one network: every conv is a grouped conv (groups=M, model m's channels are
+block m), every BatchNorm spans the M*C channels (a channel's batch statistics are its own model's),
+and every Linear is a batched matmul over a [M, out, in] weight. Model m reads only its own images and
+its own parameters, the loss is the sum of the per-model losses, and SGD (momentum, weight decay) acts
+element by element, so each model follows the trajectory it would alone, up to floating-point
+summation order. Each model keeps its own batch order and flips, drawn from the same seeded generator as
+a sequential run. Small models on a big device are launch-bound; this turns M small launches into one.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.engine import autocast, normalize
+
+
+class GroupedConvBlock(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        m = len(blocks)
+        conv0 = blocks[0].conv
+        self.groups, self.pool = m, blocks[0].pool
+        self.conv = nn.Conv2d(conv0.in_channels * m, conv0.out_channels * m, 3, padding=1, groups=m)
+        self.bn = nn.BatchNorm2d(conv0.out_channels * m)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.cat([b.conv.weight for b in blocks]))
+            self.conv.bias.copy_(torch.cat([b.conv.bias for b in blocks]))
+            for name in ("weight", "bias"):
+                getattr(self.bn, name).copy_(torch.cat([getattr(b.bn, name) for b in blocks]))
+            for name in ("running_mean", "running_var"):
+                getattr(self.bn, name).copy_(torch.cat([getattr(b.bn, name) for b in blocks]))
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)), inplace=True)
+        return F.max_pool2d(x, 2) if self.pool else x
+
+
+class GroupedLinear(nn.Module):
+    def __init__(self, linears):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([l.weight.detach() for l in linears]).clone())
+        self.bias = nn.Parameter(torch.stack([l.bias.detach() for l in linears]).clone())
+
+    def forward(self, x):  # x [B, M, in] -> [B, M, out]
+        return torch.einsum("bmi,moi->bmo", x, self.weight) + self.bias
+
+
+class GroupedIndividual(nn.Module):
+    """M IndividualNets (same architecture) as one module. Input [B, M, 3, H, W], output logits [B, M, K]."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.m = len(models)
+        self.blocks = nn.ModuleList(GroupedConvBlock([mod.front[i] for mod in models]) for i in range(len(models[0].front)))
+        self.blocks.extend(GroupedConvBlock([mod.inherited[i] for mod in models]) for i in range(len(models[0].inherited)))
+        linears = [i for i, l in enumerate(models[0].head) if isinstance(l, nn.Linear)]
+        self.linears = nn.ModuleList(GroupedLinear([mod.head[i] for mod in models]) for i in linears)
+
+    def forward(self, x):
+        b = x.shape[0]
+        x = x.reshape(b, -1, *x.shape[-2:])
+        for block in self.blocks:
+            x = block(x)
+        x = x.reshape(b, self.m, -1)  # model m's channels are block m: its own (c, y, x) flattening
+        for i, lin in enumerate(self.linears):
+            x = lin(x)
+            if i + 1 < len(self.linears):
+                x = F.relu(x)
+        return x
+
+
+def grouped_names(model):
+    """IndividualNet parameter name -> (grouped parameter name, stacking): 'cat' along dim 0 or 'stack'."""
+    out = {}
+    front = len(model.front)
+    for prefix, count, offset in (("front", front, 0), ("inherited", len(model.inherited), front)):
+        for i in range(count):
+            for part in ("conv.weight", "conv.bias", "bn.weight", "bn.bias"):
+                out[f"{prefix}.{i}.{part}"] = (f"blocks.{i + offset}.{part}", "cat")
+    linears = [i for i, l in enumerate(model.head) if isinstance(l, nn.Linear)]
+    for j, i in enumerate(linears):
+        for part in ("weight", "bias"):
+            out[f"head.{i}.{part}"] = (f"linears.{j}.{part}", "stack")
+    return out
+
+
+def group_tensors(per_model, names):
+    """Stack per-model dicts {IndividualNet name: tensor} into {grouped name: tensor}."""
+    out = {}
+    for name, (gname, how) in names.items():
+        if name in per_model[0]:
+            ts = [d[name] for d in per_model]
+            out[gname] = torch.cat(ts) if how == "cat" else torch.stack(ts)
+    return out
+
+
+class GroupedEWC:
+    """Sum of the per-model EWC penalties; a model without EWC has zero importance."""
+
+    def __init__(self, anchor, fisher, lam):
+        self.anchor, self.fisher, self.lam = anchor, fisher, lam
+
+    def __call__(self, model):
+        params = dict(model.named_parameters())
+        total = 0.0
+        for k, f in self.fisher.items():
+            total = total + (f * (params[k] - self.anchor[k]).pow(2)).sum()
+        return 0.5 * self.lam * total
+
+
+def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators, extra_loss=None):
+    """One epoch for M models. images uint8 [M, N, 3, H, W], labels [M, N]; generators: one per model, used
+    exactly as engine.train_epoch uses its one (a permutation, then one flip draw per batch).
+    Returns per-model (mean losses, accuracies) as lists."""
+    model.train()
+    m, n = labels.shape
+    device = images.device
+    orders = [torch.randperm(n, generator=g, device=g.device) for g in generators]
+    chunks = [list(o.split(batch_size)) for o in orders]
+    if len(chunks[0]) > 1 and len(chunks[0][-1]) == 1:
+        chunks = [c[:-1] for c in chunks]
+    rows = torch.arange(m, device=device)[:, None]
+    total_loss = torch.zeros(m, device=device)
+    correct = torch.zeros(m, device=device)
+    for step in range(len(chunks[0])):
+        idx = torch.stack([c[step] for c in chunks]).to(device)                       # [M, b]
+        flips = torch.stack([torch.rand(idx.shape[1], generator=g, device=g.device) < 0.5 for g in generators])
+        x = images[rows, idx]                                                          # [M, b, 3, H, W]
+        x = torch.where(flips.to(device)[:, :, None, None, None], x.flip(-1), x)
+        x = normalize(x.flatten(0, 1)).view(*idx.shape, *x.shape[2:]).transpose(0, 1)  # [b, M, 3, H, W]
+        y = labels[rows, idx]                                                          # [M, b]
+        with autocast(device):
+            logits = model(x).float()                                                  # [b, M, K]
+        per_model = F.cross_entropy(logits.permute(0, 2, 1), y.t(), reduction="none").mean(0)  # [M]
+        objective = per_model.sum() + (extra_loss(model) if extra_loss is not None else 0.0)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        total_loss += per_model.detach() * idx.shape[1]
+        correct += (logits.argmax(-1) == y.t()).sum(0)
+    seen = sum(len(c) for c in chunks[0])
+    return (total_loss.double() / seen).tolist(), (correct.double() / seen).tolist()
+
+
+@torch.no_grad()
+def evaluate_grouped(model, images, labels, batch_size=256):
+    """Per-model accuracy [M] in eval mode; images uint8 [M, N, 3, H, W]."""
+    model.eval()
+    m, n = labels.shape
+    correct = torch.zeros(m, device=images.device)
+    for start in range(0, n, batch_size):
+        x = images[:, start:start + batch_size]
+        b = x.shape[1]
+        x = normalize(x.flatten(0, 1)).view(m, b, *x.shape[2:]).transpose(0, 1)
+        with autocast(images.device):
+            pred = model(x).argmax(-1)                                                  # [b, M]
+        correct += (pred.t() == labels[:, start:start + b]).sum(1)
+    return (correct.double() / n).tolist()

@@ -1,0 +1,356 @@
+"""Individual models on the target tasks: inherit the learngene, train on 10/20 shots with EWC, and the
+baselines on exactly the same tasks, shots, seeds and schedule. Shared by
+individual-model/inheritable_cifar100_wEWC.py and inheritable_imagenet_wEWC.py.
+
+Methods:
+  learngene            learngene blocks + new random front and head, EWC on the inherited blocks
+  learngene-noewc      the same without EWC
+  scratch              the same architecture, every layer random, no EWC (the released baseline)
+  other-layers         the same architecture and EWC, but inheriting another window of conv layers of the
+                       same shapes from the same collective checkpoint (the one the criterion ranks worst)
+  finetune-collective  the whole final collective model with a new 5-way output layer, no EWC
+
+Every run starts from a fresh model and optimizer, seeded by (seed, shots, task) alone, so no task sees
+another's weights and the order of runs does not matter. Accuracy is read on the task's test images
+after the last epoch; the per-epoch curve is kept for the plots and for the released "best epoch"
+figure, which selects on the test set and is labelled so.
+"""
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from utils import batched, learngene, plots
+from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int, provenance,
+                          require, torch_load, write_csv, write_json, write_text)
+from utils.engine import DeviceData, evaluate, seeded_generator, sgd, train_epoch
+from utils.ewc import EWC, RELEASED_LAMBDA, fisher_diagonal
+from utils.models import HIDDEN, CollectiveNet, IndividualNet, count_parameters
+from utils.splits import Split
+
+METHODS = ("learngene", "learngene-noewc", "scratch", "other-layers", "finetune-collective")
+
+
+def parser(family):
+    p = argparse.ArgumentParser(description=f"Train individual models from a learngene on the {family}-family "
+                                            f"target tasks, with the baselines, and write the results table.")
+    p.add_argument("--path", required=True, help="split directory from utils/data_*_mk.py")
+    p.add_argument("--learngene", required=True, help="learngene.pt from collective-model/val_lifelong_*.py")
+    p.add_argument("--collective", default=None, help="final collective checkpoint, for other-layers and "
+                   "finetune-collective (default: the last task_NNN.pt beside the learngene's source)")
+    p.add_argument("--out", default=None, help="results directory (default: results/<dataset>)")
+    p.add_argument("--batch_size", type=positive_int, default=32)
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--lr", type=positive_float, default=0.005)
+    p.add_argument("--momentum", type=nonneg_float, default=0.9)
+    p.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
+    p.add_argument("--ewc_lambda", type=nonneg_float, default=RELEASED_LAMBDA,
+                   help=f"EWC strength (default {RELEASED_LAMBDA}: the released 40 x 1000)")
+    p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
+    p.add_argument("--num_works_tt", type=positive_int, default=None, help="target tasks to use (default: all)")
+    p.add_argument("--num_imgs_per_cat_train", type=positive_int, nargs="+", default=None,
+                   help="shots per class (default: every shot count of the split)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--section", choices=["target", "validation"], default="target",
+                   help="validation = the open-world tasks, the only ones to tune hyper-parameters on")
+    p.add_argument("--eval_every", type=positive_int, default=1, help="test accuracy every N epochs (curves)")
+    p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the runs of one shot count that share an architecture together as one grouped "
+                        "network (same results up to float rounding; default: on with CUDA, off on CPU)")
+    p.add_argument("--group_size", type=positive_int, default=64, help="most models trained together with --batched")
+    return p
+
+
+def run(family, argv=None):
+    args = parser(family).parse_args(argv)
+    split = Split(args.path, family)
+    art = learngene.load(args.learngene, split.dataset, split.image_size)
+    shots = args.num_imgs_per_cat_train or [int(k) for k in split.manifest["shots"]]
+    for k in shots:
+        require(split.num_few_shot(args.section, k) > 0, f"split {split.path} has no {k}-shot {args.section} tasks "
+                f"(it has shots {split.manifest['shots']})")
+    num_tasks = args.num_works_tt or split.num_few_shot(args.section, shots[0])
+    require(all(num_tasks <= split.num_few_shot(args.section, k) for k in shots),
+            f"--num_works_tt {num_tasks} is more than the split's {split.num_few_shot(args.section, shots[0])} tasks")
+    collective = None
+    if {"other-layers", "finetune-collective"} & set(args.methods):
+        collective = _load_collective(args.collective, art, split)
+    out = Path(args.out or Path("results") / split.dataset)
+    device = pick_device(args.no_cuda)
+    settings = {k: getattr(args, k) for k in ("batch_size", "epochs", "lr", "momentum", "weight_decay", "ewc_lambda",
+                                               "section", "eval_every")}
+    settings.update(split_hash=split.hash, learngene_layers=art["layers"], dataset=split.dataset)
+    runs = _load_runs(out / "runs.jsonl", settings)
+
+    todo = [(k, t, s, m) for k in shots for t in range(num_tasks) for s in args.seed for m in args.methods
+            if (m, k, t, s) not in runs]
+    print(f"{len(runs)} runs already in {out / 'runs.jsonl'}, {len(todo)} to go on {device}")
+    use_batched = args.batched if args.batched is not None else device.type == "cuda"
+    data = FewShotData(split, args.section, device)
+    for group in tqdm(plan_groups(todo, use_batched, args.group_size), desc="individual models", unit="group"):
+        if len(group) == 1 and not use_batched or group[0][3] == "finetune-collective":
+            k, t, s, m = group[0]
+            results = [train_one(m, art, collective, *data(k, t), args, seed=s, shots=k, task=t, device=device)]
+        else:
+            results = train_grouped(group, art, collective, data, args, device)
+        for (k, t, s, m), result in zip(group, results):
+            result["classes"] = split.manifest[args.section][str(k)][t]["classes"]
+            runs[(m, k, t, s)] = result
+            _append_run(out / "runs.jsonl", settings, result)
+    return summarize(out, runs, args, split, art, collective, device, argv)
+
+
+class FewShotData:
+    """Device copies of the few-shot tasks, made once each."""
+
+    def __init__(self, split, section, device):
+        self.split, self.section, self.device, self.cache = split, section, device, {}
+
+    def __call__(self, shots, task):
+        if (shots, task) not in self.cache:
+            xtr, ytr, xte, yte = self.split.few_shot(self.section, shots, task)
+            self.cache[(shots, task)] = (DeviceData.from_numpy(xtr, ytr, self.device),
+                                         DeviceData.from_numpy(xte, yte, self.device))
+        return self.cache[(shots, task)]
+
+
+def plan_groups(todo, batched, group_size):
+    """Runs to train together: with batching, those of one shot count sharing the individual architecture
+    (every method but finetune-collective), at most group_size at a time; otherwise one by one."""
+    if not batched:
+        return [[key] for key in todo]
+    groups = []
+    for k in dict.fromkeys(key[0] for key in todo):
+        same = [key for key in todo if key[0] == k and key[3] != "finetune-collective"]
+        groups += [same[i:i + group_size] for i in range(0, len(same), group_size)]
+        groups += [[key] for key in todo if key[0] == k and key[3] == "finetune-collective"]
+    return groups
+
+
+# ---------------------------------------------------------------- building and training one model
+def build_model(method, art, collective, image_size):
+    if method == "finetune-collective":
+        model = CollectiveNet(collective["widths"], collective["config"]["image_size"], collective["config"]["num_outputs"],
+                              collective["config"]["dropout"])
+        model.load_state_dict(collective["model"])
+        model.head[-1] = nn.Linear(HIDDEN, 5)
+        return model, None
+    model = IndividualNet(art["blocks"], image_size)
+    if method in ("learngene", "learngene-noewc"):
+        learngene.inherit(model, art)
+        return model, art["layers"]
+    if method == "other-layers":
+        other = other_layers(art, collective)
+        learngene.inherit(model, learngene.make_artifact(collective["model"], collective["widths"], other,
+                                                         dataset=art["dataset"], image_size=image_size,
+                                                         source_task=collective["task"]))
+        return model, other
+    return model, None  # scratch
+
+
+def other_layers(art, collective):
+    """The window of conv layers with the learngene's shapes that the criterion ranks worst (or, without a
+    criterion record, the shallowest such window)."""
+    widths, k = collective["widths"], len(art["layers"])
+    cins = [3] + list(widths[:-1])
+    shapes = [(a, b) for a, b, _ in art["blocks"]]
+    candidates = [s for s in range(1, len(widths) - k + 1)
+                  if s != art["layers"][0] and [(cins[i], widths[i]) for i in range(s, s + k)] == shapes]
+    require(candidates, f"the collective model has no other window of {k} conv layers shaped like the learngene "
+            f"{shapes}; leave out the other-layers method")
+    scores = {int(s): v for s, v in art["criterion"]["windows"].items()}
+    worst = max(candidates, key=lambda s: (scores.get(s, 0.0), -s))
+    return list(range(worst, worst + k))
+
+
+def prepare(method, art, collective, train, args, *, seed, shots, task, device):
+    """A run's fresh model (seeded by seed, shots and task only) and its EWC term, or None."""
+    torch.manual_seed(derived_seed(seed, "individual", shots, task))  # same front/head init for every method
+    model, inherited_layers = build_model(method, art, collective, art["image_size"])
+    model.to(device)
+    ewc = None
+    if method in ("learngene", "other-layers") and args.ewc_lambda > 0:
+        names = [n for n, _ in model.named_parameters() if n.startswith("inherited.")]
+        params = dict(model.named_parameters())
+        ewc = EWC({n: params[n] for n in names}, fisher_diagonal(model, train, names), args.ewc_lambda)
+    return model, inherited_layers, ewc
+
+
+def batch_generator(seed, shots, task, epoch, device):
+    return seeded_generator(derived_seed(seed, "individual-batches", shots, task, epoch), device)
+
+
+def result_row(method, shots, task, seed, curve, seconds, parameters, inherited_layers):
+    best = max(curve, key=lambda r: r[3])
+    return {"method": method, "shots": shots, "task": task, "seed": seed, "final_acc": curve[-1][3],
+            "best_acc": best[3], "best_epoch": best[0], "curve": curve, "seconds": seconds,
+            "parameters": parameters, "inherited_layers": inherited_layers}
+
+
+def evaluate_now(epoch, args):
+    return (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
+
+
+def train_one(method, art, collective, train, test, args, *, seed, shots, task, device):
+    t0 = time.perf_counter()
+    model, inherited_layers, ewc = prepare(method, art, collective, train, args, seed=seed, shots=shots, task=task,
+                                           device=device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
+    curve = []
+    for epoch in range(args.epochs):
+        generator = batch_generator(seed, shots, task, epoch, device)
+        torch.manual_seed(derived_seed(seed, "individual-dropout", shots, task, epoch))
+        loss, train_acc = train_epoch(model, optimizer, train, args.batch_size, generator, extra_loss=ewc)
+        if evaluate_now(epoch, args):
+            curve.append([epoch + 1, loss, train_acc, evaluate(model, test)])
+    return result_row(method, shots, task, seed, curve, time.perf_counter() - t0, count_parameters(model),
+                      inherited_layers)
+
+
+def train_grouped(group, art, collective, data, args, device):
+    """Train the runs of `group` (one shot count, one architecture) together; see utils/batched.py."""
+    t0 = time.perf_counter()
+    models, layers, anchors, fishers = [], [], [], []
+    for k, t, s, m in group:
+        model, inherited_layers, ewc = prepare(m, art, collective, data(k, t)[0], args, seed=s, shots=k, task=t,
+                                               device=device)
+        models.append(model)
+        layers.append(inherited_layers)
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        anchors.append(params)
+        fishers.append({n: (ewc.fisher[n] if ewc is not None and n in ewc.fisher else torch.zeros_like(p))
+                        for n, p in params.items() if n.startswith("inherited.")})
+    names = batched.grouped_names(models[0])
+    grouped = batched.GroupedIndividual(models).to(device)
+    ewc = None
+    if any(f.any() for fisher in fishers for f in fisher.values()):
+        ewc = batched.GroupedEWC(batched.group_tensors(anchors, names), batched.group_tensors(fishers, names),
+                                 args.ewc_lambda)
+    train = [data(k, t)[0] for k, t, _, _ in group]
+    test = [data(k, t)[1] for k, t, _, _ in group]
+    x_train, y_train = torch.stack([d.images for d in train]), torch.stack([d.labels for d in train])
+    x_test, y_test = torch.stack([d.images for d in test]), torch.stack([d.labels for d in test])
+    optimizer = sgd(grouped, args.lr, args.momentum, args.weight_decay)
+    curves = [[] for _ in group]
+    for epoch in range(args.epochs):
+        generators = [batch_generator(s, k, t, epoch, device) for k, t, s, _ in group]
+        losses, accs = batched.train_epoch_grouped(grouped, optimizer, x_train, y_train, args.batch_size, generators,
+                                                   extra_loss=ewc)
+        if evaluate_now(epoch, args):
+            test_accs = batched.evaluate_grouped(grouped, x_test, y_test)
+            for i in range(len(group)):
+                curves[i].append([epoch + 1, losses[i], accs[i], test_accs[i]])
+    seconds = (time.perf_counter() - t0) / len(group)
+    return [result_row(m, k, t, s, curves[i], seconds, count_parameters(models[i]), layers[i])
+            for i, (k, t, s, m) in enumerate(group)]
+
+
+def _load_collective(path, art, split):
+    if path is None:
+        folder = Path(art["collective_checkpoint"]).parent
+        found = sorted(folder.glob("task_*.pt"))
+        require(found, f"no collective checkpoints in {folder}; give --collective")
+        path = found[-1]
+    ck = torch_load(path, "collective checkpoint")
+    require(isinstance(ck, dict) and {"config", "widths", "model", "task"} <= set(ck),
+            f"{path} is not a collective checkpoint of this project")
+    require(ck["config"].get("dataset") == split.dataset and ck["config"].get("image_size") == split.image_size,
+            f"{path} is a collective model of {ck['config'].get('dataset')} at {ck['config'].get('image_size')}px; "
+            f"the split is {split.dataset} at {split.image_size}px")
+    ck["path"] = str(path)
+    return ck
+
+
+# ---------------------------------------------------------------- resumable record of runs
+def _load_runs(path, settings):
+    runs = {}
+    if not path.exists():
+        return runs
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by an interruption: that run is simply redone
+        require(row.get("settings") == settings, f"{path} holds runs made with other settings; use another --out "
+                f"or remove it (differs in: {', '.join(k for k in settings if row.get('settings', {}).get(k) != settings[k])})")
+        r = row["result"]
+        runs[(r["method"], r["shots"], r["task"], r["seed"])] = r
+    return runs
+
+
+def _append_run(path, settings, result):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps({"settings": settings, "result": result}) + "\n")
+        f.flush()
+
+
+# ---------------------------------------------------------------- the table
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def mean_ci95(values):
+    """Mean and half-width of the 95% confidence interval (Student t over the runs)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    df = len(v) - 1
+    t = T975[max(d for d in T975 if d <= df)]
+    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def summarize(out, runs, args, split, art, collective, device, argv):
+    rows = []
+    for k in sorted({key[1] for key in runs}):
+        for m in [m for m in METHODS if any(key[0] == m and key[1] == k for key in runs)]:
+            rs = [r for key, r in runs.items() if key[0] == m and key[1] == k]
+            final, ci = mean_ci95([r["final_acc"] for r in rs])
+            best, _ = mean_ci95([r["best_acc"] for r in rs])
+            layers = rs[0]["inherited_layers"]
+            rows.append([k, m, len(rs), 100 * final, 100 * ci, 100 * best, rs[0]["parameters"],
+                         "-".join(map(str, layers)) if layers else "", sum(r["seconds"] for r in rs)])
+    header = ["shots", "method", "runs", "final_acc", "ci95", "best_epoch_acc_test_selected", "parameters",
+              "inherited_conv_layers", "train_seconds"]
+    write_csv(out / "results.csv", header, rows)
+    prov = {**provenance(device, argv, args.seed), "dataset": split.dataset, "split": str(split.path),
+            "split_hash": split.hash, "learngene": str(args.learngene), "learngene_layers": art["layers"],
+            "collective": collective["path"] if collective else None, "section": args.section}
+    write_json(out / "provenance.json", prov)
+    plots.learning_curves(out / "curves.png", runs, f"{split.dataset} {args.section} tasks: test accuracy per epoch")
+    table = results_markdown(rows, split, args, prov, art, collective)
+    write_text(out / "results.md", table)
+    print(table)
+    return rows
+
+
+def results_markdown(rows, split, args, prov, art, collective):
+    lines = [f"### Individual models on {split.dataset} ({split.image_size}px), {args.section} tasks", "",
+             f"Test accuracy (%) after the last of {args.epochs} epochs, mean and 95% CI over tasks x seeds "
+             f"({len(args.seed)} seed(s)). 5-way. The 'best epoch' column picks the epoch on the test set, as the "
+             f"released scripts did: it is test-selected and optimistic, shown for comparison only.", "",
+             "| shots | method | runs | accuracy (%) | 95% CI | best epoch, test-selected (%) | parameters | inherited conv layers |",
+             "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for k, m, n, acc, ci, best, params, layers, _ in rows:
+        lines.append(f"| {k} | {m} | {n} | {acc:.1f} | ±{ci:.1f} | {best:.1f} | {params / 1e6:.2f}M | {layers or '-'} |")
+    lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
+              + (f"; final collective model: {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
+                 f"parameters)" if collective else "") + ".",
+              f"Provenance: commit {prov['commit']}, device {prov['device']}, seeds {args.seed}, "
+              f"{prov['time_utc']}, split {prov['split']} (manifest sha256 {split.hash[:12]}).",
+              f"Command: `{prov['command']}`", ""]
+    return "\n".join(lines)
+
+
+def count_parameters_state(state):
+    return sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
