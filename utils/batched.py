@@ -95,20 +95,6 @@ def group_tensors(per_model, names):
     return out
 
 
-class GroupedEWC:
-    """Sum of the per-model EWC penalties; a model without EWC has zero importance."""
-
-    def __init__(self, anchor, fisher, lam):
-        self.anchor, self.fisher, self.lam = anchor, fisher, lam
-
-    def __call__(self, model):
-        params = dict(model.named_parameters())
-        total = 0.0
-        for k, f in self.fisher.items():
-            total = total + (f * (params[k] - self.anchor[k]).pow(2)).sum()
-        return 0.5 * self.lam * total
-
-
 def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators, extra_loss=None):
     """One epoch for M models. images uint8 [M, N, 3, H, W], labels [M, N]; generators: one per model, used
     exactly as engine.train_epoch uses its one (a permutation, then one flip draw per batch).

@@ -138,7 +138,8 @@ def run(family, argv=None):
     if record:
         rel = ">" if args.judgement_signed else "|>|"
         crit.heatmap_png(record, out / "criterion_heatmap.png",
-                         f"{split.dataset}: fraction of grad entries {rel} {args.threshold:g}", artifact["layers"])
+                         f"{split.dataset}: fraction of grad entries {rel} {args.threshold:g}", artifact["layers"],
+                         artifact["provenance"])
     return artifact
 
 

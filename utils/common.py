@@ -112,16 +112,8 @@ def replace_dir(tmp_dir, out_dir):
 
 
 # ---------------------------------------------------------------- hashing and provenance
-def sha256_file(path, chunk=1 << 22):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def md5_file(path, chunk=1 << 22):
-    h = hashlib.md5()
+def file_digest(path, algorithm="sha256", chunk=1 << 22):
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)

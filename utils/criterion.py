@@ -87,10 +87,9 @@ def _colour(v):
     return tuple(int(c) for c in _VIRIDIS[i] + (x - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i]))
 
 
-def heatmap_png(record, path, title, chosen=()):
+def heatmap_png(record, path, title, chosen=(), provenance=None):
     """Task (x) by conv layer (y) heat map of the per-task statistic, like the paper's appendix figure."""
-    from utils.common import write_bytes
-    import io
+    from utils.plots import save_png
     tasks, m = task_layer_matrix(record)
     lo, hi = float(m.min()), float(m.max())
     norm = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
@@ -113,6 +112,4 @@ def heatmap_png(record, path, title, chosen=()):
         d.line([bx, top + k * 2, bx + 15, top + k * 2 + 1], fill=_colour(1 - k / 99), width=2)
     d.text((bx + 20, top), f"{hi:.3g}", fill="black")
     d.text((bx + 20, top + 190), f"{lo:.3g}", fill="black")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    save_png(img, path, provenance)

@@ -233,8 +233,8 @@ def train_grouped(group, art, collective, data, args, device):
     grouped = batched.GroupedIndividual(models).to(device)
     ewc = None
     if any(f.any() for fisher in fishers for f in fisher.values()):
-        ewc = batched.GroupedEWC(batched.group_tensors(anchors, names), batched.group_tensors(fishers, names),
-                                 args.ewc_lambda)
+        # the sum of the per-model penalties: a model without EWC has zero importance
+        ewc = EWC(batched.group_tensors(anchors, names), batched.group_tensors(fishers, names), args.ewc_lambda)
     train = [data(k, t)[0] for k, t, _, _ in group]
     test = [data(k, t)[1] for k, t, _, _ in group]
     x_train, y_train = torch.stack([d.images for d in train]), torch.stack([d.labels for d in train])
@@ -327,7 +327,8 @@ def summarize(out, runs, args, split, art, collective, device, argv):
             "split_hash": split.hash, "learngene": str(args.learngene), "learngene_layers": art["layers"],
             "collective": collective["path"] if collective else None, "section": args.section}
     write_json(out / "provenance.json", prov)
-    plots.learning_curves(out / "curves.png", runs, f"{split.dataset} {args.section} tasks: test accuracy per epoch")
+    plots.learning_curves(out / "curves.png", runs, f"{split.dataset} {args.section} tasks: test accuracy per epoch",
+                          prov)
     table = results_markdown(rows, split, args, prov, art, collective)
     write_text(out / "results.md", table)
     print(table)

@@ -3,13 +3,30 @@ import io
 
 import numpy as np
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
 from utils.common import write_bytes
+
+
+def save_png(img, path, provenance=None):
+    """Write atomically; provenance (a dict) goes into the PNG's text chunks and, shortened, under the figure."""
+    info = PngInfo()
+    if provenance:
+        foot = ", ".join(f"{k} {provenance[k]}" for k in ("commit", "device", "time_utc") if k in provenance)
+        canvas = Image.new("RGB", (img.width, img.height + 18), "white")
+        canvas.paste(img, (0, 0))
+        ImageDraw.Draw(canvas).text((5, img.height + 3), foot[:160], fill=(90, 90, 90))
+        img = canvas
+        for k, v in provenance.items():
+            info.add_text(str(k), str(v))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info)
+    write_bytes(path, buf.getvalue())
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
-def learning_curves(path, runs, title):
+def learning_curves(path, runs, title, provenance=None):
     """One panel per shot count: mean test accuracy per epoch of each method over its runs."""
     shots = sorted({key[1] for key in runs})
     methods = list(dict.fromkeys(key[0] for key in runs))
@@ -48,6 +65,4 @@ def learning_curves(path, runs, title):
         y = top + ph + 30 + (i // 3) * 18
         d.line([x, y + 6, x + 20, y + 6], fill=COLOURS[i % len(COLOURS)], width=3)
         d.text((x + 25, y), m, fill="black")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    save_png(img, path, provenance)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from utils.common import UserError, md5_file, require
+from utils.common import UserError, file_digest, require
 
 CIFAR_MD5 = {  # torchvision's and the archive's published checksums
     "train": "16019d7e3df5f24257cddd939b257f8d",
@@ -106,7 +106,7 @@ def cifar100(root, verify=True, download=False):
     require(not missing, f"CIFAR-100 not found: {folder} lacks {', '.join(missing)}. Put the extracted "
             f"cifar-100-python/{{train,test,meta}} from cifar-100-python.tar.gz "
             f"(https://www.cs.toronto.edu/~kriz/cifar.html) under --path, or pass --download when online")
-    checksums = {n: md5_file(folder / n) for n in ("train", "test", "meta")}
+    checksums = {n: file_digest(folder / n, "md5") for n in ("train", "test", "meta")}
     if verify:
         for n, md5 in checksums.items():
             require(md5 == CIFAR_MD5[n], f"checksum mismatch for {folder / n}: md5 {md5}, expected {CIFAR_MD5[n]} "

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import sources
-from utils.common import (UserError, command_line, positive_int, replace_dir, require, sha256_file,
+from utils.common import (UserError, command_line, positive_int, replace_dir, require, file_digest,
                           write_json)
 
 FORMAT = "learngene-split-v1"
@@ -154,7 +154,7 @@ def write_split(out, manifest, source, size, *, overwrite=False, export_imagefol
         manifest["normalize"] = {"mean": MEAN, "std": STD}
         manifest["source"] = dict(manifest["source"], files=source.files)
         manifest["images"] = {"file": "images.npy", "shape": list(images.shape),
-                              "sha256": sha256_file(tmp / "images.npy"), "ids": ids}
+                              "sha256": file_digest(tmp / "images.npy"), "ids": ids}
         write_json(tmp / "manifest.json", manifest)
         if export_imagefolder:
             _export_imagefolder(tmp / "imagefolder", manifest, images)
