@@ -136,9 +136,10 @@ def run(family, argv=None):
 
     artifact = learngene.extract(out, split, args, config, record, num_tasks, device, argv)
     if record:
-        rel = ">" if args.judgement_signed else "|>|"
+        entry = "g" if args.judgement_signed else "|g|"
         crit.heatmap_png(record, out / "criterion_heatmap.png",
-                         f"{split.dataset}: fraction of grad entries {rel} {args.threshold:g}", artifact["layers"],
+                         f"{split.dataset}: fraction of conv weight-gradient entries with {entry} > {args.threshold:g}",
+                         artifact["layers"],
                          artifact["provenance"])
     return artifact
 

@@ -12,10 +12,11 @@ def save_png(img, path, provenance=None):
     """Write atomically; provenance (a dict) goes into the PNG's text chunks and, shortened, under the figure."""
     info = PngInfo()
     if provenance:
-        foot = ", ".join(f"{k} {provenance[k]}" for k in ("commit", "device", "time_utc") if k in provenance)
-        canvas = Image.new("RGB", (img.width, img.height + 18), "white")
+        foot = ", ".join(f"{k} {provenance[k]}" for k in ("commit", "device", "time_utc") if k in provenance)[:160]
+        width = max(img.width, int(ImageDraw.Draw(img).textlength(foot)) + 10)
+        canvas = Image.new("RGB", (width, img.height + 18), "white")
         canvas.paste(img, (0, 0))
-        ImageDraw.Draw(canvas).text((5, img.height + 3), foot[:160], fill=(90, 90, 90))
+        ImageDraw.Draw(canvas).text((5, img.height + 3), foot, fill=(90, 90, 90))
         img = canvas
         for k, v in provenance.items():
             info.add_text(str(k), str(v))
