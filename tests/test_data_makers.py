@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, assert_clean_error, class_names, needs_tiny, run_script, write_cifar
+from conftest import SHARED, TINY, assert_clean_error, class_names, needs_tiny, run_script, write_cifar
 
 from utils import sources, splits
 
@@ -148,12 +148,12 @@ def test_bad_inputs_fail_cleanly(tmp_path, case, fragment):
 
 
 def test_cifar_split_file_matches_the_shared_facts():
-    shared = json.loads((Path(__file__).resolve().parents[2] / "shared" / "cifar100_split.json").read_text()) \
-        if (Path(__file__).resolve().parents[2] / "shared" / "cifar100_split.json").exists() else None
     ours = splits.class_split("cifar100")
-    if shared is not None:
-        assert ours == {k: shared[k] for k in ours}
-    assert set(sum(ours.values(), [])) == set(class_names())
+    shared = SHARED / "cifar100_split.json"
+    if shared.exists():
+        facts = json.loads(shared.read_text())
+        assert ours == {k: facts[k] for k in ours}
+    assert set(sum(ours.values(), [])) == set(class_names())  # the real CIFAR-100 meta's 100 names
 
 
 # ---------------------------------------------------------------- the real offline images
