@@ -74,6 +74,14 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     again = run_script(script, *common)
     assert again.returncode == 0 and "10 runs already" in again.stdout and "0 to go" in again.stdout
     assert_clean_error(run_script(script, *common, "--lr", "0.1"), "other settings")
+    # the same runs through the batched path give the same table, up to a couple of test images
+    batched = [str(a) if a != tmp_path / "res" else str(tmp_path / "batched") for a in common]
+    proc = run_script(script, *batched, "--batched")
+    assert proc.returncode == 0, proc.stderr
+    rows_b = list(csv.DictReader(open(tmp_path / "batched" / "results.csv")))
+    assert [(r["shots"], r["method"]) for r in rows_b] == [(r["shots"], r["method"]) for r in rows]
+    for a, b in zip(rows, rows_b):
+        assert abs(float(a["final_acc"]) - float(b["final_acc"])) <= 100 * 2 / 250 + 1e-6, (a, b)
 
 
 def test_bad_inputs(collective_run, tiny_split, tmp_path):
