@@ -89,13 +89,13 @@ def run(family, argv=None):
     settings.update(split_hash=split.hash, learngene_layers=art["layers"], dataset=split.dataset)
     runs = _load_runs(out / "runs.jsonl", settings)
 
-    todo = [(k, t, s, m) for k in shots for t in range(num_tasks) for s in args.seed for m in args.methods
-            if (m, k, t, s) not in runs]
+    requested = [(k, t, s, m) for k in shots for t in range(num_tasks) for s in args.seed for m in args.methods]
+    todo = [(k, t, s, m) for k, t, s, m in requested if (m, k, t, s) not in runs]
     print(f"{len(runs)} runs already in {out / 'runs.jsonl'}, {len(todo)} to go on {device}")
     use_batched = args.batched if args.batched is not None else device.type == "cuda"
     data = FewShotData(split, args.section, device)
     for group in tqdm(plan_groups(todo, use_batched, args.group_size), desc="individual models", unit="group"):
-        if len(group) == 1 and not use_batched or group[0][3] == "finetune-collective":
+        if not use_batched or group[0][3] == "finetune-collective":
             k, t, s, m = group[0]
             results = [train_one(m, art, collective, *data(k, t), args, seed=s, shots=k, task=t, device=device)]
         else:
@@ -104,7 +104,9 @@ def run(family, argv=None):
             result["classes"] = split.manifest[args.section][str(k)][t]["classes"]
             runs[(m, k, t, s)] = result
             _append_run(out / "runs.jsonl", settings, result)
-    return summarize(out, runs, args, split, art, collective, device, argv)
+    # the table covers what this command asked for, even if runs.jsonl holds more
+    asked = {(m, k, t, s): runs[(m, k, t, s)] for k, t, s, m in requested}
+    return summarize(out, asked, args, split, art, collective, device, argv)
 
 
 class FewShotData:
