@@ -91,3 +91,17 @@ def test_bad_inputs(tiny_split, tmp_path):
     (out / "last.pt").write_bytes(before[:500])
     assert_clean_error(run_script(script, "--path", tiny_split, "--out", out, "--resume", "--epochs", "1",
                                   "--batch_size", "30"), "corrupted")
+
+
+def test_ewc_across_collective_tasks_follows_the_widening(tiny_split, tmp_path):
+    out = tmp_path / "ewc"
+    collective.run("imagenet", ["--path", str(tiny_split), "--out", str(out), "--epochs", "1", "--num_works", "3",
+                                "--batch_size", "16", "--no-cuda", "--ewc_lambda", "10"])
+    state = torch.load(out / "last.pt", weights_only=True)
+    anchor, fisher = state["ewc"]["anchor"], state["ewc"]["fisher"]
+    for name, value in state["model"].items():
+        if name in fisher:
+            assert fisher[name].shape == value.shape == anchor[name].shape, name
+            assert (fisher[name] >= 0).all()
+    assert fisher["features.3.conv.weight"].shape[0] == 128  # widened before task 2, after task 1's Fisher
+    assert torch.equal(anchor["features.3.conv.weight"], state["model"]["features.3.conv.weight"])
