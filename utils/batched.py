@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.engine import autocast, normalize
+from utils.engine import autocast, batch_indices, normalize
 
 
 class GroupedConvBlock(nn.Module):
@@ -102,10 +102,7 @@ def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators
     model.train()
     m, n = labels.shape
     device = images.device
-    orders = [torch.randperm(n, generator=g, device=g.device) for g in generators]
-    chunks = [list(o.split(batch_size)) for o in orders]
-    if len(chunks[0]) > 1 and len(chunks[0][-1]) == 1:
-        chunks = [c[:-1] for c in chunks]
+    chunks = [batch_indices(n, batch_size, g) for g in generators]
     rows = torch.arange(m, device=device)[:, None]
     total_loss = torch.zeros(m, device=device)
     correct = torch.zeros(m, device=device)

@@ -37,9 +37,9 @@ def flip_half(x, generator):
     return torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
 
 
-def batch_indices(n, batch_size, generator, shuffle=True):
-    order = torch.randperm(n, generator=generator, device=generator.device) if shuffle else torch.arange(n)
-    chunks = list(order.split(batch_size))
+def batch_indices(n, batch_size, generator):
+    """A shuffled epoch as a list of index batches."""
+    chunks = list(torch.randperm(n, generator=generator, device=generator.device).split(batch_size))
     if len(chunks) > 1 and len(chunks[-1]) == 1:  # BatchNorm cannot train on a batch of one
         chunks = chunks[:-1]
     return chunks
