@@ -20,16 +20,13 @@ class GroupedConvBlock(nn.Module):
         super().__init__()
         m = len(blocks)
         conv0 = blocks[0].conv
-        self.groups, self.pool = m, blocks[0].pool
+        self.pool = blocks[0].pool
         self.conv = nn.Conv2d(conv0.in_channels * m, conv0.out_channels * m, 3, padding=1, groups=m)
         self.bn = nn.BatchNorm2d(conv0.out_channels * m)
         with torch.no_grad():
-            self.conv.weight.copy_(torch.cat([b.conv.weight for b in blocks]))
-            self.conv.bias.copy_(torch.cat([b.conv.bias for b in blocks]))
-            for name in ("weight", "bias"):
-                getattr(self.bn, name).copy_(torch.cat([getattr(b.bn, name) for b in blocks]))
-            for name in ("running_mean", "running_var"):
-                getattr(self.bn, name).copy_(torch.cat([getattr(b.bn, name) for b in blocks]))
+            for part, names in (("conv", ("weight", "bias")), ("bn", ("weight", "bias", "running_mean", "running_var"))):
+                for name in names:
+                    getattr(getattr(self, part), name).copy_(torch.cat([getattr(getattr(b, part), name) for b in blocks]))
 
     def forward(self, x):
         x = F.relu(self.bn(self.conv(x)), inplace=True)
@@ -54,8 +51,7 @@ class GroupedIndividual(nn.Module):
         self.m = len(models)
         self.blocks = nn.ModuleList(GroupedConvBlock([mod.front[i] for mod in models]) for i in range(len(models[0].front)))
         self.blocks.extend(GroupedConvBlock([mod.inherited[i] for mod in models]) for i in range(len(models[0].inherited)))
-        linears = [i for i, l in enumerate(models[0].head) if isinstance(l, nn.Linear)]
-        self.linears = nn.ModuleList(GroupedLinear([mod.head[i] for mod in models]) for i in linears)
+        self.linears = nn.ModuleList(GroupedLinear([mod.head[i] for mod in models]) for i in _linear_indices(models[0]))
 
     def forward(self, x):
         b = x.shape[0]
@@ -70,6 +66,10 @@ class GroupedIndividual(nn.Module):
         return x
 
 
+def _linear_indices(model):
+    return [i for i, layer in enumerate(model.head) if isinstance(layer, nn.Linear)]
+
+
 def grouped_names(model):
     """IndividualNet parameter name -> (grouped parameter name, stacking): 'cat' along dim 0 or 'stack'."""
     out = {}
@@ -78,8 +78,7 @@ def grouped_names(model):
         for i in range(count):
             for part in ("conv.weight", "conv.bias", "bn.weight", "bn.bias"):
                 out[f"{prefix}.{i}.{part}"] = (f"blocks.{i + offset}.{part}", "cat")
-    linears = [i for i, l in enumerate(model.head) if isinstance(l, nn.Linear)]
-    for j, i in enumerate(linears):
+    for j, i in enumerate(_linear_indices(model)):
         for part in ("weight", "bias"):
             out[f"head.{i}.{part}"] = (f"linears.{j}.{part}", "stack")
     return out
