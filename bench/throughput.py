@@ -13,6 +13,7 @@ Prints a table and writes a CSV (default bench/results/throughput-<device>.csv).
 """
 import argparse
 import csv
+import math
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from utils import criterion as crit  # noqa: E402
 from utils.common import cli, command_line, device_name, pick_device, positive_int, require  # noqa: E402
-from utils.engine import DeviceData, batch_indices, flip_half, normalize, autocast, seeded_generator  # noqa: E402
+from utils.engine import DeviceData, seeded_generator, train_epoch  # noqa: E402
 from utils.models import BASE_WIDTHS, CollectiveNet, widths_at  # noqa: E402
 from utils.splits import MEAN, STD, Split  # noqa: E402
 
@@ -101,37 +102,23 @@ def time_released(model, loader, device, steps, warmup, train=True):
     return seen / (time.perf_counter() - t0)
 
 
-def time_ours(model, data, device, batch_size, steps, warmup, judgement):
+def time_ours(model, data, device, batch_size, steps, judgement):
+    """This project's training step as the scripts run it (engine.train_epoch): one warm-up epoch, then
+    whole epochs covering at least `steps` batches."""
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     gradients = crit.GradientCriterion() if judgement else None
-    if gradients:
-        gradients.start_epoch()
-    channels_last = device.type == "cuda"
-    model.train()
     gen = seeded_generator(0, device)
-    done, seen, t0 = 0, 0, None
-    while done < steps + warmup:
-        for idx in batch_indices(len(data), batch_size, gen):
-            if done == warmup:
-                sync(device)
-                t0, seen = time.perf_counter(), 0
-            x = normalize(flip_half(data.images[idx], gen), channels_last)
-            y = data.labels[idx]
-            with autocast(device):
-                loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if gradients:
-                gradients(model)
-            opt.step()
-            seen += len(idx)
-            done += 1
-            if done == steps + warmup:
-                break
-    if gradients:
-        gradients.end_epoch()
-    sync(device)
-    return seen / (time.perf_counter() - t0)
+    epochs = math.ceil(steps * batch_size / len(data))
+    for epoch in range(epochs + 1):
+        if epoch == 1:
+            sync(device)
+            t0 = time.perf_counter()
+        if gradients:
+            gradients.start_epoch()
+        train_epoch(model, opt, data, batch_size, gen, after_backward=gradients)  # ends with a device sync
+        if gradients:
+            gradients.end_epoch()
+    return epochs * len(data) / (time.perf_counter() - t0)
 
 
 @cli
@@ -140,8 +127,9 @@ def main(argv=None):
     p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split directory (real images)")
     p.add_argument("--task", type=int, default=0, help="continual task whose images are used")
     p.add_argument("--batch_size", type=positive_int, default=64)
-    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=positive_int, default=20,
+                   help="timed steps per measurement (this project's path: whole epochs covering them)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps of the released path")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -163,8 +151,8 @@ def main(argv=None):
             rel = time_released(model, loader, device, args.steps, args.warmup)
             if device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
-            ours = time_ours(model, data, device, args.batch_size, args.steps, args.warmup, judgement=False)
-            judged = time_ours(model, data, device, args.batch_size, args.steps, args.warmup, judgement=True)
+            ours = time_ours(model, data, device, args.batch_size, args.steps, judgement=False)
+            judged = time_ours(model, data, device, args.batch_size, args.steps, judgement=True)
             rows += [[f"(a) released path, {label} widths", label, rel, flops],
                      [f"(b) this project, {label} widths", label, ours, flops],
                      [f"(b) + --judgement, {label} widths", label, judged, flops]]
