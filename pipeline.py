@@ -15,7 +15,6 @@ import argparse
 import csv
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.common import REPO_ROOT, UserError, cli, command_line, git_commit, require, write_text  # noqa: E402
+from utils.common import REPO_ROOT, UserError, cli, command_line, git_commit, require, write_bytes, write_text  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
@@ -113,15 +112,14 @@ def main(argv=None):
         stage(f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
               "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out], out / "results.csv")
     lam, scores = best_lambda(work / "tune-ewc")
-    print(f"[tune-ewc] validation accuracy by EWC lambda: "
-          + ", ".join(f"{k}: {v:.1f}%" for k, v in scores.items()) + f" -> lambda {lam}")
+    by_lambda = ", ".join(f"{k}: {v:.1f}%" for k, v in scores.items())
+    print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
     target = work / "individual"
     stage("individual", individual_script, [*common, "--ewc_lambda", lam, "--out", target], None)
 
-    results.mkdir(exist_ok=True)
-    shutil.copyfile(target / "results.csv", results / f"{name}.csv")
-    shutil.copyfile(target / "curves.png", results / f"{name}-curves.png")
-    shutil.copyfile(collective / "criterion_heatmap.png", results / f"{name}-heatmap.png")
+    for source, suffix in ((target / "results.csv", ".csv"), (target / "curves.png", "-curves.png"),
+                           (collective / "criterion_heatmap.png", "-heatmap.png")):
+        write_bytes(results / f"{name}{suffix}", source.read_bytes())  # atomic, like every output
     table = (target / "results.md").read_text()
     selection = (collective / "selection.txt").read_text()
     write_text(results / f"{name}.md", f"## {name}: Learngene pipeline results\n\n"
@@ -129,7 +127,7 @@ def main(argv=None):
                f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
                f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
                f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
-               + ", ".join(f"{k}: {v:.1f}%" for k, v in scores.items()) + f" -> **{lam}**.\n\n"
+               f"{by_lambda} -> **{lam}**.\n\n"
                + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
                f"![curves]({name}-curves.png)\n![criterion]({name}-heatmap.png)\n")
     print(f"results: {results / f'{name}.md'}")
