@@ -3,18 +3,21 @@
     split -> collective model -> learngene -> EWC strength tuned on the validation (open-world) tasks
           -> individual models and baselines on the target tasks -> results table
 
-    python pipeline.py --preset quick                      # offline Tiny-ImageNet-100, ~10 min on 2 CPU cores
+    python pipeline.py --preset quick                      # offline Tiny-ImageNet-100, ~12 min on 2 CPU cores
+    python pipeline.py --preset smoke                      # every stage on a few images, ~1 min: does it run?
     python pipeline.py --preset paper --dataset cifar100 --data /data/cifar  # the paper's settings, for a GPU
 
 Every stage is a script of this repo run as its own process (its command is printed, so any stage can be
 rerun by hand) and every stage resumes: rerunning the same command continues where it stopped.
 Outputs: data/<dataset>-<preset>-split/, checkpoints/<dataset>-<preset>/, and the table, curves and heat
-map in results/<dataset>-<preset>*.
+map in results/<dataset>-<preset>*. The table ends with the wall-clock time of each stage.
 """
 import argparse
 import csv
+import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.common import REPO_ROOT, UserError, cli, command_line, git_commit, require, write_bytes, write_text  # noqa: E402
+from utils.common import (REPO_ROOT, UserError, cli, command_line, git_commit, require, write_bytes,  # noqa: E402
+                          write_json, write_text)
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
@@ -38,6 +42,13 @@ PRESETS = {
         "individual": ["--epochs", "30", "--eval_every", "5", "--seed", "0"],
         "tune_tasks": "2",  # of the 3 validation tasks, to stay well inside 15 minutes
     },
+    # Every stage on a handful of images, for checking that the pipeline runs (its numbers mean nothing).
+    "smoke": {
+        "split": ["--size", "32", "--num_tasks", "3", "--num_imgs_per_cat_train", "12", "--num_target_tasks", "2"],
+        "collective": ["--epochs", "1", "--batch_size", "16"],
+        "individual": ["--epochs", "2", "--eval_every", "1", "--seed", "0"],
+        "tune_tasks": "1",
+    },
     # The paper: 50 tasks x 100 epochs, learngene after task 20, 30-epoch individual models, 3 seeds.
     "paper": {
         "split": [],
@@ -49,7 +60,27 @@ PRESETS = {
 EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold steps down
 
 
-def stage(name, script, args, done):
+class StageClock:
+    """Wall-clock seconds per stage, kept in <work>/stage_times.json and summed over the invocations that ran
+    the stage, so a resumed pipeline still reports where all its time went (a process killed outright loses
+    the seconds of the stage it was in)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.seconds = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def add(self, name, seconds):
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        write_json(self.path, self.seconds)
+
+    def table(self):
+        rows = "".join(f"| {name} | {s:.0f} | {s / 60:.1f} |\n" for name, s in self.seconds.items())
+        total = sum(self.seconds.values())
+        return ("| stage | seconds | minutes |\n|---|---:|---:|\n" + rows
+                + f"| **all stages** | **{total:.0f}** | **{total / 60:.1f}** |\n")
+
+
+def stage(clock, name, script, args, done):
     """Run one stage unless `done` exists; stop the pipeline with its message if it fails."""
     if done is not None and Path(done).exists():
         print(f"[{name}] done already ({done})")
@@ -57,7 +88,11 @@ def stage(name, script, args, done):
     cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
     print(f"[{name}] python {shlex.join([script, *map(str, args)])}", flush=True)
     t0 = time.time()
-    if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
+    try:
+        failed = subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0
+    finally:
+        clock.add(name, time.time() - t0)
+    if failed:
         raise UserError(f"stage {name} failed (its message is above); fix it and rerun the same command to resume")
     print(f"[{name}] finished in {time.time() - t0:.0f} s", flush=True)
 
@@ -82,26 +117,31 @@ def main(argv=None):
                    "for tiny-imagenet-100, data/ for cifar100)")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace existing results/<dataset>-<preset>* files")
+    p.add_argument("--root", default=None, help="folder for data/, checkpoints/ and results/ (default: the repository)")
     args = p.parse_args(argv)
+    # a time limit's SIGTERM: stop the stage in flight and keep its seconds (StageClock), then exit; a rerun resumes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("error: stopped by SIGTERM; rerun the same command to resume"))
     data = Path(args.data).resolve() if args.data else DEFAULT_DATA[args.dataset]
     require(data is not None, f"--data is required for {args.dataset}")
-    os.chdir(REPO_ROOT)  # every path below is relative to the repository
+    root = Path(args.root).resolve() if args.root else Path(".")
+    os.chdir(REPO_ROOT)  # every relative path below is relative to the repository
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
-    results = Path("results")
+    results = root / "results"
     finals = [results / f"{name}.md", results / f"{name}.csv"]
     require(args.overwrite or not any(f.exists() for f in finals),
             f"{finals[0]} exists: pass --overwrite to replace the results of this preset")
     family = FAMILY[args.dataset]
-    split, work = Path("data") / f"{name}-split", Path("checkpoints") / name
+    split, work = root / "data" / f"{name}-split", root / "checkpoints" / name
     cuda = ["--no-cuda"] if args.no_cuda else []
     maker = "utils/data_cifar_mk.py" if family == "cifar100" else "utils/data_imagenet_mk.py"
     t_start = time.time()
+    clock = StageClock(work / "stage_times.json")
 
-    stage("split", maker, ["--path", data, "--out", split, *preset["split"],
+    stage(clock, "split", maker, ["--path", data, "--out", split, *preset["split"],
                            *([] if family == "cifar100" else ["--dataset", args.dataset])], split / "manifest.json")
     collective = work / "collective"
     resume = ["--resume"] if (collective / "last.pt").exists() else []
-    stage("collective", f"collective-model/val_lifelong_{family}.py",
+    stage(clock, "collective", f"collective-model/val_lifelong_{family}.py",
           ["--path", split, "--out", collective, *preset["collective"], *cuda, *resume], collective / "learngene.pt")
     individual_script = f"individual-model/inheritable_{family}_wEWC.py"
     common = ["--path", split, "--learngene", collective / "learngene.pt", *preset["individual"], *cuda]
@@ -109,13 +149,13 @@ def main(argv=None):
     for lam in EWC_GRID:
         out = work / "tune-ewc" / f"lambda-{lam}"
         # tuning reads only the final accuracy, so the test curve is skipped (--eval_every = the epoch count)
-        stage(f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
+        stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
               "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out], out / "results.csv")
     lam, scores = best_lambda(work / "tune-ewc")
     by_lambda = ", ".join(f"{k}: {v:.1f}%" for k, v in scores.items())
     print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
     target = work / "individual"
-    stage("individual", individual_script, [*common, "--ewc_lambda", lam, "--out", target], None)
+    stage(clock, "individual", individual_script, [*common, "--ewc_lambda", lam, "--out", target], None)
 
     for source, suffix in ((target / "results.csv", ".csv"), (target / "curves.png", "-curves.png"),
                            (collective / "criterion_heatmap.png", "-heatmap.png")):
@@ -129,8 +169,10 @@ def main(argv=None):
                f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
                f"{by_lambda} -> **{lam}**.\n\n"
                + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
+               f"Wall-clock time of each stage (summed over the invocations that ran it; device: see "
+               f"Provenance above):\n\n{clock.table()}\n"
                f"![curves]({name}-curves.png)\n![criterion]({name}-heatmap.png)\n")
-    print(f"results: {results / f'{name}.md'}")
+    print(f"wall-clock time of each stage:\n{clock.table()}results: {results / f'{name}.md'}")
 
 
 if __name__ == "__main__":

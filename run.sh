@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Entry point for a fresh clone.
-#   ./run.sh quick [pipeline.py options]   set up .venv, then run the whole pipeline (quick preset by default)
+#   ./run.sh quick [pipeline.py options]   set up .venv, then run the whole pipeline (quick preset by default;
+#                                          smoke: every stage on a few images in about a minute; paper: a GPU)
 #   ./run.sh test  [pytest options]        set up .venv with the test tools, then run the tests
 #   ./run.sh setup                         only set up .venv
 set -euo pipefail
@@ -21,8 +22,8 @@ setup() {
 }
 cmd=${1:-quick}; shift || true
 case "$cmd" in
-  quick|paper) setup requirements.txt; exec .venv/bin/python pipeline.py --preset "$cmd" "$@" ;;
+  quick|paper|smoke) setup requirements.txt; exec .venv/bin/python pipeline.py --preset "$cmd" "$@" ;;
   test) setup requirements-dev.txt; exec .venv/bin/python -m pytest -q tests "$@" ;;
   setup) setup requirements-dev.txt ;;
-  *) echo "usage: ./run.sh {quick|paper|test|setup} [options]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh {quick|smoke|paper|test|setup} [options]" >&2; exit 2 ;;
 esac

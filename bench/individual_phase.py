@@ -5,7 +5,6 @@ process on one device, with the largest difference in final test accuracy betwee
         --learngene checkpoints/tiny-imagenet-100-quick/collective/learngene.pt --tasks 2 --epochs 5
 """
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from utils import individual, learngene  # noqa: E402
-from utils.common import cli, command_line, device_name, pick_device, positive_int, require  # noqa: E402
+from utils.common import (cli, command_line, device_name, pick_device, positive_int, provenance, require,  # noqa: E402
+                          write_csv)
 from utils.splits import Split  # noqa: E402
 
 METHODS = ("learngene", "learngene-noewc", "scratch", "other-layers")
@@ -36,8 +36,12 @@ def main(argv=None):
     p.add_argument("--seeds", type=positive_int, default=1)
     p.add_argument("--epochs", type=positive_int, default=5)
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="CSV to write (default: bench/results/individual-phase-<device type>.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
+    out = Path(args.out or Path(__file__).resolve().parent / "results" /
+               f"individual-phase-{pick_device(args.no_cuda).type}.csv")
+    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
     split = Split(args.path)
     art = learngene.load(args.learngene, split.dataset, split.image_size)
     require(args.tasks <= split.num_few_shot("target", args.shots), f"the split has fewer than {args.tasks} tasks")
@@ -65,14 +69,12 @@ def main(argv=None):
           f"{len(METHODS)} methods), {args.shots} shots, {args.epochs} epochs each\n"
           f"sequential {seq:.1f} s ({seq / len(group):.2f} s/run), batched {bat:.1f} s ({bat / len(group):.2f} s/run): "
           f"{seq / bat:.2f}x; largest final-accuracy difference {100 * diff:.1f} points")
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"individual-phase-{device.type}.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["device", "runs", "shots", "epochs", "sequential_s", "batched_s", "speedup", "max_acc_diff",
-                    "command"])
-        w.writerow([device_name(device), len(group), args.shots, args.epochs, f"{seq:.2f}", f"{bat:.2f}",
-                    f"{seq / bat:.3f}", f"{diff:.4f}", command_line(argv)])
+    prov = provenance(device, argv)
+    keys = ["device", "torch", "commit", "time_utc", "command"]
+    write_csv(out, ["runs", "shots", "epochs", "sequential_s", "batched_s", "speedup", "max_acc_diff", "dataset",
+                    "image_size", *keys],
+              [[len(group), args.shots, args.epochs, seq, bat, seq / bat, diff, split.dataset, split.image_size,
+                *(prov[k] for k in keys)]])
     print(f"wrote {out}")
 
 

@@ -2,18 +2,22 @@
 device, one run. Also the cost of --judgement, FLOPs per image and the achieved fraction of peak (MFU).
 
     python bench/throughput.py --path data/tiny-imagenet-100-quick-split            # CPU here
-    python bench/throughput.py --path data/tiny-imagenet-100-paper-split --steps 200 # on a GPU
+    python bench/throughput.py --path data/tiny-imagenet-100-paper-split --steps 200 --compile default reduce-overhead
+                                                                                      # on a GPU
 
 (a) "released": one PNG file per image in class folders, torchvision ImageFolder (PIL decode), per-sample
     transforms (resize, random crop to the same size, flip, to-tensor, normalise), a DataLoader with 0
     workers, fp32, as the released scripts.
 (b) "this project": the task's uint8 images resident on the device, batches sliced from it, batched flips
     and normalisation (utils/engine.py), bf16 autocast and channels_last on CUDA.
+--compile MODE...: also (b) with the model under torch.compile(mode=MODE) ("reduce-overhead" adds CUDA graphs),
+    to see whether compiling pays; its compile time is printed apart (the first epoch minus a timed one). The
+    collective model changes shape at every widening, so a run would pay that compile time 21 times.
 Prints a table and writes a CSV (default bench/results/throughput-<device>.csv).
 """
 import argparse
-import csv
 import math
+import os
 import sys
 import tempfile
 import time
@@ -26,7 +30,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from utils import criterion as crit  # noqa: E402
-from utils.common import cli, command_line, device_name, pick_device, positive_int, require  # noqa: E402
+from utils.common import (cli, command_line, device_name, pick_device, positive_int, provenance, require,  # noqa: E402
+                          write_csv)
 from utils.engine import DeviceData, seeded_generator, train_epoch  # noqa: E402
 from utils.models import BASE_WIDTHS, CollectiveNet, widths_at  # noqa: E402
 from utils.splits import MEAN, STD, Split  # noqa: E402
@@ -102,23 +107,32 @@ def time_released(model, loader, device, steps, warmup, train=True):
     return seen / (time.perf_counter() - t0)
 
 
-def time_ours(model, data, device, batch_size, steps, judgement):
+def time_ours(model, data, device, batch_size, steps, judgement=False, compile_mode=None):
     """This project's training step as the scripts run it (engine.train_epoch): one warm-up epoch, then
-    whole epochs covering at least `steps` batches."""
+    whole epochs covering at least `steps` batches. Returns (images/s, seconds of the warm-up epoch)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     gradients = crit.GradientCriterion() if judgement else None
+    if compile_mode:
+        torch._dynamo.reset()  # a fresh cache per model shape, as a widened model would need
+        # and empty on-disk caches, so the compile time is that of a shape seen for the first time
+        cache = tempfile.mkdtemp(prefix="inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TRITON_CACHE_DIR"] = cache
+        model = torch.compile(model, mode=compile_mode)
     gen = seeded_generator(0, device)
     epochs = math.ceil(steps * batch_size / len(data))
+    sync(device)
+    t_start = time.perf_counter()
     for epoch in range(epochs + 1):
         if epoch == 1:
             sync(device)
             t0 = time.perf_counter()
+            warmup = t0 - t_start
         if gradients:
             gradients.start_epoch()
         train_epoch(model, opt, data, batch_size, gen, after_backward=gradients)  # ends with a device sync
         if gradients:
             gradients.end_epoch()
-    return epochs * len(data) / (time.perf_counter() - t0)
+    return epochs * len(data) / (time.perf_counter() - t0), warmup
 
 
 @cli
@@ -130,16 +144,22 @@ def main(argv=None):
     p.add_argument("--steps", type=positive_int, default=20,
                    help="timed steps per measurement (this project's path: whole epochs covering them)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of the released path")
+    p.add_argument("--compile", nargs="+", default=[], metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="also time (b) under torch.compile with each of these modes")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="CSV to write (default: bench/results/throughput-<device type>.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"throughput-{pick_device(args.no_cuda).type}.csv")
+    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
     split = Split(args.path)
     device = pick_device(args.no_cuda)
     images, labels = split.continual(args.task)
     require(len(labels) >= args.batch_size * 2, f"task {args.task} has only {len(labels)} images")
     size = split.image_size
     data = DeviceData.from_numpy(images, labels, device)
-    rows = []
+    rows, compile_seconds = [], {}
     with tempfile.TemporaryDirectory() as folder:
         loader = released_loader(images, labels, folder, args.batch_size, size)
         rows.append(["released data path alone (no model)", "-", time_released(None, loader, device, args.steps,
@@ -151,11 +171,15 @@ def main(argv=None):
             rel = time_released(model, loader, device, args.steps, args.warmup)
             if device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
-            ours = time_ours(model, data, device, args.batch_size, args.steps, judgement=False)
-            judged = time_ours(model, data, device, args.batch_size, args.steps, judgement=True)
+            ours, _ = time_ours(model, data, device, args.batch_size, args.steps)
+            judged, _ = time_ours(model, data, device, args.batch_size, args.steps, judgement=True)
             rows += [[f"(a) released path, {label} widths", label, rel, flops],
                      [f"(b) this project, {label} widths", label, ours, flops],
                      [f"(b) + --judgement, {label} widths", label, judged, flops]]
+            for mode in args.compile:
+                compiled, warmup = time_ours(model, data, device, args.batch_size, args.steps, compile_mode=mode)
+                compile_seconds[(mode, label)] = warmup - len(data) / compiled
+                rows.append([f"(b) + torch.compile({mode}), {label} widths", label, compiled, flops])
     peak = peak_flops(device)
     dev = device_name(device)
     print(f"device: {dev}; torch {torch.__version__}; {split.dataset} {size}px, batch {args.batch_size}, "
@@ -174,13 +198,14 @@ def main(argv=None):
                              by[f"(b) + --judgement, {label} widths"])
         print(f"{label} widths: this project / released = {ours / rel:.2f}x; --judgement costs "
               f"{100 * (ours / judged - 1):.1f}% time")
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"throughput-{device.type}.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["# device", dev, "torch", torch.__version__, "command", command_line(argv)])
-        w.writerow(["path", "images_per_s", "train_flops_per_image", "tflops", "mfu"])
-        w.writerows(out_rows)
+        for mode in args.compile:
+            compiled = by[f"(b) + torch.compile({mode}), {label} widths"]
+            print(f"{label} widths: torch.compile({mode}) / eager = {compiled / ours:.2f}x, after "
+                  f"{compile_seconds[(mode, label)]:.0f} s of compiling")
+    prov = provenance(device, argv)
+    keys = ["device", "torch", "commit", "time_utc", "command"]
+    write_csv(out, ["path", "images_per_s", "train_flops_per_image", "tflops", "mfu", "dataset", "image_size", *keys],
+              [[*row, split.dataset, size, *(prov[k] for k in keys)] for row in out_rows])
     print(f"wrote {out}")
 
 

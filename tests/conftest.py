@@ -76,3 +76,13 @@ def tiny_split(tmp_path_factory):
                       "--num_target_tasks", "2", "--shots", "2", "4")
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def collective_run(tiny_split, tmp_path_factory):
+    """A 1-epoch collective run on tiny_split, for its learngene."""
+    out = tmp_path_factory.mktemp("collective") / "run"
+    proc = run_script("collective-model/val_lifelong_imagenet.py", "--path", tiny_split, "--out", out, "--epochs",
+                      "1", "--num_works", "3", "--batch_size", "16", "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    return out

@@ -11,15 +11,6 @@ from utils.engine import DeviceData
 from utils.splits import Split
 
 
-@pytest.fixture(scope="module")
-def collective_run(tiny_split, tmp_path_factory):
-    out = tmp_path_factory.mktemp("collective") / "run"
-    proc = run_script("collective-model/val_lifelong_imagenet.py", "--path", tiny_split, "--out", out, "--epochs",
-                      "1", "--num_works", "3", "--batch_size", "16", "--no-cuda")
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 def args(**kw):
     base = dict(epochs=2, batch_size=4, lr=0.005, momentum=0.9, weight_decay=5e-4, ewc_lambda=40.0, eval_every=1)
     base.update(kw)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from utils import criterion as crit
 from utils import learngene
 from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int,
-                          provenance, require, torch_load, torch_save, write_csv, write_json, write_text)
+                          provenance, require, torch_load, torch_save, write_csv, write_json)
 from utils.engine import DeviceData, seeded_generator, sgd, train_epoch
 from utils.ewc import EWC, fisher_diagonal
 from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, widen, widen_state

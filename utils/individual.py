@@ -345,7 +345,8 @@ def results_markdown(rows, split, args, prov, art, collective):
              "| shots | method | runs | accuracy (%) | 95% CI | best epoch, test-selected (%) | parameters | inherited conv layers |",
              "|---:|---|---:|---:|---:|---:|---:|---|"]
     for k, m, n, acc, ci, best, params, layers, _ in rows:
-        lines.append(f"| {k} | {m} | {n} | {acc:.1f} | ±{ci:.1f} | {best:.1f} | {params / 1e6:.2f}M | {layers or '-'} |")
+        ci = "n/a (1 run)" if math.isnan(ci) else f"±{ci:.1f}"
+        lines.append(f"| {k} | {m} | {n} | {acc:.1f} | {ci} | {best:.1f} | {params / 1e6:.2f}M | {layers or '-'} |")
     lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
               + (f"; final collective model: {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
                  f"parameters)" if collective else "") + ".",
