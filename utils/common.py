@@ -125,10 +125,11 @@ def git_commit():
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)
         commit = out.stdout.strip() if out.returncode == 0 else "unknown"
-        # outputs (results/, bench/results/) do not change what the code computes, so they do not count
+        # outputs (results/, bench/results/) and documentation (*.md) do not change what the code computes,
+        # so they do not count
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!results", ":!bench/results"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+                                ".", ":!results", ":!bench/results", ":(exclude,glob)**/*.md"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
         return commit + ("+dirty" if dirty and commit != "unknown" else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
