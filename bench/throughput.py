@@ -107,15 +107,15 @@ def time_released(model, loader, device, steps, warmup, train=True):
     return seen / (time.perf_counter() - t0)
 
 
-def time_ours(model, data, device, batch_size, steps, judgement=False, compile_mode=None):
+def time_ours(model, data, device, batch_size, steps, judgement=False, compile_mode=None, cache=None):
     """This project's training step as the scripts run it (engine.train_epoch): one warm-up epoch, then
     whole epochs covering at least `steps` batches. Returns (images/s, seconds of the warm-up epoch)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     gradients = crit.GradientCriterion() if judgement else None
     if compile_mode:
         torch._dynamo.reset()  # a fresh cache per model shape, as a widened model would need
-        # and empty on-disk caches, so the compile time is that of a shape seen for the first time
-        cache = tempfile.mkdtemp(prefix="inductor-")
+        # and empty on-disk caches (`cache`, a new folder), so the compile time is that of a shape seen for the
+        # first time
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TRITON_CACHE_DIR"] = cache
         model = torch.compile(model, mode=compile_mode)
     gen = seeded_generator(0, device)
@@ -177,7 +177,8 @@ def main(argv=None):
                      [f"(b) this project, {label} widths", label, ours, flops],
                      [f"(b) + --judgement, {label} widths", label, judged, flops]]
             for mode in args.compile:
-                compiled, warmup = time_ours(model, data, device, args.batch_size, args.steps, compile_mode=mode)
+                compiled, warmup = time_ours(model, data, device, args.batch_size, args.steps, compile_mode=mode,
+                                             cache=str(Path(folder) / f"inductor-{mode}-{label}"))
                 compile_seconds[(mode, label)] = warmup - len(data) / compiled
                 rows.append([f"(b) + torch.compile({mode}), {label} widths", label, compiled, flops])
     peak = peak_flops(device)
