@@ -16,14 +16,10 @@ import torch  # noqa: E402
 from utils import individual, learngene  # noqa: E402
 from utils.common import (cli, command_line, device_name, pick_device, positive_int, provenance, require,  # noqa: E402
                           write_csv)
+from utils.engine import synchronize  # noqa: E402
 from utils.splits import Split  # noqa: E402
 
 METHODS = ("learngene", "learngene-noewc", "scratch", "other-layers")
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @cli
@@ -39,13 +35,12 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="CSV to write (default: bench/results/individual-phase-<device type>.csv)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
-    out = Path(args.out or Path(__file__).resolve().parent / "results" /
-               f"individual-phase-{pick_device(args.no_cuda).type}.csv")
+    device = pick_device(args.no_cuda)
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"individual-phase-{device.type}.csv")
     require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
     split = Split(args.path)
     art = learngene.load(args.learngene, split.dataset, split.image_size)
     require(args.tasks <= split.num_few_shot("target", args.shots), f"the split has fewer than {args.tasks} tasks")
-    device = pick_device(args.no_cuda)
     collective = individual._load_collective(None, art, split)
     hp = type("Args", (), dict(epochs=args.epochs, batch_size=32, lr=0.005, momentum=0.9, weight_decay=5e-4,
                                ewc_lambda=4000.0, eval_every=args.epochs))
@@ -53,14 +48,14 @@ def main(argv=None):
     group = [(args.shots, t, s, m) for t in range(args.tasks) for s in range(args.seeds) for m in METHODS]
     for k, t, _, _ in group:
         data(k, t)
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     one = [individual.train_one(m, art, collective, *data(k, t), hp, seed=s, shots=k, task=t, device=device)
            for k, t, s, m in group]
-    sync(device)
+    synchronize(device)
     t1 = time.perf_counter()
     grouped = individual.train_grouped(group, art, collective, data, hp, device)
-    sync(device)
+    synchronize(device)
     t2 = time.perf_counter()
     diff = max(abs(a["final_acc"] - b["final_acc"]) for a, b in zip(one, grouped))
     seq, bat = t1 - t0, t2 - t1
@@ -69,12 +64,10 @@ def main(argv=None):
           f"{len(METHODS)} methods), {args.shots} shots, {args.epochs} epochs each\n"
           f"sequential {seq:.1f} s ({seq / len(group):.2f} s/run), batched {bat:.1f} s ({bat / len(group):.2f} s/run): "
           f"{seq / bat:.2f}x; largest final-accuracy difference {100 * diff:.1f} points")
-    prov = provenance(device, argv)
-    keys = ["device", "torch", "commit", "time_utc", "command"]
     write_csv(out, ["runs", "shots", "epochs", "sequential_s", "batched_s", "speedup", "max_acc_diff", "dataset",
-                    "image_size", *keys],
-              [[len(group), args.shots, args.epochs, seq, bat, seq / bat, diff, split.dataset, split.image_size,
-                *(prov[k] for k in keys)]])
+                    "image_size"],
+              [[len(group), args.shots, args.epochs, seq, bat, seq / bat, diff, split.dataset, split.image_size]],
+              provenance(device, argv))
     print(f"wrote {out}")
 
 

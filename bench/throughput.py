@@ -32,7 +32,7 @@ import torch.nn.functional as F  # noqa: E402
 from utils import criterion as crit  # noqa: E402
 from utils.common import (cli, command_line, device_name, pick_device, positive_int, provenance, require,  # noqa: E402
                           write_csv)
-from utils.engine import DeviceData, seeded_generator, train_epoch  # noqa: E402
+from utils.engine import DeviceData, seeded_generator, synchronize, train_epoch  # noqa: E402
 from utils.models import BASE_WIDTHS, CollectiveNet, widths_at  # noqa: E402
 from utils.splits import MEAN, STD, Split  # noqa: E402
 
@@ -64,11 +64,6 @@ def peak_flops(device):
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def released_loader(images, labels, folder, batch_size, size):
     """Write one PNG per image in class folders and read them back the way the released scripts did."""
     from PIL import Image
@@ -91,7 +86,7 @@ def time_released(model, loader, device, steps, warmup, train=True):
     while done < steps + warmup:
         for x, y in loader:
             if done == warmup:
-                sync(device)
+                synchronize(device)
                 t0, seen = time.perf_counter(), 0
             if train:
                 x, y = x.to(device), y.to(device)
@@ -103,7 +98,7 @@ def time_released(model, loader, device, steps, warmup, train=True):
             done += 1
             if done == steps + warmup:
                 break
-    sync(device)
+    synchronize(device)
     return seen / (time.perf_counter() - t0)
 
 
@@ -120,11 +115,11 @@ def time_ours(model, data, device, batch_size, steps, judgement=False, compile_m
         model = torch.compile(model, mode=compile_mode)
     gen = seeded_generator(0, device)
     epochs = math.ceil(steps * batch_size / len(data))
-    sync(device)
+    synchronize(device)
     t_start = time.perf_counter()
     for epoch in range(epochs + 1):
         if epoch == 1:
-            sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             warmup = t0 - t_start
         if gradients:
@@ -151,10 +146,10 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="CSV to write (default: bench/results/throughput-<device type>.csv)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"throughput-{pick_device(args.no_cuda).type}.csv")
+    device = pick_device(args.no_cuda)
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"throughput-{device.type}.csv")
     require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
     split = Split(args.path)
-    device = pick_device(args.no_cuda)
     images, labels = split.continual(args.task)
     require(len(labels) >= args.batch_size * 2, f"task {args.task} has only {len(labels)} images")
     size = split.image_size
@@ -203,10 +198,8 @@ def main(argv=None):
             compiled = by[f"(b) + torch.compile({mode}), {label} widths"]
             print(f"{label} widths: torch.compile({mode}) / eager = {compiled / ours:.2f}x, after "
                   f"{compile_seconds[(mode, label)]:.0f} s of compiling")
-    prov = provenance(device, argv)
-    keys = ["device", "torch", "commit", "time_utc", "command"]
-    write_csv(out, ["path", "images_per_s", "train_flops_per_image", "tflops", "mfu", "dataset", "image_size", *keys],
-              [[*row, split.dataset, size, *(prov[k] for k in keys)] for row in out_rows])
+    write_csv(out, ["path", "images_per_s", "train_flops_per_image", "tflops", "mfu", "dataset", "image_size"],
+              [[*row, split.dataset, size] for row in out_rows], provenance(device, argv))
     print(f"wrote {out}")
 
 

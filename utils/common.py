@@ -67,7 +67,14 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
-def write_csv(path, header, rows):
+PROVENANCE_COLUMNS = ("device", "torch", "commit", "time_utc", "command")
+
+
+def write_csv(path, header, rows, provenance=None):
+    """With `provenance` (a dict from provenance()), every row also gets its PROVENANCE_COLUMNS."""
+    if provenance is not None:
+        header = [*header, *PROVENANCE_COLUMNS]
+        rows = [[*row, *(provenance[k] for k in PROVENANCE_COLUMNS)] for row in rows]
     lines = [",".join(header)] + [",".join(_csv_cell(v) for v in row) for row in rows]
     write_text(path, "\n".join(lines) + "\n")
 

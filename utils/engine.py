@@ -94,6 +94,12 @@ def evaluate(model, data, batch_size=256):
     return correct.item() / max(len(data), 1)
 
 
+def synchronize(device):
+    """Wait for the device's queued work (timing); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def sgd(model, lr, momentum, weight_decay):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 

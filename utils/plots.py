@@ -24,6 +24,7 @@ def save_png(img, path, provenance=None):
     img.save(buf, format="PNG", pnginfo=info)
     write_bytes(path, buf.getvalue())
 
+
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
