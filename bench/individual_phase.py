@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils import individual, learngene  # noqa: E402
-from utils.common import (cli, command_line, device_name, pick_device, positive_int, provenance, require,  # noqa: E402
-                          write_csv)
+from utils.common import cli, command_line, device_name, positive_int, provenance, require, write_csv  # noqa: E402
 from utils.engine import synchronize  # noqa: E402
 from utils.splits import Split  # noqa: E402
 
@@ -31,13 +31,9 @@ def main(argv=None):
     p.add_argument("--tasks", type=positive_int, default=2)
     p.add_argument("--seeds", type=positive_int, default=1)
     p.add_argument("--epochs", type=positive_int, default=5)
-    p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
-    p.add_argument("--out", default=None, help="CSV to write (default: bench/results/individual-phase-<device type>.csv)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_device_and_output(p, "individual-phase")
     args = p.parse_args(argv)
-    device = pick_device(args.no_cuda)
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"individual-phase-{device.type}.csv")
-    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
+    device, out = device_and_output(args, "individual-phase")
     split = Split(args.path)
     art = learngene.load(args.learngene, split.dataset, split.image_size)
     require(args.tasks <= split.num_few_shot("target", args.shots), f"the split has fewer than {args.tasks} tasks")

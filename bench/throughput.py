@@ -29,9 +29,9 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils import criterion as crit  # noqa: E402
-from utils.common import (cli, command_line, device_name, pick_device, positive_int, provenance, require,  # noqa: E402
-                          write_csv)
+from utils.common import cli, command_line, device_name, positive_int, provenance, require, write_csv  # noqa: E402
 from utils.engine import DeviceData, seeded_generator, synchronize, train_epoch  # noqa: E402
 from utils.models import BASE_WIDTHS, CollectiveNet, widths_at  # noqa: E402
 from utils.splits import MEAN, STD, Split  # noqa: E402
@@ -142,13 +142,9 @@ def main(argv=None):
     p.add_argument("--compile", nargs="+", default=[], metavar="MODE",
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="also time (b) under torch.compile with each of these modes")
-    p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
-    p.add_argument("--out", default=None, help="CSV to write (default: bench/results/throughput-<device type>.csv)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_device_and_output(p, "throughput")
     args = p.parse_args(argv)
-    device = pick_device(args.no_cuda)
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"throughput-{device.type}.csv")
-    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
+    device, out = device_and_output(args, "throughput")
     split = Split(args.path)
     images, labels = split.continual(args.task)
     require(len(labels) >= args.batch_size * 2, f"task {args.task} has only {len(labels)} images")

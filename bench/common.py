@@ -1,0 +1,20 @@
+"""What the benchmark scripts share: the device and output options, and where the CSV goes."""
+from pathlib import Path
+
+from utils.common import pick_device, require
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_device_and_output(parser, name):
+    parser.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    parser.add_argument("--out", default=None, help=f"CSV to write (default: bench/results/{name}-<device type>.csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def device_and_output(args, name):
+    """The device to measure on and the CSV to write, which a rerun does not replace without --overwrite."""
+    device = pick_device(args.no_cuda)
+    out = Path(args.out or RESULTS / f"{name}-{device.type}.csv")
+    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
+    return device, out
