@@ -37,7 +37,7 @@ def main(argv=None):
     split = Split(args.path)
     art = learngene.load(args.learngene, split.dataset, split.image_size)
     require(args.tasks <= split.num_few_shot("target", args.shots), f"the split has fewer than {args.tasks} tasks")
-    collective = individual._load_collective(None, art, split)
+    collective = individual.load_collective(None, art, split)
     hp = type("Args", (), dict(epochs=args.epochs, batch_size=32, lr=0.005, momentum=0.9, weight_decay=5e-4,
                                ewc_lambda=4000.0, eval_every=args.epochs))
     data = individual.FewShotData(split, "target", device)

@@ -20,7 +20,7 @@ def args(**kw):
 def test_model_construction(collective_run):
     art = learngene.load(collective_run / "learngene.pt")
     split = Split(json.loads((collective_run / "config.json").read_text())["args"]["path"])
-    collective = individual._load_collective(None, art, split)
+    collective = individual.load_collective(None, art, split)
     for method in individual.METHODS:
         torch.manual_seed(0)
         model, layers = individual.build_model(method, art, collective, 32)
@@ -101,7 +101,7 @@ def test_batched_training_matches_one_by_one(collective_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
     split_path = json.loads((collective_run / "config.json").read_text())["args"]["path"]
-    collective = individual._load_collective(None, art, Split(split_path))
+    collective = individual.load_collective(None, art, Split(split_path))
     data = individual.FewShotData(split, "target", cpu)
     group = [(4, t, 0, m) for t in (0, 1) for m in ("learngene", "learngene-noewc", "scratch", "other-layers")]
     a = args(epochs=3, ewc_lambda=4000.0)

@@ -81,7 +81,7 @@ def run(family, argv=None):
             f"--num_works_tt {num_tasks} is more than the split's {split.num_few_shot(args.section, shots[0])} tasks")
     collective = None
     if {"other-layers", "finetune-collective"} & set(args.methods):
-        collective = _load_collective(args.collective, art, split)
+        collective = load_collective(args.collective, art, split)
     out = Path(args.out or Path("results") / split.dataset)
     device = pick_device(args.no_cuda)
     settings = {k: getattr(args, k) for k in ("batch_size", "epochs", "lr", "momentum", "weight_decay", "ewc_lambda",
@@ -256,7 +256,7 @@ def train_grouped(group, art, collective, data, args, device):
             for i, (k, t, s, m) in enumerate(group)]
 
 
-def _load_collective(path, art, split):
+def load_collective(path, art, split):
     if path is None:
         folder = Path(art["collective_checkpoint"]).parent
         found = sorted(folder.glob("task_*.pt"))
