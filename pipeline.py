@@ -98,14 +98,30 @@ def stage(clock, name, script, args, done):
 
 
 def best_lambda(tune_dir):
-    """The EWC strength with the best mean final accuracy (%) of the learngene rows on the validation tasks."""
-    scores = {}
+    """The EWC strength with the best mean final accuracy (%) of the learngene rows on the validation tasks, and
+    a line that gives every strength's accuracy and its diverged runs (a lambda too strong for SGD shows there)."""
+    scores, notes = {}, []
     for lam in EWC_GRID:
         with open(tune_dir / f"lambda-{lam}" / "results.csv") as f:
             rows = list(csv.DictReader(f))
         scores[lam] = sum(float(r["final_acc"]) for r in rows) / len(rows)
+        runs, diverged = sum(int(r["runs"]) for r in rows), sum(int(r["diverged"]) for r in rows)
+        notes.append(f"{lam}: {scores[lam]:.1f}%" + (f" ({diverged} of {runs} runs diverged)" if diverged else ""))
     best = max(EWC_GRID, key=lambda lam: scores[lam])
-    return best, scores
+    return best, ", ".join(notes)
+
+
+RESULT_SUFFIXES = (".md", ".csv", "-curves.png", "-heatmap.png")
+
+
+def outputs(root, dataset, preset):
+    """Where a preset writes: its split, its work folder and its result files. None of these is tracked by
+    git (tests/test_pipeline.py checks it): the README's reference results live in results/reference/,
+    where no preset writes, so a fresh clone's first run never meets them."""
+    name = f"{dataset}-{preset}"
+    root = Path(root)
+    return {"split": root / "data" / f"{name}-split", "work": root / "checkpoints" / name,
+            "results": [root / "results" / f"{name}{suffix}" for suffix in RESULT_SUFFIXES]}
 
 
 @cli
@@ -126,12 +142,12 @@ def main(argv=None):
     root = Path(args.root).resolve() if args.root else Path(".")
     os.chdir(REPO_ROOT)  # every relative path below is relative to the repository
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
-    results = root / "results"
-    finals = [results / f"{name}.md", results / f"{name}.csv"]
+    paths = outputs(root, args.dataset, args.preset)
+    finals = paths["results"]
     require(args.overwrite or not any(f.exists() for f in finals),
             f"{finals[0]} exists: pass --overwrite to replace the results of this preset")
     family = FAMILY[args.dataset]
-    split, work = root / "data" / f"{name}-split", root / "checkpoints" / name
+    split, work = paths["split"], paths["work"]
     cuda = ["--no-cuda"] if args.no_cuda else []
     maker = "utils/data_cifar_mk.py" if family == "cifar100" else "utils/data_imagenet_mk.py"
     t_start = time.time()
@@ -151,18 +167,18 @@ def main(argv=None):
         # tuning reads only the final accuracy, so the test curve is skipped (--eval_every = the epoch count)
         stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
               "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out], out / "results.csv")
-    lam, scores = best_lambda(work / "tune-ewc")
-    by_lambda = ", ".join(f"{k}: {v:.1f}%" for k, v in scores.items())
+    lam, by_lambda = best_lambda(work / "tune-ewc")
     print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
     target = work / "individual"
     stage(clock, "individual", individual_script, [*common, "--ewc_lambda", lam, "--out", target], None)
 
-    for source, suffix in ((target / "results.csv", ".csv"), (target / "curves.png", "-curves.png"),
-                           (collective / "criterion_heatmap.png", "-heatmap.png")):
-        write_bytes(results / f"{name}{suffix}", source.read_bytes())  # atomic, like every output
+    md, csv_out, curves, heatmap = finals
+    for source, final in ((target / "results.csv", csv_out), (target / "curves.png", curves),
+                          (collective / "criterion_heatmap.png", heatmap)):
+        write_bytes(final, source.read_bytes())  # atomic, like every output
     table = (target / "results.md").read_text()
     selection = (collective / "selection.txt").read_text()
-    write_text(results / f"{name}.md", f"## {name}: Learngene pipeline results\n\n"
+    write_text(md, f"## {name}: Learngene pipeline results\n\n"
                f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
                f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
                f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
@@ -172,7 +188,7 @@ def main(argv=None):
                f"Wall-clock time of each stage (summed over the invocations that ran it; device: see "
                f"Provenance above):\n\n{clock.table()}\n"
                f"![curves]({name}-curves.png)\n![criterion]({name}-heatmap.png)\n")
-    print(f"wall-clock time of each stage:\n{clock.table()}results: {results / f'{name}.md'}")
+    print(f"wall-clock time of each stage:\n{clock.table()}results: {md}")
 
 
 if __name__ == "__main__":

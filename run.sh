@@ -12,9 +12,12 @@ setup() {
   if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
-  # the stamp skips a reinstall when the requirement files have not changed
-  local stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$req"
-  if [ ! -f "$stamp" ]; then
+  # the stamp skips a reinstall when the requirement files have not changed; the dev set includes the
+  # runtime set, so its stamp also stands for requirements.txt
+  local hash stamp
+  hash=$(cat requirements*.txt | sha256sum | cut -c1-16)
+  stamp=".venv/.installed-$hash-$req"
+  if [ ! -f "$stamp" ] && [ ! -f ".venv/.installed-$hash-requirements-dev.txt" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -r "$req"
     touch "$stamp"

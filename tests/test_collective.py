@@ -19,6 +19,20 @@ def test_short_run_writes_every_output(tiny_split, tmp_path):
         assert (out / name).exists(), name
     rows = list(csv.DictReader(open(out / "criterion.csv")))
     assert len(rows) == 3 * 2 * 13 and all(0 <= float(r["value"]) <= 1 for r in rows)
+    # the default statistic (signed g > 5e-4) measures something: well below 1, unlike |g| > 5e-10
+    values = sorted(float(r["value"]) for r in rows)
+    assert values[len(values) // 2] < 0.7 and values[-1] < 0.95, values[len(values) // 2]
+    variants = list(csv.DictReader(open(out / "criterion_variants.csv")))
+    assert len(variants) == 3 * 2 * 13 * 4  # the default is one of the four recorded statistics
+    saturated = [float(r["value"]) for r in variants if r["absolute"] == "True" and float(r["threshold"]) == 5e-10]
+    assert sorted(saturated)[len(saturated) // 2] > 0.9  # the reading the default replaces
+    selection = (out / "selection.txt").read_text()
+    assert "margin to the second-best window" in selection and "| g > 0.0005 |" in selection
+    filters = list(csv.DictReader(open(out / "filters.csv")))
+    assert [int(f["width"]) for f in filters][2:4] == [128, 128]
+    # never widened: all distinct; widened: at most the width (how far copies drift in a few steps varies)
+    assert all(0 < int(f["distinct_filters"]) <= int(f["width"]) for f in filters)
+    assert [int(f["distinct_filters"]) for f in filters][:2] == [64, 64]
     metrics = list(csv.DictReader(open(out / "metrics.csv")))
     assert [m["widths"].split("-")[2:4] for m in metrics[::2]] == [["64", "64"], ["128", "64"], ["128", "128"]]
     art = learngene.load(out / "learngene.pt", "tiny-imagenet-100", 32)  # weights_only=True inside

@@ -1,4 +1,6 @@
 """Individual models: construction from a learngene, task independence, the script and its bad inputs."""
+import contextlib
+import copy
 import csv
 import json
 
@@ -7,7 +9,8 @@ import torch
 from conftest import assert_clean_error, run_script
 
 from utils import individual, learngene
-from utils.engine import DeviceData
+from utils.engine import DeviceData, normalize
+from utils.ewc import fisher_diagonal
 from utils.splits import Split
 
 
@@ -65,14 +68,13 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     again = run_script(script, *common)
     assert again.returncode == 0 and "10 runs already" in again.stdout and "0 to go" in again.stdout
     assert_clean_error(run_script(script, *common, "--lr", "0.1"), "other settings")
-    # the same runs through the batched path give the same table, up to a couple of test images
+    # the batched path through the script gives a table of the same rows (that it computes the same numbers is
+    # test_batched_training_matches_one_by_one, in float64: float32 results drift apart with the summation order)
     batched = [str(a) if a != tmp_path / "res" else str(tmp_path / "batched") for a in common]
     proc = run_script(script, *batched, "--batched")
     assert proc.returncode == 0, proc.stderr
     rows_b = list(csv.DictReader(open(tmp_path / "batched" / "results.csv")))
-    assert [(r["shots"], r["method"]) for r in rows_b] == [(r["shots"], r["method"]) for r in rows]
-    for a, b in zip(rows, rows_b):
-        assert abs(float(a["final_acc"]) - float(b["final_acc"])) <= 100 * 2 / 250 + 1e-6, (a, b)
+    assert [(r["shots"], r["method"], r["runs"]) for r in rows_b] == [(r["shots"], r["method"], r["runs"]) for r in rows]
 
 
 def test_bad_inputs(collective_run, tiny_split, tmp_path):
@@ -97,21 +99,123 @@ def test_bad_inputs(collective_run, tiny_split, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@contextlib.contextmanager
+def float64():
+    """Whole trainings in float64: two summation orders of the same arithmetic then agree to ~1e-15, on any CPU
+    and thread count, where float32 drifts apart by ~1e-3 over a few epochs."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def test_batched_training_matches_one_by_one(collective_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
-    split_path = json.loads((collective_run / "config.json").read_text())["args"]["path"]
-    collective = individual.load_collective(None, art, Split(split_path))
+    collective = individual.load_collective(None, art, split)
     data = individual.FewShotData(split, "target", cpu)
-    group = [(4, t, 0, m) for t in (0, 1) for m in ("learngene", "learngene-noewc", "scratch", "other-layers")]
+    group = [(4, 0, 0, "learngene"), (4, 0, 0, "scratch"), (4, 1, 0, "other-layers"), (4, 1, 0, "learngene-noewc")]
     a = args(epochs=3, ewc_lambda=4000.0)
-    grouped = individual.train_grouped(group, art, collective, data, a, cpu)
-    for (k, t, s, m), g in zip(group, grouped):
-        one = individual.train_one(m, art, collective, *data(k, t), a, seed=s, shots=k, task=t, device=cpu)
-        assert g["inherited_layers"] == one["inherited_layers"] and g["parameters"] == one["parameters"]
-        for cg, co in zip(g["curve"], one["curve"]):
-            assert cg[1] == pytest.approx(co[1], rel=1e-3), (m, t)          # training loss per epoch
-            assert abs(cg[3] - co[3]) <= 2 / 250 + 1e-9, (m, t)            # test accuracy: at most 2 images flip
+    with float64():
+        grouped = individual.train_grouped(group, art, collective, data, a, cpu)
+        for (k, t, s, m), g in zip(group, grouped):
+            one = individual.train_one(m, art, collective, *data(k, t), a, seed=s, shots=k, task=t, device=cpu)
+            assert g["inherited_layers"] == one["inherited_layers"] and g["parameters"] == one["parameters"]
+            assert not g["diverged"] and not one["diverged"]
+            for cg, co in zip(g["curve"], one["curve"]):
+                assert cg[1] == pytest.approx(co[1], rel=1e-9), (m, t)   # training loss per epoch
+                assert cg[4] == pytest.approx(co[4], rel=1e-9, abs=1e-12), (m, t)  # EWC penalty
+                assert cg[3] == co[3], (m, t)                            # test accuracy
+            if m == "learngene":
+                assert one["curve"][-1][4] > 0  # EWC acts
     assert individual.plan_groups([(10, 0, 0, "scratch"), (10, 0, 0, "finetune-collective"), (20, 0, 0, "scratch")],
                                   True, 64) == [[(10, 0, 0, "scratch")], [(10, 0, 0, "finetune-collective")],
                                                 [(20, 0, 0, "scratch")]]
+
+
+def training_mode_fisher(model, train, names):
+    """The reference: per-sample squared gradients with the normalisation training uses (BatchNorm on the
+    statistics of the batch, here all the task's images), one backward pass per sample."""
+    model = copy.deepcopy(model).train()
+    x = normalize(train.images)
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in names}
+    for i in range(len(train)):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x)[i:i + 1], train.labels[i:i + 1]).backward()
+        for n, p in model.named_parameters():
+            if n in names:
+                fisher[n] += p.grad ** 2 / len(train)
+    return fisher
+
+
+def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split):
+    """On a learngene in a fresh individual model: the Fisher is within an order of magnitude of the one computed
+    with training-mode normalisation; with the new layers' initial BatchNorm statistics it is not."""
+    art = learngene.load(collective_run / "learngene.pt")
+    split, cpu = Split(tiny_split), torch.device("cpu")
+    train = individual.FewShotData(split, "target", cpu)(4, 0)[0]
+    torch.manual_seed(0)
+    model, _ = individual.build_model("learngene", art, None, 32)
+    names = [n for n, _ in model.named_parameters() if n.startswith("inherited.") and n.endswith("conv.weight")]
+    reference = training_mode_fisher(model, train, names)
+    ours = fisher_diagonal(model, train, names)
+    for n in names:
+        ratio = (ours[n].median() / reference[n].median()).item()
+        assert 0.1 < ratio < 10, (n, ratio)
+        assert torch.corrcoef(torch.stack([ours[n].flatten(), reference[n].flatten()]))[0, 1] > 0.5, n
+    stale = fisher_diagonal(model, train, names, estimate_batchnorm=False)
+    ratios = [(stale[n].median() / reference[n].median()).item() for n in names]
+    assert min(ratios) < 0.1 or max(ratios) > 10, ratios  # the error the default avoids is real on this model
+
+
+def test_a_run_pushed_to_a_non_finite_loss_is_flagged_diverged(collective_run, tiny_split):
+    art = learngene.load(collective_run / "learngene.pt")
+    split, cpu = Split(tiny_split), torch.device("cpu")
+    data = individual.FewShotData(split, "target", cpu)
+    wild = args(epochs=2, lr=1e12)
+    one = individual.train_one("learngene", art, None, *data(2, 0), wild, seed=0, shots=2, task=0, device=cpu)
+    calm = individual.train_one("learngene", art, None, *data(2, 0), args(epochs=1), seed=0, shots=2, task=0,
+                                device=cpu)
+    assert one["diverged"] and not calm["diverged"]
+    group = individual.train_grouped([(2, 0, 0, "learngene"), (2, 1, 0, "scratch")], art, None, data, wild, cpu)
+    assert all(r["diverged"] for r in group)
+    runs = {("learngene", 2, 0, 0): one, ("scratch", 2, 0, 0): calm}
+    rows = {r[1]: dict(zip(individual.TABLE_HEADER, r)) for r in individual.table_rows(runs)}
+    assert rows["learngene"]["diverged"] == 1 and rows["scratch"]["diverged"] == 0
+
+
+def fake_run(method, task, seed, acc):
+    return {"method": method, "shots": 10, "task": task, "seed": seed, "final_acc": acc, "best_acc": acc,
+            "seconds": 1.0, "parameters": 10, "inherited_layers": None, "diverged": False}
+
+
+def test_paired_differences_by_hand():
+    accs = {"scratch": {(0, 0): 0.40, (0, 1): 0.50, (1, 0): 0.60, (1, 1): 0.60, (2, 0): 0.30, (2, 1): 0.50},
+            "learngene": {(0, 0): 0.50, (0, 1): 0.50, (1, 0): 0.70, (1, 1): 0.80, (2, 0): 0.30, (2, 1): 0.60}}
+    runs = {(m, 10, t, s): fake_run(m, t, s, a) for m, by in accs.items() for (t, s), a in by.items()}
+    rows = {r[1]: dict(zip(individual.TABLE_HEADER, r)) for r in individual.table_rows(runs)}
+    # per task, seeds averaged: differences 5, 15 and 5 points; mean 8.33, sd 5.774, t(2) = 4.303
+    assert rows["learngene"]["diff_vs_scratch"] == pytest.approx(25 / 3)
+    assert rows["learngene"]["diff_ci95"] == pytest.approx(4.303 * (10 / 3 ** 0.5) / 3 ** 0.5)
+    # accuracies: per-task means 50, 75, 45 -> mean 56.67, CI over the 3 tasks
+    assert rows["learngene"]["final_acc"] == pytest.approx(170 / 3)
+    assert rows["learngene"]["tasks"] == 3 and rows["learngene"]["runs"] == 6
+    assert rows["scratch"]["diff_vs_scratch"] == "" and rows["scratch"]["diff_ci95"] == ""
+
+
+def test_baselines_start_from_the_learngenes_source(collective_run, tiny_split):
+    art = learngene.load(collective_run / "learngene.pt")
+    art["collective_checkpoint"] = str(collective_run / "checkpoints" / "task_001.pt")
+    assert individual.load_collective(None, art, Split(tiny_split))["task"] == 1
+
+
+def test_other_layers_share_as_few_layers_as_possible():
+    widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]  # the paper's final widths
+    art = {"layers": [10, 11, 12], "blocks": [[512, 512, False], [512, 512, False], [512, 512, True]],
+           "criterion": {"windows": {"8": 0.2, "9": 0.3, "10": 0.1}}}
+    assert individual.other_layers(art, {"widths": widths}) == [8, 9, 10]  # only one shared; 9-11 shares two
+    art = {"layers": [4, 5, 6], "blocks": [[256, 256, False]] * 3, "criterion": {"windows": {}}}
+    widths = [64, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 256]
+    assert individual.other_layers(art, {"widths": widths}) == [7, 8, 9]  # disjoint windows first

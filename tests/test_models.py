@@ -6,8 +6,8 @@ import torch.nn as nn
 from utils import criterion as crit
 from utils.engine import DeviceData
 from utils.ewc import EWC, fisher_diagonal
-from utils.models import (BASE_WIDTHS, WIDENING, CollectiveNet, IndividualNet, count_parameters, widen,
-                          widths_at)
+from utils.models import (BASE_WIDTHS, WIDENING, CollectiveNet, IndividualNet, count_parameters,
+                          distinct_filters, widen, widths_at)
 
 
 def randomize_bn(model, gen):
@@ -44,15 +44,39 @@ def test_widening_copies_every_new_channel_including_batchnorm():
     gen = torch.Generator().manual_seed(0)
     model = CollectiveNet(image_size=32)
     randomize_bn(model, gen)
-    wide, (mapping, counts) = widen(model, 2, 64, gen)
+    wide, (mapping, shares) = widen(model, 2, 64, gen)
     old, new = model.features[2].bn, wide.features[2].bn
     for name in ("weight", "bias", "running_mean", "running_var"):
         assert torch.equal(getattr(new, name)[64:], getattr(old, name)[mapping[64:]])
     nxt_old, nxt_new = model.features[3].conv.weight, wide.features[3].conv.weight
     c = int(mapping[64])
     copies = (mapping == c).nonzero().flatten()
-    assert torch.allclose(nxt_new[:, copies].sum(1), nxt_old[:, c])  # split, not duplicated
-    assert counts.sum() == 128
+    assert torch.allclose(nxt_new[:, copies].sum(1), nxt_old[:, c], atol=1e-7)  # split, not duplicated
+    assert len(set(shares[copies].tolist())) == len(copies)  # unequally
+    per_source = torch.zeros(64, dtype=torch.float64).index_add_(0, mapping, shares)
+    assert torch.allclose(per_source, torch.ones(64, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("layer", [2, 12])
+def test_widened_copies_drift_apart_after_one_step(layer):
+    """The function is the same at the widening, and one SGD step makes every copy differ from its source."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    model = CollectiveNet(image_size=32, num_outputs=5)
+    x, y = torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 5, (8,), generator=gen)
+    wide, (mapping, _) = widen(model, layer, 64, gen)
+    model.eval(), wide.eval()
+    with torch.no_grad():
+        assert torch.allclose(wide(x), model(x), rtol=1e-4, atol=1e-6)
+    assert distinct_filters(wide.features[layer].conv.weight) == model.widths[layer]  # copies, for now
+    wide.train()
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    nn.functional.cross_entropy(wide(x), y).backward()
+    opt.step()
+    weight = wide.features[layer].conv.weight.detach()
+    for new in range(model.widths[layer], len(mapping)):
+        assert not torch.equal(weight[new], weight[mapping[new]]), new
+    assert distinct_filters(weight, tolerance=1e-9) == len(mapping)
 
 
 def test_parameter_counts_match_the_paper():
@@ -75,8 +99,8 @@ def test_no_softmax_before_the_loss():
 # ---------------------------------------------------------------- criterion
 def test_criterion_counts_gradient_entries_above_the_threshold():
     model = CollectiveNet(BASE_WIDTHS, image_size=32)
-    g = crit.GradientCriterion(threshold=0.5)
-    signed = crit.GradientCriterion(threshold=0.5, signed=True)
+    signed = crit.GradientCriterion(threshold=0.5)
+    absolute = crit.GradientCriterion(threshold=0.5, absolute=True)
     expected = []
     for i, w in enumerate(model.conv_weights()):
         grad = torch.zeros_like(w).flatten()
@@ -86,13 +110,18 @@ def test_criterion_counts_gradient_entries_above_the_threshold():
         grad[n_pos + n_neg:] = 0.1
         w.grad = grad.view_as(w)
         expected.append((n_pos + n_neg, n_pos, w.numel()))
-    for c in (g, signed):
+    for c in (signed, absolute):
         c.start_epoch()
         c(model)
         c(model)
-    for i, (absolute, positive, n) in enumerate(expected):
-        assert g.end_epoch()[i] == pytest.approx(absolute / n)
-        assert signed.end_epoch()[i] == pytest.approx(positive / n)
+    assert signed.variants[0] == (False, 0.5) and len(signed.variants) == 1 + len(crit.VARIANTS)
+    for i, (large, positive, n) in enumerate(expected):
+        assert signed.end_epoch()[0][i] == pytest.approx(positive / n)
+        assert absolute.end_epoch()[0][i] == pytest.approx(large / n)
+        # the recorded variants: (|g| > 5e-10) sees every non-zero entry, (g > 5e-10) the positive ones
+        row = dict(zip(signed.variants, signed.end_epoch()))
+        assert row[(True, 5e-10)][i] == pytest.approx(1.0)
+        assert row[(False, 5e-10)][i] == pytest.approx((n - (large - positive)) / n)
 
 
 def synthetic_record(low_layers, tasks=10, layers=13, epochs=2):
@@ -112,6 +141,13 @@ def test_selection_rule_picks_the_settled_window(low, expected):
     chosen, text, windows = crit.select_layers(synthetic_record(low), k=3)
     assert chosen == expected
     assert "learngene" in text and len(windows) == 10
+    assert "the criterion decides it" in text and crit.margin(windows) > crit.MARGIN_TOLERANCE
+
+
+def test_selection_reports_a_tie_instead_of_hiding_it():
+    flat = [[t, 0, layer, 0.5] for t in range(4) for layer in range(13)]
+    chosen, text, windows = crit.select_layers(flat, k=3)
+    assert crit.margin(windows) == 0.0 and "BELOW the tolerance" in text
 
 
 def test_selection_rule_prefers_stable_over_merely_low():
@@ -150,7 +186,7 @@ def test_fisher_is_the_mean_of_per_sample_squared_gradients():
     from utils.engine import normalize
     model, data = tiny_net().eval(), tiny_data()
     names = ["0.weight", "5.bias"]
-    fisher = fisher_diagonal(model, data, names, chunk=5)
+    fisher = fisher_diagonal(model, data, names, chunk=5, estimate_batchnorm=False)  # its own statistics
     manual = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in names}
     for i in range(len(data)):
         model.zero_grad()

@@ -1,52 +1,109 @@
-"""The whole pipeline (pipeline.py --preset smoke) on the real offline images: every stage, the table, the
-stage times, resuming, and refusing to overwrite results."""
+"""The whole pipeline on the real offline images, run the way the README says (`./run.sh smoke` in a fresh
+clone with ../shared beside it): every stage, the table, the stage times, resuming, refusing to overwrite
+results, and no preset writing over a file that git tracks."""
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import TINY, assert_clean_error, needs_tiny, run_script
+from conftest import REPO, SHARED, TINY, assert_clean_error, run_script
+
+import pipeline
 
 STAGES = ["split", "collective", "tune-ewc lambda=40000", "tune-ewc lambda=400", "tune-ewc lambda=4", "individual"]
 
 
+def git(*args, cwd=REPO):
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def fresh_clone(dest):
+    """What a fresh clone of this working tree holds (its tracked and not-ignored files, committed), with
+    ../shared beside it. Copied rather than `git clone`d so that uncommitted work is what gets tested."""
+    files = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    git("init", "-q", cwd=dest)
+    git("add", "-A", cwd=dest)
+    git("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "clone", cwd=dest)
+    (dest.parent / "shared").symlink_to(SHARED)
+    return dest
+
+
+def installed_venv():
+    """The environment running the tests, if run.sh set it up (its stamp): a clone can reuse it as its .venv,
+    so `./run.sh smoke` there installs nothing."""
+    prefix = Path(sys.prefix)
+    return prefix if sys.prefix != sys.base_prefix and list(prefix.glob(".installed-*")) else None
+
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def clone(tmp_path_factory):
     if not (TINY / "train.npz").exists():
         pytest.skip("../shared/data/tiny-imagenet-100 absent")
-    root = tmp_path_factory.mktemp("pipeline")
-    proc = run_script("pipeline.py", "--preset", "smoke", "--root", root, "--no-cuda")
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    repo = fresh_clone(tmp_path_factory.mktemp("clone") / "learngene")
+    venv = installed_venv()
+    if venv is not None:
+        (repo / ".venv").symlink_to(venv)
+        cmd = ["./run.sh", "smoke", "--no-cuda"]
+    else:  # what run.sh would exec, without installing anything into this environment
+        cmd = [sys.executable, "pipeline.py", "--preset", "smoke", "--no-cuda"]
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return root
+    return repo
 
 
-@needs_tiny
-def test_pipeline_writes_the_table_and_stage_times(smoke):
-    md = (smoke / "results" / "tiny-imagenet-100-smoke.md").read_text()
-    with open(smoke / "results" / "tiny-imagenet-100-smoke.csv") as f:
+def rerun(repo, *args):
+    return subprocess.run([sys.executable, "pipeline.py", "--preset", "smoke", "--no-cuda", *args], cwd=repo,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_no_preset_writes_where_git_tracks_files():
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for preset in pipeline.PRESETS:
+        for dataset in pipeline.FAMILY:
+            paths = pipeline.outputs(".", dataset, preset)
+            names = [str(paths["split"]), str(paths["work"]), *map(str, paths["results"])]
+            tracked = git("ls-files", "--", *names)
+            assert tracked == "", f"preset {preset} on {dataset} writes over tracked files:\n{tracked}"
+
+
+def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
+    md = (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
+    with open(clone / "results" / "tiny-imagenet-100-smoke.csv") as f:
         rows = list(csv.DictReader(f))
     methods = {"learngene", "learngene-noewc", "scratch", "other-layers", "finetune-collective"}
     assert {(r["shots"], r["method"]) for r in rows} == {(k, m) for k in ("10", "20") for m in methods}
     assert all(int(r["runs"]) == 2 for r in rows)
     for suffix in ("-curves.png", "-heatmap.png"):
-        assert (smoke / "results" / f"tiny-imagenet-100-smoke{suffix}").read_bytes()[:4] == b"\x89PNG"
-    times = json.loads((smoke / "checkpoints" / "tiny-imagenet-100-smoke" / "stage_times.json").read_text())
+        assert (clone / "results" / f"tiny-imagenet-100-smoke{suffix}").read_bytes()[:4] == b"\x89PNG"
+    times = json.loads((clone / "checkpoints" / "tiny-imagenet-100-smoke" / "stage_times.json").read_text())
     assert list(times) == STAGES and all(s > 0 for s in times.values())
     for name in STAGES:
         assert f"| {name} | {times[name]:.0f} |" in md
     assert "EWC lambda chosen on the validation" in md and "Provenance" in md
+    assert git("status", "--porcelain", cwd=clone) == ""  # every output is ignored; nothing tracked changed
 
 
-@needs_tiny
-def test_pipeline_resumes_and_keeps_results(smoke):
-    md = smoke / "results" / "tiny-imagenet-100-smoke.md"
+def test_pipeline_resumes_and_keeps_results(clone):
+    md = clone / "results" / "tiny-imagenet-100-smoke.md"
     before = md.read_bytes()
-    proc = run_script("pipeline.py", "--preset", "smoke", "--root", smoke, "--no-cuda")
-    assert_clean_error(proc, "--overwrite")
+    assert_clean_error(rerun(clone), "--overwrite")
     assert md.read_bytes() == before
 
-    times_file = smoke / "checkpoints" / "tiny-imagenet-100-smoke" / "stage_times.json"
+    times_file = clone / "checkpoints" / "tiny-imagenet-100-smoke" / "stage_times.json"
     times = json.loads(times_file.read_text())
-    proc = run_script("pipeline.py", "--preset", "smoke", "--root", smoke, "--no-cuda", "--overwrite")
+    proc = rerun(clone, "--overwrite")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in STAGES[:-1]:
         assert f"[{name}] done already" in proc.stdout

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.engine import autocast, batch_indices, normalize
+from utils.engine import EpochStats, autocast, batch_indices, full_precision, normalize
 
 
 class GroupedConvBlock(nn.Module):
@@ -96,14 +96,15 @@ def group_tensors(per_model, names):
 
 def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators, extra_loss=None):
     """One epoch for M models. images uint8 [M, N, 3, H, W], labels [M, N]; generators: one per model, used
-    exactly as engine.train_epoch uses its one (a permutation, then one flip draw per batch).
-    Returns per-model (mean losses, accuracies) as lists."""
+    exactly as engine.train_epoch uses its one (a permutation, then one flip draw per batch); extra_loss(model)
+    returns the M models' penalties [M]. Returns one engine.EpochStats per model."""
     model.train()
     m, n = labels.shape
     device = images.device
     chunks = [batch_indices(n, batch_size, g) for g in generators]
     rows = torch.arange(m, device=device)[:, None]
     total_loss = torch.zeros(m, device=device)
+    total_penalty = torch.zeros(m, device=device)
     correct = torch.zeros(m, device=device)
     for step in range(len(chunks[0])):
         idx = torch.stack([c[step] for c in chunks]).to(device)                       # [M, b]
@@ -113,16 +114,19 @@ def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators
         x = normalize(x.flatten(0, 1)).view(*idx.shape, *x.shape[2:]).transpose(0, 1)  # [b, M, 3, H, W]
         y = labels[rows, idx]                                                          # [M, b]
         with autocast(device):
-            logits = model(x).float()                                                  # [b, M, K]
+            logits = full_precision(model(x))                                          # [b, M, K]
         per_model = F.cross_entropy(logits.permute(0, 2, 1), y.t(), reduction="none").mean(0)  # [M]
-        objective = per_model.sum() + (extra_loss(model) if extra_loss is not None else 0.0)
+        penalties = extra_loss(model) if extra_loss is not None else torch.zeros_like(per_model)
+        objective = (per_model + penalties).sum()  # model m's parameters see only its own terms
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
         total_loss += per_model.detach() * idx.shape[1]
+        total_penalty += penalties.detach()
         correct += (logits.argmax(-1) == y.t()).sum(0)
-    seen = sum(len(c) for c in chunks[0])
-    return (total_loss.double() / seen).tolist(), (correct.double() / seen).tolist()
+    seen, steps = sum(len(c) for c in chunks[0]), len(chunks[0])
+    return [EpochStats(loss, penalty, acc) for loss, penalty, acc in
+            zip((total_loss / seen).tolist(), (total_penalty / steps).tolist(), (correct / seen).tolist())]
 
 
 @torch.no_grad()

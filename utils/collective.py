@@ -2,8 +2,10 @@
 
 Shared by collective-model/val_lifelong_cifar100.py and val_lifelong_imagenet.py, which differ only in
 the dataset family they accept. Outputs, in --out:
-  metrics.csv            task, epoch, loss, accuracy, seconds, images/s, widths
+  metrics.csv            task, epoch, loss (cross-entropy), accuracy, seconds, images/s, widths, EWC penalty
   criterion.csv          task, epoch, layer, value (layer 0-based)
+  criterion_variants.csv the same for every statistic and threshold of utils.criterion.VARIANTS
+  filters.csv            per conv layer of the final model: width and distinct (not near-copied) filters
   criterion_heatmap.png  task x conv layer, the appendix's figure
   checkpoints/task_NNN.pt  the whole collective model after each task
   last.pt                everything --resume needs (written after every epoch)
@@ -23,7 +25,7 @@ from utils.common import (derived_seed, nonneg_float, pick_device, positive_floa
                           provenance, require, torch_load, torch_save, write_csv, write_json)
 from utils.engine import DeviceData, seeded_generator, sgd, train_epoch
 from utils.ewc import EWC, fisher_diagonal
-from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, widen, widen_state
+from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, distinct_filters, widen, widen_state
 from utils.splits import Split
 
 NUM_OUTPUTS = {"cifar": 64, "imagenet": 100}  # the shared head's size, as the released scripts
@@ -44,9 +46,11 @@ def parser(family):
     p.add_argument("--num_works", type=positive_int, default=None, help="tasks to train (default: all of the split's)")
     p.add_argument("--judgement", action=argparse.BooleanOptionalAction, default=True,
                    help="record the gradient criterion (default on; needed to select the learngene)")
-    p.add_argument("--threshold", type=nonneg_float, default=5e-10, help="criterion threshold on |gradient|")
-    p.add_argument("--judgement_signed", action="store_true",
-                   help="released behaviour: count gradient > threshold (signed) instead of |gradient| > threshold")
+    p.add_argument("--threshold", type=nonneg_float, default=crit.DEFAULT_THRESHOLD,
+                   help=f"criterion threshold (default {crit.DEFAULT_THRESHOLD:g}, as the released scripts when the "
+                        f"paper was published)")
+    p.add_argument("--judgement_abs", action="store_true",
+                   help="count |gradient| > threshold instead of the released signed gradient > threshold")
     p.add_argument("--ewc_lambda", type=nonneg_float, default=0.0, help="EWC across collective tasks (0 = off, as released)")
     p.add_argument("--dropout", type=nonneg_float, default=0.5)
     p.add_argument("--num_learngene_layers", type=positive_int, default=3)
@@ -73,7 +77,7 @@ def run(family, argv=None):
               "num_outputs": NUM_OUTPUTS[family], "base_widths": list(BASE_WIDTHS), "dropout": args.dropout,
               "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "momentum": args.momentum, "weight_decay": args.weight_decay, "ewc_lambda": args.ewc_lambda,
-              "threshold": args.threshold, "judgement_signed": args.judgement_signed, "judgement": args.judgement}
+              "threshold": args.threshold, "judgement_abs": args.judgement_abs, "judgement": args.judgement}
 
     state = _start_or_resume(args, out, config)
     torch.manual_seed(derived_seed(args.seed, "init"))
@@ -82,8 +86,8 @@ def run(family, argv=None):
         model.load_state_dict(state["model"])
     model.to(device)
     ewc = _ewc_from_state(state, device)
-    metrics, record = state["metrics"], state["record"]
-    gradients = crit.GradientCriterion(args.threshold, args.judgement_signed) if args.judgement else None
+    metrics, record, variant_record = state["metrics"], state["record"], state["variant_record"]
+    gradients = crit.GradientCriterion(args.threshold, args.judgement_abs) if args.judgement else None
     write_json(out / "config.json", {**config, "args": vars(args), "provenance": provenance(device, argv, args.seed)})
 
     task, epoch = state["next_task"], state["next_epoch"]
@@ -97,12 +101,12 @@ def run(family, argv=None):
         if epoch == 0:
             if task in WIDENING:
                 layer, added = WIDENING[task]
-                model, (mapping, counts) = widen(model, layer, added, torch.Generator().manual_seed(
+                model, (mapping, shares) = widen(model, layer, added, torch.Generator().manual_seed(
                     derived_seed(args.seed, "widen", task)))
-                if ewc is not None:
+                if ewc is not None:  # the anchor is widened as the weights were; an importance is copied
                     last = len(model.widths) - 1
-                    ewc.anchor = widen_state(ewc.anchor, layer, mapping, counts, last, divide=True)
-                    ewc.fisher = widen_state(ewc.fisher, layer, mapping, counts, last, divide=False)
+                    ewc.anchor = widen_state(ewc.anchor, layer, mapping, last, shares)
+                    ewc.fisher = widen_state(ewc.fisher, layer, mapping, last)
             optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)  # a new optimizer per task
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -115,37 +119,52 @@ def run(family, argv=None):
             if gradients:
                 gradients.start_epoch()
             t0 = time.perf_counter()
-            loss, acc = train_epoch(model, optimizer, data, args.batch_size, generator,
-                                    extra_loss=ewc, after_backward=gradients)
+            stats = train_epoch(model, optimizer, data, args.batch_size, generator, extra_loss=ewc,
+                                after_backward=gradients)
             seconds = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
-            metrics.append([task, epoch, loss, acc, seconds, len(data) / seconds, "-".join(map(str, model.widths))])
+            require(stats.finite, f"task {task} epoch {epoch}: training diverged (loss {stats.loss}, EWC penalty "
+                    f"{stats.penalty}); {out / 'last.pt'} holds the state before this epoch. Lower --lr or --ewc_lambda")
+            bar.set_postfix(loss=f"{stats.loss:.3f}", acc=f"{stats.accuracy:.3f}")
+            metrics.append([task, epoch, stats.loss, stats.accuracy, seconds, len(data) / seconds,
+                            "-".join(map(str, model.widths)), stats.penalty])
             if gradients:
-                record += [[task, epoch, layer, v] for layer, v in enumerate(gradients.end_epoch())]
+                values = gradients.end_epoch()
+                record += [[task, epoch, layer, v] for layer, v in enumerate(values[0])]
+                variant_record += [[task, epoch, absolute, threshold, layer, v]
+                                   for (absolute, threshold), row in zip(gradients.variants, values)
+                                   for layer, v in enumerate(row)]
             done = epoch + 1 == args.epochs
             if done:
                 torch_save(out / "checkpoints" / f"task_{task:03d}.pt",
                            {"config": config, "widths": model.widths, "task": task, "model": _cpu(model.state_dict())})
                 if args.ewc_lambda > 0:
                     ewc = _update_ewc(ewc, model, data, args.ewc_lambda)
-            _save_state(out, config, model, optimizer, ewc, metrics, record,
+            _save_state(out, config, model, optimizer, ewc, metrics, record, variant_record,
                         (task + 1, 0) if done else (task, epoch + 1))
         last = metrics[-1]
         tqdm.write(f"task {task:2d}: loss {last[2]:.3f} acc {last[3]:.3f} widths {last[6]} ({last[5]:.0f} img/s)")
         task, epoch = task + 1, 0
 
-    artifact = learngene.extract(out, split, args, config, record, num_tasks, device, argv)
+    report_filters(out, model)
+    artifact = learngene.extract(out, split, args, config, record, variant_record, num_tasks, device, argv)
     if record:
-        entry = "g" if args.judgement_signed else "|g|"
         crit.heatmap_png(record, out / "criterion_heatmap.png",
-                         f"{split.dataset}: fraction of conv weight-gradient entries with {entry} > {args.threshold:g}",
-                         artifact["layers"],
+                         f"{split.dataset}: fraction of conv weight-gradient entries with "
+                         f"{crit.describe(args.judgement_abs, args.threshold)}", artifact["layers"],
                          artifact["provenance"])
     return artifact
 
 
+def report_filters(out, model):
+    """Per conv layer of the final model: its width and how many filters are not near-copies of another, so a
+    reader sees whether the widened layers really grew (filters.csv, and printed)."""
+    rows = [[i, w.shape[0], distinct_filters(w)] for i, w in enumerate(model.conv_weights())]
+    write_csv(out / "filters.csv", ["layer", "width", "distinct_filters"], rows)
+    print("distinct filters per conv layer (width): " + ", ".join(f"conv {i}: {d} ({w})" for i, w, d in rows))
+
+
 def _start_or_resume(args, out, config):
-    fresh = {"next_task": 0, "next_epoch": 0, "metrics": [], "record": []}
+    fresh = {"next_task": 0, "next_epoch": 0, "metrics": [], "record": [], "variant_record": []}
     if args.resume:
         state = torch_load(out / "last.pt", "resume checkpoint")
         saved = state.get("config", {})
@@ -165,16 +184,19 @@ def _cpu(state_dict):
     return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
-def _save_state(out, config, model, optimizer, ewc, metrics, record, next_pos):
+def _save_state(out, config, model, optimizer, ewc, metrics, record, variant_record, next_pos):
     state = {"config": config, "widths": model.widths, "model": _cpu(model.state_dict()),
              "optimizer": optimizer.state_dict(), "next_task": next_pos[0], "next_epoch": next_pos[1],
-             "metrics": metrics, "record": record}
+             "metrics": metrics, "record": record, "variant_record": variant_record}
     if ewc is not None:
         state["ewc"] = {"anchor": _cpu(ewc.anchor), "fisher": _cpu(ewc.fisher)}
     torch_save(out / "last.pt", state)
-    write_csv(out / "metrics.csv", ["task", "epoch", "loss", "accuracy", "seconds", "images_per_s", "widths"], metrics)
+    write_csv(out / "metrics.csv", ["task", "epoch", "loss", "accuracy", "seconds", "images_per_s", "widths",
+                                    "penalty"], metrics)
     if record:
         write_csv(out / "criterion.csv", ["task", "epoch", "layer", "value"], record)
+        write_csv(out / "criterion_variants.csv", ["task", "epoch", "absolute", "threshold", "layer", "value"],
+                  variant_record)
 
 
 def _ewc_from_state(state, device):

@@ -2,6 +2,7 @@
 tensor, batches are index slices, flips and normalisation are batched tensor ops, and the loss and
 accuracy are summed on the device so the hot loop never waits for the host."""
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +26,11 @@ class DeviceData:
 
 
 def normalize(x_uint8, channels_last=False):
-    mean = torch.tensor(MEAN, device=x_uint8.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x_uint8.device).view(1, 3, 1, 1)
-    x = (x_uint8.float() / 255 - mean) / std
+    # the default dtype, not float32: the tests run whole trainings in float64 to compare paths exactly
+    dtype = torch.get_default_dtype()
+    mean = torch.tensor(MEAN, device=x_uint8.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x_uint8.device, dtype=dtype).view(1, 3, 1, 1)
+    x = (x_uint8.to(dtype) / 255 - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -53,23 +56,45 @@ def autocast(device):
     return contextlib.nullcontext()
 
 
+def full_precision(logits):
+    """Logits for the loss: bf16/fp16 from autocast are upcast; float32 and float64 stay as they are."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
+@dataclass
+class EpochStats:
+    loss: float      # mean cross-entropy over the epoch's images
+    penalty: float   # mean extra loss (EWC) over the epoch's batches; 0 without one
+    accuracy: float  # training accuracy, on the augmented batches
+
+    @property
+    def finite(self):
+        """False once training diverged: a non-finite loss or penalty."""
+        return math.isfinite(self.loss) and math.isfinite(self.penalty)
+
+
 def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, after_backward=None):
     """One epoch of SGD over `data`. `extra_loss(model)` adds a penalty (EWC); `after_backward(model)` sees the
-    gradients before the step (the learngene criterion). Returns (mean loss, accuracy) as floats."""
+    gradients before the step (the learngene criterion). Returns its EpochStats."""
     model.train()
     device = data.images.device
     channels_last = device.type == "cuda"
     total_loss = torch.zeros((), device=device)
+    total_penalty = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    seen = steps = 0
     for idx in batch_indices(len(data), batch_size, generator):
         idx = idx.to(device)
         x = normalize(flip_half(data.images[idx], generator), channels_last)
         y = data.labels[idx]
         with autocast(device):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-        objective = loss + extra_loss(model) if extra_loss is not None else loss
+            loss = F.cross_entropy(full_precision(logits), y)
+        objective = loss
+        if extra_loss is not None:
+            penalty = extra_loss(model)
+            objective = loss + penalty
+            total_penalty += penalty.detach()
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if after_backward is not None:
@@ -78,7 +103,9 @@ def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, 
         total_loss += loss.detach() * len(idx)
         correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
-    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+        steps += 1
+    return EpochStats(total_loss.item() / max(seen, 1), total_penalty.item() / max(steps, 1),
+                      correct.item() / max(seen, 1))
 
 
 @torch.no_grad()

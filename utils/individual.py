@@ -7,8 +7,9 @@ Methods:
   learngene-noewc      the same without EWC
   scratch              the same architecture, every layer random, no EWC (the released baseline)
   other-layers         the same architecture and EWC, but inheriting another window of conv layers of the
-                       same shapes from the same collective checkpoint (the one the criterion ranks worst)
-  finetune-collective  the whole final collective model with a new 5-way output layer, no EWC
+                       same shapes from the same collective checkpoint (the one sharing fewest layers with
+                       the learngene, then the one the criterion ranks worst)
+  finetune-collective  the whole collective model the learngene came from, a new 5-way output layer, no EWC
 
 Every run starts from a fresh model and optimizer, seeded by (seed, shots, task) alone, so no task sees
 another's weights and the order of runs does not matter. Accuracy is read on the task's test images
@@ -16,6 +17,7 @@ after the last epoch; the per-epoch curve is kept for the plots and for the rele
 figure, which selects on the test set and is labelled so.
 """
 import argparse
+import functools
 import json
 import math
 import time
@@ -42,8 +44,8 @@ def parser(family):
                                             f"target tasks, with the baselines, and write the results table.")
     p.add_argument("--path", required=True, help="split directory from utils/data_*_mk.py")
     p.add_argument("--learngene", required=True, help="learngene.pt from collective-model/val_lifelong_*.py")
-    p.add_argument("--collective", default=None, help="final collective checkpoint, for other-layers and "
-                   "finetune-collective (default: the last task_NNN.pt beside the learngene's source)")
+    p.add_argument("--collective", default=None, help="collective checkpoint for other-layers and "
+                   "finetune-collective (default: the learngene's source, the model after the extraction task)")
     p.add_argument("--out", default=None, help="results directory (default: results/<dataset>)")
     p.add_argument("--batch_size", type=positive_int, default=32)
     p.add_argument("--epochs", type=positive_int, default=30)
@@ -158,8 +160,10 @@ def build_model(method, art, collective, image_size):
 
 
 def other_layers(art, collective):
-    """The window of conv layers with the learngene's shapes that the criterion ranks worst (or, without a
-    criterion record, the shallowest such window)."""
+    """Another window of conv layers with the learngene's shapes, from the same collective checkpoint: the one
+    sharing the fewest layers with the learngene, and among those the one the criterion ranks worst (or,
+    without a criterion record, the shallowest). The individual model's architecture, pooling included, is the
+    learngene's: only which weights are inherited differs."""
     widths, k = collective["widths"], len(art["layers"])
     cins = [3] + list(widths[:-1])
     shapes = [(a, b) for a, b, _ in art["blocks"]]
@@ -168,8 +172,9 @@ def other_layers(art, collective):
     require(candidates, f"the collective model has no other window of {k} conv layers shaped like the learngene "
             f"{shapes}; leave out the other-layers method")
     scores = {int(s): v for s, v in art["criterion"]["windows"].items()}
-    worst = max(candidates, key=lambda s: (scores.get(s, 0.0), -s))
-    return list(range(worst, worst + k))
+    shared = {s: len(set(range(s, s + k)) & set(art["layers"])) for s in candidates}
+    chosen = min(candidates, key=lambda s: (shared[s], -scores.get(s, 0.0), s))
+    return list(range(chosen, chosen + k))
 
 
 def prepare(method, art, collective, train, args, *, seed, shots, task, device):
@@ -189,11 +194,14 @@ def batch_generator(seed, shots, task, epoch, device):
     return seeded_generator(derived_seed(seed, "individual-batches", shots, task, epoch), device)
 
 
-def result_row(method, shots, task, seed, curve, seconds, parameters, inherited_layers):
+def result_row(method, shots, task, seed, curve, seconds, parameters, inherited_layers, diverged):
+    """A finished run. curve: [epoch, training loss, training accuracy, test accuracy, EWC penalty] per evaluated
+    epoch; diverged: a training loss or penalty was non-finite at some epoch (its accuracy is then
+    meaningless, typically chance, and the tables count such runs)."""
     best = max(curve, key=lambda r: r[3])
     return {"method": method, "shots": shots, "task": task, "seed": seed, "final_acc": curve[-1][3],
             "best_acc": best[3], "best_epoch": best[0], "curve": curve, "seconds": seconds,
-            "parameters": parameters, "inherited_layers": inherited_layers}
+            "parameters": parameters, "inherited_layers": inherited_layers, "diverged": diverged}
 
 
 def evaluate_now(epoch, args):
@@ -207,15 +215,16 @@ def train_one(method, art, collective, train, test, args, *, seed, shots, task, 
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
-    curve = []
+    curve, diverged = [], False
     for epoch in range(args.epochs):
         generator = batch_generator(seed, shots, task, epoch, device)
         torch.manual_seed(derived_seed(seed, "individual-dropout", shots, task, epoch))
-        loss, train_acc = train_epoch(model, optimizer, train, args.batch_size, generator, extra_loss=ewc)
+        stats = train_epoch(model, optimizer, train, args.batch_size, generator, extra_loss=ewc)
+        diverged = diverged or not stats.finite
         if evaluate_now(epoch, args):
-            curve.append([epoch + 1, loss, train_acc, evaluate(model, test)])
+            curve.append([epoch + 1, stats.loss, stats.accuracy, evaluate(model, test), stats.penalty])
     return result_row(method, shots, task, seed, curve, time.perf_counter() - t0, count_parameters(model),
-                      inherited_layers)
+                      inherited_layers, diverged)
 
 
 def train_grouped(group, art, collective, data, args, device):
@@ -233,35 +242,37 @@ def train_grouped(group, art, collective, data, args, device):
                         for n, p in params.items() if n.startswith("inherited.")})
     names = batched.grouped_names(models[0])
     grouped = batched.GroupedIndividual(models).to(device)
-    ewc = None
+    penalties = None
     if any(f.any() for fisher in fishers for f in fisher.values()):
-        # the sum of the per-model penalties: a model without EWC has zero importance
+        # each model's own penalty; a model without EWC has zero importance
         ewc = EWC(batched.group_tensors(anchors, names), batched.group_tensors(fishers, names), args.ewc_lambda)
+        penalties = functools.partial(ewc.penalty, groups=len(group))
     train = [data(k, t)[0] for k, t, _, _ in group]
     test = [data(k, t)[1] for k, t, _, _ in group]
     x_train, y_train = torch.stack([d.images for d in train]), torch.stack([d.labels for d in train])
     x_test, y_test = torch.stack([d.images for d in test]), torch.stack([d.labels for d in test])
     optimizer = sgd(grouped, args.lr, args.momentum, args.weight_decay)
-    curves = [[] for _ in group]
+    curves, diverged = [[] for _ in group], [False] * len(group)
     for epoch in range(args.epochs):
         generators = [batch_generator(s, k, t, epoch, device) for k, t, s, _ in group]
-        losses, accs = batched.train_epoch_grouped(grouped, optimizer, x_train, y_train, args.batch_size, generators,
-                                                   extra_loss=ewc)
+        stats = batched.train_epoch_grouped(grouped, optimizer, x_train, y_train, args.batch_size, generators,
+                                            extra_loss=penalties)
+        diverged = [d or not st.finite for d, st in zip(diverged, stats)]
         if evaluate_now(epoch, args):
             test_accs = batched.evaluate_grouped(grouped, x_test, y_test)
-            for i in range(len(group)):
-                curves[i].append([epoch + 1, losses[i], accs[i], test_accs[i]])
+            for i, st in enumerate(stats):
+                curves[i].append([epoch + 1, st.loss, st.accuracy, test_accs[i], st.penalty])
     seconds = (time.perf_counter() - t0) / len(group)
-    return [result_row(m, k, t, s, curves[i], seconds, count_parameters(models[i]), layers[i])
+    return [result_row(m, k, t, s, curves[i], seconds, count_parameters(models[i]), layers[i], diverged[i])
             for i, (k, t, s, m) in enumerate(group)]
 
 
 def load_collective(path, art, split):
+    """The collective checkpoint the baselines start from: by default the learngene's own source (the model after
+    the extraction task), so other-layers and finetune-collective differ from the learngene in one thing only."""
     if path is None:
-        folder = Path(art["collective_checkpoint"]).parent
-        found = sorted(folder.glob("task_*.pt"))
-        require(found, f"no collective checkpoints in {folder}; give --collective")
-        path = found[-1]
+        path = Path(art["collective_checkpoint"])
+        require(path.is_file(), f"the learngene's source checkpoint {path} is not there; give --collective")
     ck = torch_load(path, "collective checkpoint")
     require(isinstance(ck, dict) and {"config", "widths", "model", "task"} <= set(ck),
             f"{path} is not a collective checkpoint of this project")
@@ -300,10 +311,11 @@ def _append_run(path, settings, result):
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
         20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+BASELINE = "scratch"  # the paired differences are taken against it
 
 
 def mean_ci95(values):
-    """Mean and half-width of the 95% confidence interval (Student t over the runs)."""
+    """Mean and half-width of the 95% confidence interval (Student t); the half-width is nan for one value."""
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return float(v.mean()), float("nan")
@@ -312,19 +324,46 @@ def mean_ci95(values):
     return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def summarize(out, runs, args, split, art, collective, device, argv):
+def per_task(runs, method, shots, baseline=None):
+    """{task: mean over its seeds} of final accuracy (%), or with `baseline` of the paired difference (points)
+    accuracy - baseline's accuracy over the (task, seed) runs both have. The seeds of one task share its images,
+    so they are averaged first and the tasks are the independent samples an interval is taken over."""
+    by_task = {}
+    for (m, k, t, s), r in runs.items():
+        if m != method or k != shots:
+            continue
+        if baseline is None:
+            by_task.setdefault(t, []).append(100 * r["final_acc"])
+        elif (baseline, k, t, s) in runs:
+            by_task.setdefault(t, []).append(100 * (r["final_acc"] - runs[(baseline, k, t, s)]["final_acc"]))
+    return {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+
+
+TABLE_HEADER = ["shots", "method", "runs", "tasks", "final_acc", "ci95", "diff_vs_scratch", "diff_ci95", "diverged",
+                "best_epoch_acc_test_selected", "parameters", "inherited_conv_layers", "train_seconds"]
+
+
+def table_rows(runs):
+    """One row per (shots, method) as TABLE_HEADER; accuracies in %, differences in points, CIs over tasks."""
     rows = []
     for k in sorted({key[1] for key in runs}):
         for m in [m for m in METHODS if any(key[0] == m and key[1] == k for key in runs)]:
             rs = [r for key, r in runs.items() if key[0] == m and key[1] == k]
-            final, ci = mean_ci95([r["final_acc"] for r in rs])
-            best, _ = mean_ci95([r["best_acc"] for r in rs])
+            tasks = per_task(runs, m, k)
+            final, ci = mean_ci95(list(tasks.values()))
+            diffs = per_task(runs, m, k, BASELINE) if m != BASELINE else {}
+            diff, diff_ci = mean_ci95(list(diffs.values())) if diffs else ("", "")
+            best = 100 * float(np.mean([r["best_acc"] for r in rs]))
             layers = rs[0]["inherited_layers"]
-            rows.append([k, m, len(rs), 100 * final, 100 * ci, 100 * best, rs[0]["parameters"],
-                         "-".join(map(str, layers)) if layers else "", sum(r["seconds"] for r in rs)])
-    header = ["shots", "method", "runs", "final_acc", "ci95", "best_epoch_acc_test_selected", "parameters",
-              "inherited_conv_layers", "train_seconds"]
-    write_csv(out / "results.csv", header, rows)
+            rows.append([k, m, len(rs), len(tasks), final, ci, diff, diff_ci, sum(bool(r.get("diverged")) for r in rs),
+                         best, rs[0]["parameters"], "-".join(map(str, layers)) if layers else "",
+                         sum(r["seconds"] for r in rs)])
+    return rows
+
+
+def summarize(out, runs, args, split, art, collective, device, argv):
+    rows = table_rows(runs)
+    write_csv(out / "results.csv", TABLE_HEADER, rows)
     prov = {**provenance(device, argv, args.seed), "dataset": split.dataset, "split": str(split.path),
             "split_hash": split.hash, "learngene": str(args.learngene), "learngene_layers": art["layers"],
             "collective": collective["path"] if collective else None, "section": args.section}
@@ -337,20 +376,36 @@ def summarize(out, runs, args, split, art, collective, device, argv):
     return rows
 
 
+def _interval(ci):
+    return "n/a (1 task)" if ci == "" or math.isnan(ci) else f"±{ci:.1f}"
+
+
 def results_markdown(rows, split, args, prov, art, collective):
     lines = [f"### Individual models on {split.dataset} ({split.image_size}px), {args.section} tasks", "",
-             f"Test accuracy (%) after the last of {args.epochs} epochs, mean and 95% CI over tasks x seeds "
-             f"({len(args.seed)} seed(s)). 5-way. The 'best epoch' column picks the epoch on the test set, as the "
-             f"released scripts did: it is test-selected and optimistic, shown for comparison only.", "",
-             "| shots | method | runs | accuracy (%) | 95% CI | best epoch, test-selected (%) | parameters | inherited conv layers |",
-             "|---:|---|---:|---:|---:|---:|---:|---|"]
-    for k, m, n, acc, ci, best, params, layers, _ in rows:
-        ci = "n/a (1 run)" if math.isnan(ci) else f"±{ci:.1f}"
-        lines.append(f"| {k} | {m} | {n} | {acc:.1f} | {ci} | {best:.1f} | {params / 1e6:.2f}M | {layers or '-'} |")
+             f"Test accuracy (%) after the last of {args.epochs} epochs, 5-way; {len(args.seed)} seed(s) per task, "
+             f"averaged within each task first, so the 95% CIs are over tasks. 'vs scratch' is the paired "
+             f"difference in points, per task (same classes, images, seeds, initialisation of the new layers and "
+             f"batch order), then its mean and 95% CI over tasks: an interval that excludes 0 is a measured "
+             f"difference. 'diverged' counts runs whose loss or EWC penalty became non-finite (their accuracy is "
+             f"meaningless). The 'best epoch' column picks the epoch on the test set, as the released scripts did: "
+             f"test-selected and optimistic, for comparison only.", "",
+             "| shots | method | runs | accuracy (%) | 95% CI | vs scratch (points) | 95% CI | diverged "
+             "| best epoch, test-selected (%) | parameters | inherited conv layers |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for k, m, n, _, acc, ci, diff, diff_ci, diverged, best, params, layers, _ in rows:
+        vs = "-" if diff == "" else f"{diff:+.1f}"
+        vs_ci = "-" if diff == "" else _interval(diff_ci)
+        lines.append(f"| {k} | {m} | {n} | {acc:.1f} | {_interval(ci)} | {vs} | {vs_ci} | {diverged} | {best:.1f} "
+                     f"| {params / 1e6:.2f}M | {layers or '-'} |")
+    other = next((r[11] for r in rows if r[1] == "other-layers"), "")
+    shared = sorted(set(map(int, other.split("-"))) & set(art["layers"])) if other else []
     lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
-              + (f"; final collective model: {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
-                 f"parameters)" if collective else "") + ".",
-              f"Provenance: commit {prov['commit']}, device {prov['device']}, seeds {args.seed}, "
+              + (f"; baselines from {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
+                 f"parameters)" if collective else "") + "."]
+    if shared:
+        lines.append(f"other-layers inherits conv {other}, sharing conv {shared} with the learngene: no window of the "
+                     f"same shapes avoids it in this collective model.")
+    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, seeds {args.seed}, "
               f"{prov['time_utc']}, split {prov['split']} (manifest sha256 {split.hash[:12]}).",
               f"Command: `{prov['command']}`", ""]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ BLOCK_TENSORS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running
                  "bn.num_batches_tracked")
 
 
-def extract(out, split, args, config, record, num_tasks, device, argv=None):
+def extract(out, split, args, config, record, variant_record, num_tasks, device, argv=None):
     out = Path(out)
     source_task = min(args.extract_after_task, num_tasks - 1)
     require(source_task >= 0, f"--extract_after_task must be >= 0, got {args.extract_after_task}")
@@ -26,6 +26,8 @@ def extract(out, split, args, config, record, num_tasks, device, argv=None):
         reasoning, windows = f"learngene layers given by --learngene_layers: {layers}", {}
     else:
         layers, reasoning, windows = crit.select_layers(record, args.num_learngene_layers)
+        reasoning += ("\n\nThe same rule on each statistic recorded beside it (heat map range over tasks x layers):\n"
+                      + crit.variants_table(variant_record, args.num_learngene_layers))
     print(reasoning)
     write_text(out / "selection.txt", reasoning + "\n")
     artifact = make_artifact(ck["model"], widths, layers, dataset=split.dataset, image_size=split.image_size,

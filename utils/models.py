@@ -70,33 +70,42 @@ class CollectiveNet(nn.Module):
 
 # ---------------------------------------------------------------- Net2Net widening
 def widening_map(width, added, generator):
-    """Which old channel each of the width + added new channels copies, and how many copies each old one has."""
+    """Which old channel each of the width + added new channels copies (`mapping`), and the share of its
+    source's outgoing weights each one takes (`shares`; a source and its copies share 1 between them).
+
+    The shares are unequal random fractions (Net2Net's random split): the function is unchanged, but a copy's
+    gradient scales with its share, so a source and its copies drift apart from the first SGD step and the
+    added channels add capacity. With equal shares (and no noise) the copies would receive identical
+    gradients and stay identical forever: the widened network would be the old one in bigger tensors."""
     extra = torch.randint(0, width, (added,), generator=generator)
     mapping = torch.cat([torch.arange(width), extra])
-    counts = torch.bincount(mapping, minlength=width).float()
-    return mapping, counts
+    weight = 0.5 + torch.rand(len(mapping), generator=generator, dtype=torch.float64)  # in [0.5, 1.5)
+    totals = torch.zeros(width, dtype=torch.float64).index_add_(0, mapping, weight)
+    return mapping, weight / totals[mapping]  # a source without copies keeps a share of exactly 1
 
 
-def widen_state(state, layer, mapping, counts, last_layer, divide=True):
+def widen_state(state, layer, mapping, last_layer, shares=None):
     """Widen a CollectiveNet-shaped dict of tensors (weights, or per-parameter EWC importances) at conv `layer`.
 
     Outgoing side (the layer's conv and BatchNorm, running statistics too): new channels copy their sources.
     Incoming side (the next conv, or the first Linear after the last conv): the columns of a copied channel
-    are copied and, with divide=True, split equally among its copies, so the sum the next layer computes is
-    unchanged. An importance (divide=False) is copied, not split."""
+    are copied and, given `shares`, multiplied by them, so the sum the next layer computes is unchanged. An
+    importance (shares=None) is copied, not split."""
     out = dict(state)
     p = f"features.{layer}."
     for name in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
         if p + name in out:
             t = out[p + name]
             out[p + name] = t[mapping.to(t.device)].clone()
-    scale = (1.0 / counts[mapping]) if divide else torch.ones(len(mapping))
     nxt = "head.1.weight" if layer == last_layer else f"features.{layer + 1}.conv.weight"
     if nxt in out:
         w = out[nxt]
-        m, s = mapping.to(w.device), scale.to(w.device, w.dtype)
+        m = mapping.to(w.device)
+        s = torch.ones(len(mapping)) if shares is None else shares
+        s = s.to(w.device, w.dtype)
         if nxt.startswith("head"):  # flattened (channel, y, x) inputs of the first Linear
-            w3 = w.reshape(w.shape[0], len(counts), -1)
+            old_width = int(m.max()) + 1  # the mapping lists every old channel
+            w3 = w.reshape(w.shape[0], old_width, -1)
             out[nxt] = (w3[:, m] * s[None, :, None]).reshape(w.shape[0], -1)
         else:
             out[nxt] = w[:, m] * s[None, :, None, None]
@@ -105,16 +114,27 @@ def widen_state(state, layer, mapping, counts, last_layer, divide=True):
 
 def widen(model, layer, added, generator):
     """A new CollectiveNet with `added` more channels at conv `layer`, computing the same function in eval mode.
-    Returns the model and the (mapping, counts) used, so other per-parameter state can be widened alike."""
-    mapping, counts = widening_map(model.widths[layer], added, generator)
-    state = widen_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, layer, mapping, counts,
-                        len(model.widths) - 1)
+    Returns the model and the (mapping, shares) used, so other per-parameter state can be widened alike."""
+    mapping, shares = widening_map(model.widths[layer], added, generator)
+    state = widen_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, layer, mapping,
+                        len(model.widths) - 1, shares)
     widths = list(model.widths)
     widths[layer] += added
     new = CollectiveNet(widths, model.image_size, model.num_outputs, model.dropout)
     new.load_state_dict(state)
     device = next(model.parameters()).device
-    return new.to(device), (mapping, counts)
+    return new.to(device), (mapping, shares)
+
+
+@torch.no_grad()
+def distinct_filters(weight, tolerance=1e-4):
+    """How many of a conv layer's filters are not (near-)copies of another: a filter counts once per group of
+    filters whose cosine similarity exceeds 1 - tolerance. A widened layer whose copies never drifted apart
+    has as many distinct filters as before its widening."""
+    w = weight.detach().flatten(1).double()
+    w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    similar = (w @ w.t()).triu(1) > 1 - tolerance
+    return int(len(w) - similar.any(0).sum())
 
 
 # ---------------------------------------------------------------- the individual model
