@@ -132,6 +132,8 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="raw dataset folder (default: ../shared/data/tiny-imagenet-100 "
                    "for tiny-imagenet-100, data/ for cifar100)")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="passed to every training stage (auto: bf16 where the device computes it natively)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results/<dataset>-<preset>* files")
     p.add_argument("--root", default=None, help="folder for data/, checkpoints/ and results/ (default: the repository)")
     args = p.parse_args(argv)
@@ -148,7 +150,7 @@ def main(argv=None):
             f"{finals[0]} exists: pass --overwrite to replace the results of this preset")
     family = FAMILY[args.dataset]
     split, work = paths["split"], paths["work"]
-    cuda = ["--no-cuda"] if args.no_cuda else []
+    cuda = (["--no-cuda"] if args.no_cuda else []) + ["--precision", args.precision]
     maker = "utils/data_cifar_mk.py" if family == "cifar100" else "utils/data_imagenet_mk.py"
     t_start = time.time()
     clock = StageClock(work / "stage_times.json")

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from utils.common import pick_device, require
+from utils.engine import PRECISIONS, resolve_precision
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -10,11 +11,14 @@ def add_device_and_output(parser, name):
     parser.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     parser.add_argument("--out", default=None, help=f"CSV to write (default: bench/results/{name}-<device type>.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="as the training scripts' flag")
 
 
 def device_and_output(args, name):
-    """The device to measure on and the CSV to write, which a rerun does not replace without --overwrite."""
+    """The device to measure on and the CSV to write, which a rerun does not replace without --overwrite; resolves
+    args.precision for that device."""
     device = pick_device(args.no_cuda)
+    args.precision = resolve_precision(args.precision, device)
     out = Path(args.out or RESULTS / f"{name}-{device.type}.csv")
     require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
     return device, out

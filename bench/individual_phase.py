@@ -39,7 +39,7 @@ def main(argv=None):
     require(args.tasks <= split.num_few_shot("target", args.shots), f"the split has fewer than {args.tasks} tasks")
     collective = individual.load_collective(None, art, split)
     hp = type("Args", (), dict(epochs=args.epochs, batch_size=32, lr=0.005, momentum=0.9, weight_decay=5e-4,
-                               ewc_lambda=4000.0, eval_every=args.epochs))
+                               ewc_lambda=4000.0, eval_every=args.epochs, precision=args.precision))
     data = individual.FewShotData(split, "target", device)
     group = [(args.shots, t, s, m) for t in range(args.tasks) for s in range(args.seeds) for m in METHODS]
     for k, t, _, _ in group:
@@ -55,14 +55,16 @@ def main(argv=None):
     t2 = time.perf_counter()
     diff = max(abs(a["final_acc"] - b["final_acc"]) for a, b in zip(one, grouped))
     seq, bat = t1 - t0, t2 - t1
-    print(f"device: {device_name(device)}; torch {torch.__version__}; {split.dataset} {split.image_size}px\n"
+    print(f"device: {device_name(device)}; torch {torch.__version__}; {args.precision}; {split.dataset} "
+          f"{split.image_size}px\n"
           f"command: {command_line(argv)}\n{len(group)} runs ({args.tasks} tasks x {args.seeds} seeds x "
           f"{len(METHODS)} methods), {args.shots} shots, {args.epochs} epochs each\n"
           f"sequential {seq:.1f} s ({seq / len(group):.2f} s/run), batched {bat:.1f} s ({bat / len(group):.2f} s/run): "
           f"{seq / bat:.2f}x; largest final-accuracy difference {100 * diff:.1f} points")
     write_csv(out, ["runs", "shots", "epochs", "sequential_s", "batched_s", "speedup", "max_acc_diff", "dataset",
-                    "image_size"],
-              [[len(group), args.shots, args.epochs, seq, bat, seq / bat, diff, split.dataset, split.image_size]],
+                    "image_size", "precision"],
+              [[len(group), args.shots, args.epochs, seq, bat, seq / bat, diff, split.dataset, split.image_size,
+                args.precision]],
               provenance(device, argv))
     print(f"wrote {out}")
 

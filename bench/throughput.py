@@ -9,7 +9,8 @@ device, one run. Also the cost of --judgement, FLOPs per image and the achieved 
     transforms (resize, random crop to the same size, flip, to-tensor, normalise), a DataLoader with 0
     workers, fp32, as the released scripts.
 (b) "this project": the task's uint8 images resident on the device, batches sliced from it, batched flips
-    and normalisation (utils/engine.py), bf16 autocast and channels_last on CUDA.
+    and normalisation (utils/engine.py); in fp32 and in bf16 autocast (channels_last), and with --judgement in
+    the precision --precision resolves to (auto: bf16 where the device computes it natively).
 --compile MODE...: also (b) with the model under torch.compile(mode=MODE) ("reduce-overhead" adds CUDA graphs),
     to see whether compiling pays; its compile time is printed apart (the first epoch minus a timed one). The
     collective model changes shape at every widening, so a run would pay that compile time 21 times.
@@ -32,7 +33,7 @@ import torch.nn.functional as F  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils import criterion as crit  # noqa: E402
 from utils.common import cli, command_line, device_name, positive_int, provenance, require, write_csv  # noqa: E402
-from utils.engine import DeviceData, seeded_generator, synchronize, train_epoch  # noqa: E402
+from utils.engine import DeviceData, seeded_generator, synchronize, train_epoch, uses_channels_last  # noqa: E402
 from utils.models import BASE_WIDTHS, CollectiveNet, widths_at  # noqa: E402
 from utils.splits import MEAN, STD, Split  # noqa: E402
 
@@ -102,7 +103,7 @@ def time_released(model, loader, device, steps, warmup, train=True):
     return seen / (time.perf_counter() - t0)
 
 
-def time_ours(model, data, device, batch_size, steps, judgement=False, compile_mode=None, cache=None):
+def time_ours(model, data, device, batch_size, steps, precision, judgement=False, compile_mode=None, cache=None):
     """This project's training step as the scripts run it (engine.train_epoch): one warm-up epoch, then
     whole epochs covering at least `steps` batches. Returns (images/s, seconds of the warm-up epoch)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
@@ -124,7 +125,7 @@ def time_ours(model, data, device, batch_size, steps, judgement=False, compile_m
             warmup = t0 - t_start
         if gradients:
             gradients.start_epoch()
-        train_epoch(model, opt, data, batch_size, gen, after_backward=gradients)  # ends with a device sync
+        train_epoch(model, opt, data, batch_size, gen, after_backward=gradients, precision=precision)  # syncs
         if gradients:
             gradients.end_epoch()
     return epochs * len(data) / (time.perf_counter() - t0), warmup
@@ -160,21 +161,25 @@ def main(argv=None):
             model = CollectiveNet(widths, size, 100).to(device)
             flops = training_flops_per_image(model, size)
             rel = time_released(model, loader, device, args.steps, args.warmup)
-            if device.type == "cuda":
-                model = model.to(memory_format=torch.channels_last)
-            ours, _ = time_ours(model, data, device, args.batch_size, args.steps)
-            judged, _ = time_ours(model, data, device, args.batch_size, args.steps, judgement=True)
-            rows += [[f"(a) released path, {label} widths", label, rel, flops],
-                     [f"(b) this project, {label} widths", label, ours, flops],
-                     [f"(b) + --judgement, {label} widths", label, judged, flops]]
+            rows.append([f"(a) released path, {label} widths", label, rel, flops])
+            for precision in ("fp32", "bf16"):  # bf16 runs channels_last, as the scripts do
+                model = model.to(memory_format=torch.channels_last if uses_channels_last(device, precision)
+                                 else torch.contiguous_format)
+                ours, _ = time_ours(model, data, device, args.batch_size, args.steps, precision)
+                rows.append([f"(b) this project {precision}, {label} widths", label, ours, flops])
+            model = model.to(memory_format=torch.channels_last if uses_channels_last(device, args.precision)
+                             else torch.contiguous_format)
+            judged, _ = time_ours(model, data, device, args.batch_size, args.steps, args.precision, judgement=True)
+            rows.append([f"(b) {args.precision} + --judgement, {label} widths", label, judged, flops])
             for mode in args.compile:
-                compiled, warmup = time_ours(model, data, device, args.batch_size, args.steps, compile_mode=mode,
-                                             cache=str(Path(folder) / f"inductor-{mode}-{label}"))
+                compiled, warmup = time_ours(model, data, device, args.batch_size, args.steps, args.precision,
+                                             compile_mode=mode, cache=str(Path(folder) / f"inductor-{mode}-{label}"))
                 compile_seconds[(mode, label)] = warmup - len(data) / compiled
                 rows.append([f"(b) + torch.compile({mode}), {label} widths", label, compiled, flops])
     peak = peak_flops(device)
     dev = device_name(device)
-    print(f"device: {dev}; torch {torch.__version__}; {split.dataset} {size}px, batch {args.batch_size}, "
+    print(f"device: {dev}; torch {torch.__version__}; default precision {args.precision}; {split.dataset} {size}px, "
+          f"batch {args.batch_size}, "
           f"{args.steps} timed steps\ncommand: {command_line(argv)}\n")
     print(f"{'path':42s} {'images/s':>10s} {'GFLOP/img':>10s} {'TFLOP/s':>8s} {'MFU':>6s}")
     out_rows = []
@@ -186,10 +191,11 @@ def main(argv=None):
         out_rows.append([name, ips, flops or "", tflops or "", mfu])
     by = {r[0]: r[2] for r in rows}
     for label in ("base", "final"):
-        ours, rel, judged = (by[f"(b) this project, {label} widths"], by[f"(a) released path, {label} widths"],
-                             by[f"(b) + --judgement, {label} widths"])
-        print(f"{label} widths: this project / released = {ours / rel:.2f}x; --judgement costs "
-              f"{100 * (ours / judged - 1):.1f}% time")
+        fp32, bf16 = by[f"(b) this project fp32, {label} widths"], by[f"(b) this project bf16, {label} widths"]
+        ours, rel = by[f"(b) this project {args.precision}, {label} widths"], by[f"(a) released path, {label} widths"]
+        judged = by[f"(b) {args.precision} + --judgement, {label} widths"]
+        print(f"{label} widths: bf16 / fp32 = {bf16 / fp32:.2f}x; this project ({args.precision}) / released = "
+              f"{ours / rel:.2f}x; --judgement costs {100 * (ours / judged - 1):.1f}% time")
         for mode in args.compile:
             compiled = by[f"(b) + torch.compile({mode}), {label} widths"]
             print(f"{label} widths: torch.compile({mode}) / eager = {compiled / ours:.2f}x, after "

@@ -13,16 +13,16 @@ def rows(path):
 def test_throughput_bench(tiny_split, tmp_path):
     out = tmp_path / "throughput.csv"
     args = ["bench/throughput.py", "--path", tiny_split, "--batch_size", "16", "--steps", "2", "--warmup", "1",
-            "--no-cuda", "--out", out]
+            "--no-cuda", "--precision", "fp32", "--out", out]
     proc = run_script(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = rows(out)
     assert [r["path"] for r in table] == ["released data path alone (no model)"] + [
         f"{kind}, {w} widths" for w in ("base", "final")
-        for kind in ("(a) released path", "(b) this project", "(b) + --judgement")]
+        for kind in ("(a) released path", "(b) this project fp32", "(b) this project bf16", "(b) fp32 + --judgement")]
     assert all(float(r["images_per_s"]) > 0 for r in table)
     assert {r["dataset"] for r in table} == {"tiny-imagenet-100"} and all(r["commit"] for r in table)
-    assert "this project / released" in proc.stdout
+    assert "bf16 / fp32" in proc.stdout and "this project (fp32) / released" in proc.stdout
     before = out.read_bytes()
     assert_clean_error(run_script(*args), "--overwrite")
     assert out.read_bytes() == before

@@ -15,7 +15,8 @@ from utils.splits import Split
 
 
 def args(**kw):
-    base = dict(epochs=2, batch_size=4, lr=0.005, momentum=0.9, weight_decay=5e-4, ewc_lambda=40.0, eval_every=1)
+    base = dict(epochs=2, batch_size=4, lr=0.005, momentum=0.9, weight_decay=5e-4, ewc_lambda=40.0, eval_every=1,
+                precision="fp32")
     base.update(kw)
     return type("Args", (), base)
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from utils import criterion as crit
-from utils.engine import DeviceData
+from utils.engine import DeviceData, normalize
 from utils.ewc import EWC, fisher_diagonal
 from utils.models import (BASE_WIDTHS, WIDENING, CollectiveNet, IndividualNet, count_parameters,
                           distinct_filters, widen, widths_at)
@@ -183,7 +183,6 @@ def tiny_data(n=12):
 
 
 def test_fisher_is_the_mean_of_per_sample_squared_gradients():
-    from utils.engine import normalize
     model, data = tiny_net().eval(), tiny_data()
     names = ["0.weight", "5.bias"]
     fisher = fisher_diagonal(model, data, names, chunk=5, estimate_batchnorm=False)  # its own statistics
@@ -220,3 +219,31 @@ def test_ewc_penalty_zero_at_anchor_positive_away_and_pulls_back():
         for n in names:
             params[n] -= 1e-3 * params[n].grad
     assert sum(((params[n] - anchor[n]) ** 2).sum() for n in names).item() < before
+
+
+# ---------------------------------------------------------------- precision
+def test_precision_choice():
+    from utils import engine
+    cpu = torch.device("cpu")
+    assert engine.resolve_precision("fp32", cpu) == "fp32" and engine.resolve_precision("bf16", cpu) == "bf16"
+    assert engine.resolve_precision("auto", cpu) == ("bf16" if engine.cpu_supports_bf16() else "fp32")
+    model, data = tiny_net(), tiny_data(16)
+    with engine.autocast(cpu, "bf16"):
+        assert model(normalize(data.images)).dtype == torch.bfloat16
+    with engine.autocast(cpu, "fp32"):
+        assert model(normalize(data.images)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_is_bit_stable_for_a_precision(precision):
+    """The same seeds, the same machine and thread count: the same weights, bit for bit."""
+    from utils.engine import seeded_generator, sgd, train_epoch
+    results = []
+    for _ in range(2):
+        model, data = tiny_net(), tiny_data(24)
+        opt = sgd(model, 0.1, 0.9, 5e-4)
+        for epoch in range(2):
+            stats = train_epoch(model, opt, data, 8, seeded_generator(epoch, torch.device("cpu")), precision=precision)
+        results.append((stats.loss, [p.detach().clone() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))

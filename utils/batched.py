@@ -94,7 +94,7 @@ def group_tensors(per_model, names):
     return out
 
 
-def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators, extra_loss=None):
+def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators, extra_loss=None, precision="fp32"):
     """One epoch for M models. images uint8 [M, N, 3, H, W], labels [M, N]; generators: one per model, used
     exactly as engine.train_epoch uses its one (a permutation, then one flip draw per batch); extra_loss(model)
     returns the M models' penalties [M]. Returns one engine.EpochStats per model."""
@@ -113,7 +113,7 @@ def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators
         x = torch.where(flips.to(device)[:, :, None, None, None], x.flip(-1), x)
         x = normalize(x.flatten(0, 1)).view(*idx.shape, *x.shape[2:]).transpose(0, 1)  # [b, M, 3, H, W]
         y = labels[rows, idx]                                                          # [M, b]
-        with autocast(device):
+        with autocast(device, precision):
             logits = full_precision(model(x))                                          # [b, M, K]
         per_model = F.cross_entropy(logits.permute(0, 2, 1), y.t(), reduction="none").mean(0)  # [M]
         penalties = extra_loss(model) if extra_loss is not None else torch.zeros_like(per_model)
@@ -130,7 +130,7 @@ def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators
 
 
 @torch.no_grad()
-def evaluate_grouped(model, images, labels, batch_size=256):
+def evaluate_grouped(model, images, labels, precision="fp32", batch_size=256):
     """Per-model accuracy [M] in eval mode; images uint8 [M, N, 3, H, W]."""
     model.eval()
     m, n = labels.shape
@@ -139,7 +139,7 @@ def evaluate_grouped(model, images, labels, batch_size=256):
         x = images[:, start:start + batch_size]
         b = x.shape[1]
         x = normalize(x.flatten(0, 1)).view(m, b, *x.shape[2:]).transpose(0, 1)
-        with autocast(images.device):
+        with autocast(images.device, precision):
             pred = model(x).argmax(-1)                                                  # [b, M]
         correct += (pred.t() == labels[:, start:start + b]).sum(1)
     return (correct.double() / n).tolist()

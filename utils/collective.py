@@ -23,7 +23,8 @@ from utils import criterion as crit
 from utils import learngene
 from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int,
                           provenance, require, torch_load, torch_save, write_csv, write_json)
-from utils.engine import DeviceData, seeded_generator, sgd, train_epoch
+from utils.engine import (PRECISIONS, DeviceData, resolve_precision, seeded_generator, sgd, train_epoch,
+                          uses_channels_last)
 from utils.ewc import EWC, fisher_diagonal
 from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, distinct_filters, widen, widen_state
 from utils.splits import Split
@@ -42,6 +43,9 @@ def parser(family):
     p.add_argument("--momentum", type=nonneg_float, default=0.9)
     p.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true", help="train on the CPU even if CUDA is there")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 autocast where the device computes bf16 natively (CUDA, or a CPU with AVX-512 BF16 "
+                        "or AMX), fp32 elsewhere; fp32 is bit-reproducible on one machine and thread count")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_works", type=positive_int, default=None, help="tasks to train (default: all of the split's)")
     p.add_argument("--judgement", action=argparse.BooleanOptionalAction, default=True,
@@ -73,7 +77,8 @@ def run(family, argv=None):
             "--no-judgement leaves nothing to select the learngene with: also give --learngene_layers")
     out = Path(args.out or Path("checkpoints") / f"collective-{split.dataset}")
     device = pick_device(args.no_cuda)
-    config = {"dataset": split.dataset, "split_hash": split.hash, "image_size": split.image_size,
+    precision = resolve_precision(args.precision, device)
+    config = {"precision": precision, "dataset": split.dataset, "split_hash": split.hash, "image_size": split.image_size,
               "num_outputs": NUM_OUTPUTS[family], "base_widths": list(BASE_WIDTHS), "dropout": args.dropout,
               "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "momentum": args.momentum, "weight_decay": args.weight_decay, "ewc_lambda": args.ewc_lambda,
@@ -96,7 +101,7 @@ def run(family, argv=None):
         optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
         optimizer.load_state_dict(state["optimizer"])
     print(f"collective model on {split.dataset} ({split.image_size}px), {num_tasks} tasks x {args.epochs} epochs "
-          f"on {device}" + (f", resuming at task {task} epoch {epoch}" if task or epoch else ""))
+          f"on {device} in {precision}" + (f", resuming at task {task} epoch {epoch}" if task or epoch else ""))
     while task < num_tasks:
         if epoch == 0:
             if task in WIDENING:
@@ -108,7 +113,7 @@ def run(family, argv=None):
                     ewc.anchor = widen_state(ewc.anchor, layer, mapping, last, shares)
                     ewc.fisher = widen_state(ewc.fisher, layer, mapping, last)
             optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)  # a new optimizer per task
-        if device.type == "cuda":
+        if uses_channels_last(device, precision):
             model = model.to(memory_format=torch.channels_last)
         data = DeviceData.from_numpy(*split.continual(task), device)
         bar = tqdm(range(epoch, args.epochs), desc=f"task {task}/{num_tasks - 1} widths ..{model.widths[-1]}",
@@ -120,7 +125,7 @@ def run(family, argv=None):
                 gradients.start_epoch()
             t0 = time.perf_counter()
             stats = train_epoch(model, optimizer, data, args.batch_size, generator, extra_loss=ewc,
-                                after_backward=gradients)
+                                after_backward=gradients, precision=precision)
             seconds = time.perf_counter() - t0
             require(stats.finite, f"task {task} epoch {epoch}: training diverged (loss {stats.loss}, EWC penalty "
                     f"{stats.penalty}); {out / 'last.pt'} holds the state before this epoch. Lower --lr or --ewc_lambda")

@@ -4,6 +4,7 @@ accuracy are summed on the device so the hot loop never waits for the host."""
 import contextlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +49,38 @@ def batch_indices(n, batch_size, generator):
     return chunks
 
 
-def autocast(device):
-    """bf16 mixed precision on CUDA (no loss scaling needed); full precision on CPU, where results must
-    be reproducible bit for bit."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_supports_bf16():
+    """Whether this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 autocast pays (measured
+    1.6-1.9x fp32 here, bench/RESULTS.md); elsewhere it is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision, device):
+    """'auto' -> 'bf16' where the device computes in bf16 natively (CUDA with bf16, or such a CPU), else 'fp32'."""
+    if precision != "auto":
+        return precision
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def autocast(device, precision):
+    """bf16 mixed precision (weights, gradients and the loss stay fp32; no loss scaling needed), or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def uses_channels_last(device, precision):
+    """NHWC activations: what cuDNN's and oneDNN's fast bf16 convolutions want; plain NCHW for fp32 on a CPU."""
+    return device.type == "cuda" or precision == "bf16"
 
 
 def full_precision(logits):
@@ -73,12 +100,14 @@ class EpochStats:
         return math.isfinite(self.loss) and math.isfinite(self.penalty)
 
 
-def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, after_backward=None):
+def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, after_backward=None,
+                precision="fp32"):
     """One epoch of SGD over `data`. `extra_loss(model)` adds a penalty (EWC); `after_backward(model)` sees the
-    gradients before the step (the learngene criterion). Returns its EpochStats."""
+    gradients before the step (the learngene criterion); precision: 'fp32' or 'bf16' (resolved, not 'auto').
+    Returns its EpochStats."""
     model.train()
     device = data.images.device
-    channels_last = device.type == "cuda"
+    channels_last = uses_channels_last(device, precision)
     total_loss = torch.zeros((), device=device)
     total_penalty = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -87,7 +116,7 @@ def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, 
         idx = idx.to(device)
         x = normalize(flip_half(data.images[idx], generator), channels_last)
         y = data.labels[idx]
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(x)
             loss = F.cross_entropy(full_precision(logits), y)
         objective = loss
@@ -109,14 +138,14 @@ def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, 
 
 
 @torch.no_grad()
-def evaluate(model, data, batch_size=256):
+def evaluate(model, data, precision="fp32", batch_size=256):
     """Accuracy in eval mode (BatchNorm running statistics, no dropout)."""
     model.eval()
     device = data.images.device
     correct = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, len(data), batch_size):
-        x = normalize(data.images[start:start + batch_size], device.type == "cuda")
-        with autocast(device):
+        x = normalize(data.images[start:start + batch_size], uses_channels_last(device, precision))
+        with autocast(device, precision):
             correct += (model(x).argmax(1) == data.labels[start:start + batch_size]).sum()
     return correct.item() / max(len(data), 1)
 

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from utils import batched, learngene, plots
 from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int, provenance,
                           require, torch_load, write_csv, write_json, write_text)
-from utils.engine import DeviceData, evaluate, seeded_generator, sgd, train_epoch
+from utils.engine import (PRECISIONS, DeviceData, evaluate, resolve_precision, seeded_generator, sgd, train_epoch,
+                          uses_channels_last)
 from utils.ewc import EWC, RELEASED_LAMBDA, fisher_diagonal
 from utils.models import HIDDEN, CollectiveNet, IndividualNet, count_parameters
 from utils.splits import Split
@@ -55,6 +56,8 @@ def parser(family):
     p.add_argument("--ewc_lambda", type=nonneg_float, default=RELEASED_LAMBDA,
                    help=f"EWC strength (default {RELEASED_LAMBDA}: the released 40 x 1000)")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 autocast where the device computes bf16 natively, fp32 elsewhere")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
     p.add_argument("--num_works_tt", type=positive_int, default=None, help="target tasks to use (default: all)")
     p.add_argument("--num_imgs_per_cat_train", type=positive_int, nargs="+", default=None,
@@ -86,14 +89,15 @@ def run(family, argv=None):
         collective = load_collective(args.collective, art, split)
     out = Path(args.out or Path("results") / split.dataset)
     device = pick_device(args.no_cuda)
+    args.precision = resolve_precision(args.precision, device)
     settings = {k: getattr(args, k) for k in ("batch_size", "epochs", "lr", "momentum", "weight_decay", "ewc_lambda",
-                                               "section", "eval_every")}
+                                               "section", "eval_every", "precision")}
     settings.update(split_hash=split.hash, learngene_layers=art["layers"], dataset=split.dataset)
     runs = _load_runs(out / "runs.jsonl", settings)
 
     requested = [(k, t, s, m) for k in shots for t in range(num_tasks) for s in args.seed for m in args.methods]
     todo = [(k, t, s, m) for k, t, s, m in requested if (m, k, t, s) not in runs]
-    print(f"{len(runs)} runs already in {out / 'runs.jsonl'}, {len(todo)} to go on {device}")
+    print(f"{len(runs)} runs already in {out / 'runs.jsonl'}, {len(todo)} to go on {device} in {args.precision}")
     use_batched = args.batched if args.batched is not None else device.type == "cuda"
     data = FewShotData(split, args.section, device)
     for group in tqdm(plan_groups(todo, use_batched, args.group_size), desc="individual models", unit="group"):
@@ -212,17 +216,18 @@ def train_one(method, art, collective, train, test, args, *, seed, shots, task, 
     t0 = time.perf_counter()
     model, inherited_layers, ewc = prepare(method, art, collective, train, args, seed=seed, shots=shots, task=task,
                                            device=device)
-    if device.type == "cuda":
+    if uses_channels_last(device, args.precision):
         model = model.to(memory_format=torch.channels_last)
     optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
     curve, diverged = [], False
     for epoch in range(args.epochs):
         generator = batch_generator(seed, shots, task, epoch, device)
         torch.manual_seed(derived_seed(seed, "individual-dropout", shots, task, epoch))
-        stats = train_epoch(model, optimizer, train, args.batch_size, generator, extra_loss=ewc)
+        stats = train_epoch(model, optimizer, train, args.batch_size, generator, extra_loss=ewc,
+                            precision=args.precision)
         diverged = diverged or not stats.finite
         if evaluate_now(epoch, args):
-            curve.append([epoch + 1, stats.loss, stats.accuracy, evaluate(model, test), stats.penalty])
+            curve.append([epoch + 1, stats.loss, stats.accuracy, evaluate(model, test, args.precision), stats.penalty])
     return result_row(method, shots, task, seed, curve, time.perf_counter() - t0, count_parameters(model),
                       inherited_layers, diverged)
 
@@ -256,10 +261,10 @@ def train_grouped(group, art, collective, data, args, device):
     for epoch in range(args.epochs):
         generators = [batch_generator(s, k, t, epoch, device) for k, t, s, _ in group]
         stats = batched.train_epoch_grouped(grouped, optimizer, x_train, y_train, args.batch_size, generators,
-                                            extra_loss=penalties)
+                                            extra_loss=penalties, precision=args.precision)
         diverged = [d or not st.finite for d, st in zip(diverged, stats)]
         if evaluate_now(epoch, args):
-            test_accs = batched.evaluate_grouped(grouped, x_test, y_test)
+            test_accs = batched.evaluate_grouped(grouped, x_test, y_test, args.precision)
             for i, st in enumerate(stats):
                 curves[i].append([epoch + 1, st.loss, st.accuracy, test_accs[i], st.penalty])
     seconds = (time.perf_counter() - t0) / len(group)
