@@ -26,7 +26,7 @@ MARGIN_TOLERANCE = 0.01  # window scores are fractions of gradient entries: one 
 
 
 def describe(absolute, threshold):
-    return f"{'|g|' if absolute else 'g'} > {threshold:g}"
+    return f"{'abs(g)' if absolute else 'g'} > {threshold:g}"  # not |g|: a pipe would split a markdown table cell
 
 
 class GradientCriterion:

@@ -410,7 +410,7 @@ def results_markdown(rows, split, args, prov, art, collective):
     if shared:
         lines.append(f"other-layers inherits conv {other}, sharing conv {shared} with the learngene: no window of the "
                      f"same shapes avoids it in this collective model.")
-    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, seeds {args.seed}, "
+    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, precision {args.precision}, seeds {args.seed}, "
               f"{prov['time_utc']}, split {prov['split']} (manifest sha256 {split.hash[:12]}).",
               f"Command: `{prov['command']}`", ""]
     return "\n".join(lines)
