@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Entry point for a fresh clone.
 #   ./run.sh quick [pipeline.py options]   set up .venv, then run the whole pipeline (quick preset by default;
-#                                          smoke: every stage on a few images in about a minute; paper: a GPU)
+#                                          smoke: every stage on a few images in about a minute; cpu: the CPU's
+#                                          real answer, about 90 minutes; paper: a GPU)
 #   ./run.sh test  [pytest options]        set up .venv with the test tools, then run the tests
 #   ./run.sh setup                         only set up .venv
 set -euo pipefail
@@ -25,8 +26,8 @@ setup() {
 }
 cmd=${1:-quick}; shift || true
 case "$cmd" in
-  quick|paper|smoke) setup requirements.txt; exec .venv/bin/python pipeline.py --preset "$cmd" "$@" ;;
+  quick|cpu|paper|smoke) setup requirements.txt; exec .venv/bin/python pipeline.py --preset "$cmd" "$@" ;;
   test) setup requirements-dev.txt; exec .venv/bin/python -m pytest -q tests "$@" ;;
   setup) setup requirements-dev.txt ;;
-  *) echo "usage: ./run.sh {quick|smoke|paper|test|setup} [options]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh {quick|smoke|cpu|paper|test|setup} [options]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,5 @@
 """Individual models: construction from a learngene, task independence, the script and its bad inputs."""
 import contextlib
-import copy
 import csv
 import json
 
@@ -9,8 +8,8 @@ import torch
 from conftest import assert_clean_error, run_script
 
 from utils import individual, learngene
-from utils.engine import DeviceData, normalize
-from utils.ewc import fisher_diagonal
+from utils.engine import DeviceData
+from utils.ewc import fisher_diagonal, fisher_with_batch_statistics
 from utils.splits import Split
 
 
@@ -25,7 +24,7 @@ def test_model_construction(collective_run):
     art = learngene.load(collective_run / "learngene.pt")
     split = Split(json.loads((collective_run / "config.json").read_text())["args"]["path"])
     collective = individual.load_collective(None, art, split)
-    for method in individual.METHODS:
+    for method in [m for m in individual.METHODS if m not in individual.PROBES]:
         torch.manual_seed(0)
         model, layers = individual.build_model(method, art, collective, 32)
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
@@ -67,7 +66,7 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     assert all(0 <= float(r["final_acc"]) <= 100 and r["runs"] == "1" for r in rows)
     assert (tmp_path / "res" / "curves.png").exists() and "| shots | method |" in (tmp_path / "res" / "results.md").read_text()
     again = run_script(script, *common)
-    assert again.returncode == 0 and "10 runs already" in again.stdout and "0 to go" in again.stdout
+    assert again.returncode == 0 and "14 runs already" in again.stdout and "0 to go" in again.stdout
     assert_clean_error(run_script(script, *common, "--lr", "0.1"), "other settings")
     # the batched path through the script gives a table of the same rows (that it computes the same numbers is
     # test_batched_training_matches_one_by_one, in float64: float32 results drift apart with the summation order)
@@ -136,21 +135,6 @@ def test_batched_training_matches_one_by_one(collective_run, tiny_split):
                                                 [(20, 0, 0, "scratch")]]
 
 
-def training_mode_fisher(model, train, names):
-    """The reference: per-sample squared gradients with the normalisation training uses (BatchNorm on the
-    statistics of the batch, here all the task's images), one backward pass per sample."""
-    model = copy.deepcopy(model).train()
-    x = normalize(train.images)
-    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in names}
-    for i in range(len(train)):
-        model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x)[i:i + 1], train.labels[i:i + 1]).backward()
-        for n, p in model.named_parameters():
-            if n in names:
-                fisher[n] += p.grad ** 2 / len(train)
-    return fisher
-
-
 def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split):
     """On a learngene in a fresh individual model: the Fisher is within an order of magnitude of the one computed
     with training-mode normalisation; with the new layers' initial BatchNorm statistics it is not."""
@@ -160,7 +144,7 @@ def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split
     torch.manual_seed(0)
     model, _ = individual.build_model("learngene", art, None, 32)
     names = [n for n, _ in model.named_parameters() if n.startswith("inherited.") and n.endswith("conv.weight")]
-    reference = training_mode_fisher(model, train, names)
+    reference = fisher_with_batch_statistics(model, train, names)
     ours = fisher_diagonal(model, train, names)
     for n in names:
         ratio = (ours[n].median() / reference[n].median()).item()
@@ -220,3 +204,20 @@ def test_other_layers_share_as_few_layers_as_possible():
     art = {"layers": [4, 5, 6], "blocks": [[256, 256, False]] * 3, "criterion": {"windows": {}}}
     widths = [64, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 256]
     assert individual.other_layers(art, {"widths": widths}) == [7, 8, 9]  # disjoint windows first
+
+
+def test_probes_read_frozen_features(collective_run, tiny_split):
+    art = learngene.load(collective_run / "learngene.pt")
+    split, cpu = Split(tiny_split), torch.device("cpu")
+    collective = individual.load_collective(None, art, split)
+    train, test = individual.FewShotData(split, "target", cpu)(4, 0)
+    trained = individual.collective_net(collective)
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    features = individual.conv_features(trained, train.images)
+    assert features.shape == (len(train), collective["widths"][-1])  # 32px: 1x1 after the last pooling
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())  # frozen, running stats too
+    for method in individual.PROBES:
+        r = individual.train_probe(method, art, collective, train, test, args(), seed=0, shots=4, task=0, device=cpu)
+        assert r["method"] == method and not r["diverged"] and 0 <= r["final_acc"] <= 1
+        assert r["curve"][-1][2] >= 0.95  # 20 shots and their mirrors in 256 dimensions: separable
+        assert r["parameters"] == 5 * (collective["widths"][-1] + 1)

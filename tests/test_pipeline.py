@@ -82,7 +82,8 @@ def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
     md = (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
     with open(clone / "results" / "tiny-imagenet-100-smoke.csv") as f:
         rows = list(csv.DictReader(f))
-    methods = {"learngene", "learngene-noewc", "scratch", "other-layers", "finetune-collective"}
+    methods = {"learngene", "learngene-noewc", "scratch", "other-layers", "finetune-collective", "probe-collective",
+               "probe-random"}
     assert {(r["shots"], r["method"]) for r in rows} == {(k, m) for k in ("10", "20") for m in methods}
     assert all(int(r["runs"]) == 2 for r in rows)
     for suffix in ("-curves.png", "-heatmap.png"):
@@ -107,7 +108,7 @@ def test_pipeline_resumes_and_keeps_results(clone):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in STAGES[:-1]:
         assert f"[{name}] done already" in proc.stdout
-    assert "20 runs already" in proc.stdout and "0 to go" in proc.stdout  # the individual stage resumed
+    assert "28 runs already" in proc.stdout and "0 to go" in proc.stdout  # the individual stage resumed
     again = json.loads(times_file.read_text())
     assert {k: again[k] for k in STAGES[:-1]} == {k: times[k] for k in STAGES[:-1]}
     assert again["individual"] > times["individual"]  # the time spent rechecking is added, not lost

@@ -74,6 +74,22 @@ def fisher_diagonal(model, data, names, chunk=16, estimate_batchnorm=True):
     return {k: v / max(len(data), 1) for k, v in fisher.items()}
 
 
+def fisher_with_batch_statistics(model, data, names):
+    """The reference the Fisher is checked against: per-sample squared gradients with the normalisation training
+    uses (BatchNorm on the statistics of the batch, here all of `data`), one backward pass per sample. Exact in
+    what it measures, but slow (a whole-batch forward per sample), so for checks only."""
+    model = copy.deepcopy(model).train()
+    x = normalize(data.images)
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in names}
+    for i in range(len(data)):
+        model.zero_grad()
+        F.cross_entropy(model(x)[i:i + 1], data.labels[i:i + 1]).backward()
+        for n, p in model.named_parameters():
+            if n in names:
+                fisher[n] += p.grad ** 2 / len(data)
+    return fisher
+
+
 class EWC:
     def __init__(self, anchor, fisher, lam):
         self.anchor = {k: v.detach().clone() for k, v in anchor.items()}

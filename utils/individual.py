@@ -10,6 +10,9 @@ Methods:
                        same shapes from the same collective checkpoint (the one sharing fewest layers with
                        the learngene, then the one the criterion ranks worst)
   finetune-collective  the whole collective model the learngene came from, a new 5-way output layer, no EWC
+  probe-collective     a linear classifier on the frozen conv features of that collective model (the few-shot
+                       "Baseline" of Chen et al., ICLR 2019): did the collective model learn anything transferable?
+  probe-random         the same on a randomly initialised collective network of the same shape: the floor
 
 Every run starts from a fresh model and optimizer, seeded by (seed, shots, task) alone, so no task sees
 another's weights and the order of runs does not matter. Accuracy is read on the task's test images
@@ -31,13 +34,17 @@ from tqdm import tqdm
 from utils import batched, learngene, plots
 from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int, provenance,
                           require, torch_load, write_csv, write_json, write_text)
-from utils.engine import (PRECISIONS, DeviceData, evaluate, resolve_precision, seeded_generator, sgd, train_epoch,
-                          uses_channels_last)
+from utils.engine import (PRECISIONS, DeviceData, evaluate, normalize, resolve_precision, seeded_generator, sgd,
+                          train_epoch, uses_channels_last)
 from utils.ewc import EWC, RELEASED_LAMBDA, fisher_diagonal
 from utils.models import HIDDEN, CollectiveNet, IndividualNet, count_parameters
 from utils.splits import Split
 
-METHODS = ("learngene", "learngene-noewc", "scratch", "other-layers", "finetune-collective")
+METHODS = ("learngene", "learngene-noewc", "scratch", "other-layers", "finetune-collective", "probe-collective",
+           "probe-random")
+PROBES = ("probe-collective", "probe-random")
+ALONE = ("finetune-collective", *PROBES)  # never trained as part of a group of individual models
+NEEDS_COLLECTIVE = ("other-layers", *ALONE)
 
 
 def parser(family):
@@ -85,7 +92,7 @@ def run(family, argv=None):
     require(all(num_tasks <= split.num_few_shot(args.section, k) for k in shots),
             f"--num_works_tt {num_tasks} is more than the split's {split.num_few_shot(args.section, shots[0])} tasks")
     collective = None
-    if {"other-layers", "finetune-collective"} & set(args.methods):
+    if set(NEEDS_COLLECTIVE) & set(args.methods):
         collective = load_collective(args.collective, art, split)
     out = Path(args.out or Path("results") / split.dataset)
     device = pick_device(args.no_cuda)
@@ -101,9 +108,10 @@ def run(family, argv=None):
     use_batched = args.batched if args.batched is not None else device.type == "cuda"
     data = FewShotData(split, args.section, device)
     for group in tqdm(plan_groups(todo, use_batched, args.group_size), desc="individual models", unit="group"):
-        if not use_batched or group[0][3] == "finetune-collective":
+        if not use_batched or group[0][3] in ALONE:
             k, t, s, m = group[0]
-            results = [train_one(m, art, collective, *data(k, t), args, seed=s, shots=k, task=t, device=device)]
+            trainer = train_probe if m in PROBES else train_one
+            results = [trainer(m, art, collective, *data(k, t), args, seed=s, shots=k, task=t, device=device)]
         else:
             results = train_grouped(group, art, collective, data, args, device)
         for (k, t, s, m), result in zip(group, results):
@@ -131,23 +139,30 @@ class FewShotData:
 
 def plan_groups(todo, batched, group_size):
     """Runs to train together: with batching, those of one shot count sharing the individual architecture
-    (every method but finetune-collective), at most group_size at a time; otherwise one by one."""
+    (every method but those ALONE), at most group_size at a time; otherwise one by one."""
     if not batched:
         return [[key] for key in todo]
     groups = []
     for k in dict.fromkeys(key[0] for key in todo):
-        same = [key for key in todo if key[0] == k and key[3] != "finetune-collective"]
+        same = [key for key in todo if key[0] == k and key[3] not in ALONE]
         groups += [same[i:i + group_size] for i in range(0, len(same), group_size)]
-        groups += [[key] for key in todo if key[0] == k and key[3] == "finetune-collective"]
+        groups += [[key] for key in todo if key[0] == k and key[3] in ALONE]
     return groups
 
 
 # ---------------------------------------------------------------- building and training one model
+def collective_net(collective, trained=True):
+    """The collective model of a checkpoint, with its trained weights or freshly initialised."""
+    config = collective["config"]
+    model = CollectiveNet(collective["widths"], config["image_size"], config["num_outputs"], config["dropout"])
+    if trained:
+        model.load_state_dict(collective["model"])
+    return model
+
+
 def build_model(method, art, collective, image_size):
     if method == "finetune-collective":
-        model = CollectiveNet(collective["widths"], collective["config"]["image_size"], collective["config"]["num_outputs"],
-                              collective["config"]["dropout"])
-        model.load_state_dict(collective["model"])
+        model = collective_net(collective)
         model.head[-1] = nn.Linear(HIDDEN, 5)
         return model, None
     model = IndividualNet(art["blocks"], image_size)
@@ -230,6 +245,49 @@ def train_one(method, art, collective, train, test, args, *, seed, shots, task, 
             curve.append([epoch + 1, stats.loss, stats.accuracy, evaluate(model, test, args.precision), stats.penalty])
     return result_row(method, shots, task, seed, curve, time.perf_counter() - t0, count_parameters(model),
                       inherited_layers, diverged)
+
+
+PROBE_STEPS = 300  # full-batch Adam steps of the linear probe, lr 0.01: its loss has long flattened by then
+
+
+@torch.no_grad()
+def conv_features(model, images, batch_size=256):
+    """A CollectiveNet's conv trunk output (after the last pooling), flattened, in eval mode and fp32."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start:start + batch_size])
+        for block in model.features:
+            x = block(x)
+        out.append(x.flatten(1))
+    return torch.cat(out)
+
+
+def train_probe(method, art, collective, train, test, args, *, seed, shots, task, device):
+    """A linear classifier on frozen conv features (the collective model's, or a random one's) of the K shots and
+    their mirror images, standardised with the shots' statistics, trained full-batch with cross-entropy."""
+    t0 = time.perf_counter()
+    torch.manual_seed(derived_seed(seed, "individual", shots, task))
+    trunk = collective_net(collective, trained=method == "probe-collective").to(device)
+    f_train = conv_features(trunk, torch.cat([train.images, train.images.flip(3)]))
+    y_train = train.labels.repeat(2)
+    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
+    f_train, f_test = (f_train - mean) / std, (conv_features(trunk, test.images) - mean) / std
+    linear = nn.Linear(f_train.shape[1], 5).to(device)
+    optimizer = torch.optim.Adam(linear.parameters(), lr=0.01, weight_decay=args.weight_decay)
+    for _ in range(PROBE_STEPS):
+        loss = nn.functional.cross_entropy(linear(f_train), y_train)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        logits = linear(f_train)
+        loss = nn.functional.cross_entropy(logits, y_train).item()
+        train_acc = (logits.argmax(1) == y_train).double().mean().item()
+        test_acc = (linear(f_test).argmax(1) == test.labels).double().mean().item()
+    curve = [[args.epochs, loss, train_acc, test_acc, 0.0]]
+    return result_row(method, shots, task, seed, curve, time.perf_counter() - t0, count_parameters(linear), None,
+                      not math.isfinite(loss))
 
 
 def train_grouped(group, art, collective, data, args, device):
