@@ -1,0 +1,125 @@
+"""What each stage of a preset costs per unit of work on this device, measured, and the preset's projected
+wall-clock time: how the cpu preset was sized (README, "Sizing the cpu preset").
+
+    python bench/preset_costs.py --path data/tiny-imagenet-100-quick-split --preset cpu
+
+Units: the collective model's training images per second at base and at final widths (with the criterion, as
+the collective script trains), and seconds per individual-model run of each method at each shot count, with a
+learngene of the full-width shape (three 512-channel blocks, cut from a collective model at the final widths:
+the weights do not change the cost). The projection assumes the collective cost grows linearly with the
+widening schedule between the two measured widths, as its FLOPs do.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import pipeline  # noqa: E402
+from bench.common import add_device_and_output, device_and_output  # noqa: E402
+from utils import criterion as crit  # noqa: E402
+from utils import individual, learngene  # noqa: E402
+from utils.common import cli, command_line, device_name, positive_int, provenance, write_csv  # noqa: E402
+from utils.engine import DeviceData, seeded_generator, sgd, synchronize, train_epoch, uses_channels_last  # noqa: E402
+from utils.models import BASE_WIDTHS, CollectiveNet, WIDENING, widths_at  # noqa: E402
+from utils.splits import Split  # noqa: E402
+
+
+def option(args, flag, default):
+    return type(default)(args[args.index(flag) + 1]) if flag in args else default
+
+
+def collective_rate(widths, data, device, precision, epochs=2):
+    """Training images/s of the collective model at these widths, criterion on, after one warm-up epoch."""
+    model = CollectiveNet(widths, data.images.shape[-1], 100).to(device)
+    if uses_channels_last(device, precision):
+        model = model.to(memory_format=torch.channels_last)
+    opt, judge = sgd(model, 0.001, 0.9, 5e-4), crit.GradientCriterion()
+    for epoch in range(epochs + 1):
+        if epoch == 1:
+            synchronize(device)
+            t0 = time.perf_counter()
+        judge.start_epoch()
+        train_epoch(model, opt, data, 64, seeded_generator(epoch, device), after_backward=judge, precision=precision)
+        judge.end_epoch()
+    return epochs * len(data) / (time.perf_counter() - t0)
+
+
+def run_seconds(split, device, hp, shots, epochs_eval):
+    """Seconds per individual run of each method, with a full-width learngene and collective model."""
+    final = widths_at(max(WIDENING))
+    collective = {"widths": final, "task": max(WIDENING), "path": "random", "model": CollectiveNet(
+        final, split.image_size, 100).state_dict(), "config": {"image_size": split.image_size, "num_outputs": 100,
+                                                               "dropout": 0.5}}
+    art = learngene.make_artifact(collective["model"], final, [10, 11, 12], dataset=split.dataset,
+                                  image_size=split.image_size, source_task=max(WIDENING))
+    data = individual.FewShotData(split, "target", device)
+    seconds = {}
+    for method in individual.METHODS:
+        trainer = individual.train_probe if method in individual.PROBES else individual.train_one
+        synchronize(device)
+        t0 = time.perf_counter()
+        trainer(method, art, collective, *data(shots, 0), hp, seed=0, shots=shots, task=0, device=device)
+        synchronize(device)
+        seconds[method] = time.perf_counter() - t0
+    return seconds
+
+
+@cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split at the preset's image size")
+    p.add_argument("--preset", choices=pipeline.PRESETS, default="cpu")
+    p.add_argument("--epochs", type=positive_int, default=30, help="individual-model epochs per run")
+    add_device_and_output(p, "preset-costs")
+    args = p.parse_args(argv)
+    device, out = device_and_output(args, "preset-costs")
+    split = Split(args.path)
+    preset = pipeline.PRESETS[args.preset]
+    data = DeviceData.from_numpy(*split.continual(0), device)
+    rates = {label: collective_rate(w, data, device, args.precision)
+             for label, w in (("base", BASE_WIDTHS), ("final", widths_at(max(WIDENING))))}
+    eval_every = option(preset["individual"], "--eval_every", 1)
+    hp = type("Settings", (), dict(epochs=args.epochs, batch_size=32, lr=0.005, momentum=0.9, weight_decay=5e-4,
+                                   ewc_lambda=40000.0, eval_every=eval_every, precision=args.precision))
+    shots = [int(k) for k in split.manifest["shots"]]
+    per_run = {k: run_seconds(split, device, hp, k, eval_every) for k in shots}
+
+    # the projection for the preset
+    tasks = option(preset["split"], "--num_tasks", 50)
+    images = 5 * option(preset["split"], "--num_imgs_per_cat_train", 500)
+    epochs = option(preset["collective"], "--epochs", 100)
+    widened = min(tasks - 1, max(WIDENING))
+    # seconds per image-epoch, linear from base (task 0) to final (task 20 on), averaged over the tasks trained
+    cost = [1 / rates["base"] + (1 / rates["final"] - 1 / rates["base"]) * min(t, widened) / max(WIDENING)
+            for t in range(tasks)]
+    collective_s = images * epochs * sum(cost)
+    targets = option(preset["split"], "--num_target_tasks", 10)
+    tune = int(preset["tune_tasks"] or targets)
+    tune_s = len(pipeline.EWC_GRID) * tune * sum(per_run[k]["learngene"] for k in shots)
+    individual_s = targets * sum(sum(per_run[k].values()) for k in shots)
+    print(f"device: {device_name(device)}; torch {torch.__version__}; {args.precision}; {split.dataset} "
+          f"{split.image_size}px\ncommand: {command_line(argv)}\n")
+    print(f"collective training, criterion on: {rates['base']:.0f} images/s at base widths, {rates['final']:.0f} "
+          f"at final widths")
+    for k in shots:
+        print(f"{k}-shot individual run, {args.epochs} epochs, eval every {eval_every}: "
+              + ", ".join(f"{m} {s:.1f} s" for m, s in per_run[k].items()))
+    print(f"\npreset {args.preset}: collective {tasks} tasks x {epochs} epochs x {images} images = "
+          f"{collective_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = {tune_s / 60:.1f} min; "
+          f"individual {targets} tasks x {len(individual.METHODS)} methods x {len(shots)} shot counts = "
+          f"{individual_s / 60:.1f} min; total {(collective_s + tune_s + individual_s) / 60:.1f} min")
+    rows = [["collective_images_per_s_base", rates["base"]], ["collective_images_per_s_final", rates["final"]]]
+    rows += [[f"seconds_per_run_{m}_{k}shot", s] for k in shots for m, s in per_run[k].items()]
+    rows += [[f"projected_minutes_{args.preset}_{stage}", v / 60] for stage, v in
+             (("collective", collective_s), ("tune", tune_s), ("individual", individual_s))]
+    write_csv(out, ["quantity", "value", "dataset", "image_size", "precision"],
+              [[*r, split.dataset, split.image_size, args.precision] for r in rows], provenance(device, argv))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
