@@ -119,3 +119,38 @@ def test_ewc_across_collective_tasks_follows_the_widening(tiny_split, tmp_path):
             assert (fisher[name] >= 0).all()
     assert fisher["features.3.conv.weight"].shape[0] == 128  # widened before task 2, after task 1's Fisher
     assert torch.equal(anchor["features.3.conv.weight"], state["model"]["features.3.conv.weight"])
+
+
+def test_resume_refuses_fewer_tasks_than_trained(tiny_split, tmp_path):
+    script, out = "collective-model/val_lifelong_imagenet.py", tmp_path / "run"
+    base = ["--path", tiny_split, "--out", out, "--epochs", "1", "--batch_size", "30", "--no-cuda"]
+    assert run_script(script, *base, "--num_works", "3").returncode == 0
+    before = (out / "learngene.pt").read_bytes()
+    assert_clean_error(run_script(script, *base, "--num_works", "2", "--resume"), "trained 3 tasks already")
+    assert (out / "learngene.pt").read_bytes() == before
+
+
+def test_a_run_stopped_before_its_first_epoch_restarts(tiny_split, tmp_path):
+    """config.json is written before the first epoch, last.pt after it: a stop in between must not leave a
+    folder that neither a plain rerun nor --resume accepts."""
+    script, out = "collective-model/val_lifelong_imagenet.py", tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    base = ["--path", tiny_split, "--out", out, "--epochs", "1", "--num_works", "1", "--batch_size", "30", "--no-cuda"]
+    for extra in ([], ["--resume"]):
+        (out / "last.pt").unlink(missing_ok=True)
+        proc = run_script(script, *base, *extra)
+        assert proc.returncode == 0 and "starting it from the beginning" in proc.stdout, proc.stderr
+        assert (out / "learngene.pt").exists()
+
+
+def test_overwrite_replaces_a_run_and_nothing_else(tiny_split, tmp_path):
+    script, out = "collective-model/val_lifelong_imagenet.py", tmp_path / "run"
+    base = ["--path", tiny_split, "--out", out, "--epochs", "1", "--num_works", "1", "--batch_size", "30", "--no-cuda"]
+    assert run_script(script, *base).returncode == 0
+    (out / "src").mkdir()
+    (out / "src" / "thesis.tex").write_text("keep me")
+    assert_clean_error(run_script(script, *base, "--overwrite"), "did not write (src/thesis.tex)")
+    assert (out / "src" / "thesis.tex").read_text() == "keep me" and (out / "learngene.pt").exists()
+    (out / "src" / "thesis.tex").unlink()
+    assert run_script(script, *base, "--overwrite").returncode == 0  # only its own files: replaced

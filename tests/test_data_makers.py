@@ -84,6 +84,13 @@ def test_overwrite_and_refusals(cifar_root, tmp_path):
     (other / "mine.txt").write_text("keep me")
     assert_clean_error(make_cifar(cifar_root, other), "not a split")
     assert (other / "mine.txt").read_text() == "keep me"
+    # a split folder holding something else: --overwrite replaces the split, never the user's files
+    (out / "src").mkdir()
+    (out / "src" / "app.js").write_text("keep me too")
+    assert_clean_error(make_cifar(cifar_root, out, "--overwrite"), "did not write (src/app.js)")
+    assert (out / "src" / "app.js").read_text() == "keep me too"
+    (out / "src" / "app.js").unlink()
+    (out / "src").rmdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "raw", "split"]  # no temporary left behind
 
 
@@ -227,3 +234,17 @@ def test_imagenet_folder_and_csv_layouts(tmp_path):
     assert_clean_error(proc, "fewer than the 600 needed")
     proc = run_script("utils/data_imagenet_mk.py", "--path", tmp_path / "nowhere", "--out", tmp_path / "s")
     assert_clean_error(proc, "not a folder")
+
+
+def test_a_damaged_split_is_refused_when_opened(cifar_root, tmp_path):
+    """Bytes flipped in images.npy keep its shape: the manifest's sha256 catches them before any training."""
+    assert make_cifar(cifar_root, tmp_path / "split").returncode == 0
+    splits.Split(tmp_path / "split")  # intact: opens
+    images = tmp_path / "split" / "images.npy"
+    data = bytearray(images.read_bytes())
+    data[-10:] = bytes(255 - b for b in data[-10:])
+    images.write_bytes(bytes(data))
+    proc = run_script("collective-model/val_lifelong_cifar100.py", "--path", tmp_path / "split", "--out",
+                      tmp_path / "run", "--no-cuda")
+    assert_clean_error(proc, "does not match the sha256")
+    assert not (tmp_path / "run").exists()

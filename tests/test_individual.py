@@ -68,6 +68,13 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     again = run_script(script, *common)
     assert again.returncode == 0 and "14 runs already" in again.stdout and "0 to go" in again.stdout
     assert_clean_error(run_script(script, *common, "--lr", "0.1"), "other settings")
+    # another learngene with the same layers is another experiment: its runs are not the old ones relabelled
+    other = tmp_path / "other.pt"
+    art = torch.load(collective_run / "learngene.pt", weights_only=True)
+    art["state"]["0.conv.weight"] = art["state"]["0.conv.weight"] * 2
+    torch.save(art, other)
+    changed = [str(other) if str(a) == str(collective_run / "learngene.pt") else str(a) for a in common]
+    assert_clean_error(run_script(script, *changed), "learngene_sha256")
     # the batched path through the script gives a table of the same rows (that it computes the same numbers is
     # test_batched_training_matches_one_by_one, in float64: float32 results drift apart with the summation order)
     batched = [str(a) if a != tmp_path / "res" else str(tmp_path / "batched") for a in common]
@@ -97,6 +104,11 @@ def test_bad_inputs(collective_run, tiny_split, tmp_path):
     assert_clean_error(run_script("individual-model/inheritable_cifar100_wEWC.py", *base, "--learngene",
                                   collective_run / "learngene.pt"), "is a tiny-imagenet-100 split")
     assert not (tmp_path / "o").exists()
+    # results that no runs.jsonl explains are someone else's: not replaced
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "results.md").write_text("my table")
+    assert_clean_error(run_script(script, *base, "--learngene", collective_run / "learngene.pt"), "no runs.jsonl")
+    assert (tmp_path / "o" / "results.md").read_text() == "my table"
 
 
 @contextlib.contextmanager

@@ -78,6 +78,17 @@ def test_no_preset_writes_where_git_tracks_files():
             assert tracked == "", f"preset {preset} on {dataset} writes over tracked files:\n{tracked}"
 
 
+def test_cpu_preset_covers_the_whole_widening_schedule():
+    """The cpu preset answers the paper's question only if the learngene comes after the last widening (task 20,
+    the collective script's default --extract_after_task) and every method runs: its plumbing is the smoke
+    preset's, which the tests below run; what differs is scale, checked here."""
+    from utils.models import WIDENING
+    cpu = pipeline.PRESETS["cpu"]
+    assert int(cpu["split"][cpu["split"].index("--num_tasks") + 1]) == max(WIDENING) + 1
+    assert "--extract_after_task" not in cpu["collective"] and "--methods" not in cpu["individual"]
+    assert int(cpu["split"][cpu["split"].index("--num_target_tasks") + 1]) >= 20
+
+
 def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
     md = (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
     with open(clone / "results" / "tiny-imagenet-100-smoke.csv") as f:

@@ -12,7 +12,6 @@ the dataset family they accept. Outputs, in --out:
   learngene.pt           the selected layers only, with provenance; selection.txt the rule's reasoning
 """
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from utils import criterion as crit
 from utils import learngene
-from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int,
+from utils.common import (derived_seed, foreign_files, nonneg_float, pick_device, positive_float, positive_int,
                           provenance, require, torch_load, torch_save, write_csv, write_json)
 from utils.engine import (PRECISIONS, DeviceData, resolve_precision, seeded_generator, sgd, train_epoch,
                           uses_channels_last)
@@ -30,6 +29,8 @@ from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, distinct_filters,
 from utils.splits import Split
 
 NUM_OUTPUTS = {"cifar": 64, "imagenet": 100}  # the shared head's size, as the released scripts
+RUN_OUTPUTS = ("config.json", "last.pt", "metrics.csv", "criterion.csv", "criterion_variants.csv",
+               "criterion_heatmap.png", "filters.csv", "selection.txt", "learngene.pt", "checkpoints/task_*.pt")
 
 
 def parser(family):
@@ -84,7 +85,7 @@ def run(family, argv=None):
               "momentum": args.momentum, "weight_decay": args.weight_decay, "ewc_lambda": args.ewc_lambda,
               "threshold": args.threshold, "judgement_abs": args.judgement_abs, "judgement": args.judgement}
 
-    state = _start_or_resume(args, out, config)
+    state = _start_or_resume(args, out, config, num_tasks)
     torch.manual_seed(derived_seed(args.seed, "init"))
     model = CollectiveNet(state.get("widths", BASE_WIDTHS), split.image_size, NUM_OUTPUTS[family], args.dropout)
     if "model" in state:
@@ -168,20 +169,33 @@ def report_filters(out, model):
     print("distinct filters per conv layer (width): " + ", ".join(f"conv {i}: {d} ({w})" for i, w, d in rows))
 
 
-def _start_or_resume(args, out, config):
+def _start_or_resume(args, out, config, num_tasks):
     fresh = {"next_task": 0, "next_epoch": 0, "metrics": [], "record": [], "variant_record": []}
+    if (out / "config.json").exists() and not (out / "last.pt").exists():
+        # stopped before its first epoch ended (config.json is written first, last.pt after each epoch): nothing
+        # to resume and nothing to lose, so start again, with or without --resume; files are replaced as written
+        print(f"{out} holds a run stopped before its first epoch ended: starting it from the beginning")
+        return fresh
     if args.resume:
         state = torch_load(out / "last.pt", "resume checkpoint")
         saved = state.get("config", {})
         diffs = [k for k in config if saved.get(k) != config[k]]
         require(not diffs, f"--resume: the run in {out} was made with other settings or another split "
                 f"({', '.join(f'{k}: {saved.get(k)!r} there, {config[k]!r} now' for k in diffs[:3])})")
+        # fewer tasks than already trained would cut a learngene from an earlier model than the criterion covers
+        require(state["next_task"] <= num_tasks, f"--resume: the run in {out} has trained {state['next_task']} "
+                f"tasks already, more than --num_works {num_tasks}")
         return state
     if out.exists() and any(out.iterdir()):
         require(args.overwrite, f"{out} already holds a run; pass --resume to continue it or --overwrite to start again")
         require((out / "config.json").exists() or (out / "last.pt").exists(),
                 f"{out} is not a collective run folder; refusing to delete it")
-        shutil.rmtree(out)
+        foreign = foreign_files(out, RUN_OUTPUTS)
+        require(not foreign, f"{out} holds files this script did not write ({', '.join(foreign[:3])}); --overwrite "
+                f"replaces a run and nothing else: move them or choose another --out")
+        for pattern in RUN_OUTPUTS:  # only what a run writes; the folders stay
+            for path in out.glob(pattern):
+                path.unlink()
     return fresh
 
 

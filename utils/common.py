@@ -1,5 +1,6 @@
 """Plumbing shared by every script: clean errors, atomic writes, provenance, seeding."""
 import datetime
+import fnmatch
 import functools
 import hashlib
 import json
@@ -104,6 +105,23 @@ def torch_load(path, what="checkpoint"):
         lines = [l.strip() for l in str(e).splitlines() if l.strip()]
         why = next((l for l in lines if "Unpickler error" in l), lines[0] if lines else type(e).__name__)
         raise UserError(f"{what} {path} is corrupted or not a file of this project ({why[:200]})")
+
+
+def foreign_files(folder, ours):
+    """Files under `folder` (relative paths) that match none of the patterns `ours` (fnmatch, relative to the
+    folder) and are not a temporary file of _atomic: what a script must not delete or replace there."""
+    folder = Path(folder)
+    found = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_dir() and not p.is_symlink():
+            continue
+        if any(fnmatch.fnmatch(rel, pattern) for pattern in ours):
+            continue
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            continue
+        found.append(rel)
+    return found
 
 
 def replace_dir(tmp_dir, out_dir):

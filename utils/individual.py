@@ -32,8 +32,8 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from utils import batched, learngene, plots
-from utils.common import (derived_seed, nonneg_float, pick_device, positive_float, positive_int, provenance,
-                          require, torch_load, write_csv, write_json, write_text)
+from utils.common import (derived_seed, file_digest, nonneg_float, pick_device, positive_float, positive_int,
+                          provenance, require, torch_load, write_csv, write_json, write_text)
 from utils.engine import (PRECISIONS, DeviceData, evaluate, normalize, resolve_precision, seeded_generator, sgd,
                           train_epoch, uses_channels_last)
 from utils.ewc import EWC, RELEASED_LAMBDA, fisher_diagonal
@@ -99,7 +99,14 @@ def run(family, argv=None):
     args.precision = resolve_precision(args.precision, device)
     settings = {k: getattr(args, k) for k in ("batch_size", "epochs", "lr", "momentum", "weight_decay", "ewc_lambda",
                                                "section", "eval_every", "precision")}
-    settings.update(split_hash=split.hash, learngene_layers=art["layers"], dataset=split.dataset)
+    # which inputs made the runs, by content: another learngene or collective checkpoint is another experiment
+    settings.update(split_hash=split.hash, learngene_layers=art["layers"], dataset=split.dataset,
+                    learngene_sha256=file_digest(args.learngene),
+                    collective_sha256=file_digest(collective["path"]) if collective else None)
+    # results files are replaced only beside the runs.jsonl they summarise (same settings, checked below)
+    written = [n for n in ("results.md", "results.csv", "curves.png", "provenance.json") if (out / n).exists()]
+    require(not written or (out / "runs.jsonl").exists(), f"{out} holds {', '.join(written)} but no runs.jsonl: not results "
+            f"of this script's runs, so they are not replaced; choose another --out")
     runs = _load_runs(out / "runs.jsonl", settings)
 
     requested = [(k, t, s, m) for k in shots for t in range(num_tasks) for s in args.seed for m in args.methods]
@@ -439,6 +446,10 @@ def summarize(out, runs, args, split, art, collective, device, argv):
     return rows
 
 
+def _count(parameters):
+    return f"{parameters / 1e6:.2f}M" if parameters >= 1e5 else f"{parameters / 1e3:.1f}k"
+
+
 def _interval(ci):
     return "n/a (1 task)" if ci == "" or math.isnan(ci) else f"±{ci:.1f}"
 
@@ -459,7 +470,7 @@ def results_markdown(rows, split, args, prov, art, collective):
         vs = "-" if diff == "" else f"{diff:+.1f}"
         vs_ci = "-" if diff == "" else _interval(diff_ci)
         lines.append(f"| {k} | {m} | {n} | {acc:.1f} | {_interval(ci)} | {vs} | {vs_ci} | {diverged} | {best:.1f} "
-                     f"| {params / 1e6:.2f}M | {layers or '-'} |")
+                     f"| {_count(params)} | {layers or '-'} |")
     other = next((r[11] for r in rows if r[1] == "other-layers"), "")
     shared = sorted(set(map(int, other.split("-"))) & set(art["layers"])) if other else []
     lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
@@ -468,7 +479,8 @@ def results_markdown(rows, split, args, prov, art, collective):
     if shared:
         lines.append(f"other-layers inherits conv {other}, sharing conv {shared} with the learngene: no window of the "
                      f"same shapes avoids it in this collective model.")
-    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, precision {args.precision}, seeds {args.seed}, "
+    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, precision {args.precision}, "
+              f"seeds {args.seed}, "
               f"{prov['time_utc']}, split {prov['split']} (manifest sha256 {split.hash[:12]}).",
               f"Command: `{prov['command']}`", ""]
     return "\n".join(lines)

@@ -25,7 +25,8 @@ def save_png(img, path, provenance=None):
     write_bytes(path, buf.getvalue())
 
 
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (127, 127, 127), (188, 189, 34)]  # one per method: no two share a colour
 
 
 def learning_curves(path, runs, title, provenance=None):
@@ -58,7 +59,8 @@ def learning_curves(path, runs, title, provenance=None):
             if len(pts) > 1:
                 d.line(pts, fill=COLOURS[i % len(COLOURS)], width=2)
             else:
-                d.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=COLOURS[i % len(COLOURS)])
+                # a single point (the probes: one accuracy, after training): a marker large enough to see
+                d.ellipse([pts[0][0] - 4, pts[0][1] - 4, pts[0][0] + 4, pts[0][1] + 4], fill=COLOURS[i % len(COLOURS)])
         d.text((x0 + pw / 2 - 20, y0 + ph + 5), "epoch", fill="black")
         d.text((x0 + pw - 20, y0 + ph + 5), str(emax), fill="black")
         d.text((x0, y0 + ph + 5), "0", fill="black")

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import sources
-from utils.common import (UserError, command_line, positive_int, replace_dir, require, file_digest,
+from utils.common import (UserError, command_line, foreign_files, positive_int, replace_dir, require, file_digest,
                           write_json)
 
 FORMAT = "learngene-split-v1"
@@ -127,6 +127,9 @@ def used_ids(manifest):
     return sorted(ids, key=lambda s: (split_rank[s.split(":")[0]], int(s.split(":")[1])))
 
 
+SPLIT_OUTPUTS = ("manifest.json", "images.npy", "imagefolder/*")  # all a split maker writes in its --out
+
+
 def write_split(out, manifest, source, size, *, overwrite=False, export_imagefolder=False, chunk=2048):
     """Gather the images the manifest uses and write the split directory atomically."""
     out = Path(out)
@@ -134,6 +137,9 @@ def write_split(out, manifest, source, size, *, overwrite=False, export_imagefol
         require(out.is_dir(), f"--out {out} exists and is not a directory")
         if (out / "manifest.json").exists():
             require(overwrite, f"{out} already holds a split; pass --overwrite to replace it")
+            foreign = foreign_files(out, SPLIT_OUTPUTS)
+            require(not foreign, f"{out} holds files a split maker did not write ({', '.join(foreign[:3])}); "
+                    f"--overwrite replaces a split and nothing else: move them or choose another --out")
         else:
             require(not any(out.iterdir()), f"--out {out} is a non-empty folder that is not a split; refusing to touch it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +213,10 @@ class Split:
             raise UserError(f"cannot read the images of split {path}: {e}")
         require(list(self.images.shape) == m["images"]["shape"],
                 f"{path}/images.npy has shape {list(self.images.shape)}, the manifest says {m['images']['shape']}")
+        # flipped bytes keep the shape: check the content too (about 1 s for a 450 MB paper-size split)
+        require(file_digest(path / m["images"]["file"]) == m["images"].get("sha256"),
+                f"{path}/images.npy does not match the sha256 in its manifest: the file is damaged or was changed; "
+                f"make the split again")
         self._row = {i: r for r, i in enumerate(m["images"]["ids"])}
 
     @property
