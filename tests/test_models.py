@@ -247,3 +247,50 @@ def test_training_is_bit_stable_for_a_precision(precision):
         results.append((stats.loss, [p.detach().clone() for p in model.parameters()]))
     assert results[0][0] == results[1][0]
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+# ---------------------------------------------------------------- batches
+@pytest.mark.parametrize("n,batch_size", [(100, 32), (50, 32), (2500, 64), (33, 32), (7, 32), (1, 4), (64, 64)])
+def test_an_epoch_is_even_batches_covering_every_image_once(n, batch_size):
+    """No short remainder batch: 100 images at batch 32 are 25 x 4, not 32, 32, 32 and a BatchNorm batch of 4."""
+    from utils.engine import batch_indices, seeded_generator
+    chunks = batch_indices(n, batch_size, seeded_generator(0, torch.device("cpu")))
+    sizes = [len(c) for c in chunks]
+    assert len(chunks) == -(-n // batch_size) and max(sizes) <= batch_size and max(sizes) - min(sizes) <= 1
+    assert sorted(torch.cat(chunks).tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_small_map_convolution_is_the_convolution(size):
+    """conv3x3's matrix-product path (maps of at most 2x2 on a CPU): output and gradients of nn.Conv2d, in float64."""
+    from utils.models import conv3x3
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, padding=1).double()
+    x = torch.randn(4, 6, size, size, dtype=torch.float64, requires_grad=True)
+    ours = conv3x3(conv, x)
+    ours_grads = torch.autograd.grad(ours.pow(2).sum(), (x, conv.weight, conv.bias))
+    reference = conv(x)
+    reference_grads = torch.autograd.grad(reference.pow(2).sum(), (x, conv.weight, conv.bias))
+    assert ours.shape == reference.shape and torch.allclose(ours, reference, rtol=1e-12, atol=1e-12)
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(ours_grads, reference_grads))
+
+
+def test_criterion_reads_its_statistic_every_batch_and_the_variants_every_few():
+    """Row 0 averages every batch; the side variants average the batches 0, VARIANTS_EVERY, 2 * VARIANTS_EVERY..."""
+    model = CollectiveNet(BASE_WIDTHS, image_size=32)
+    c = crit.GradientCriterion()
+    c.start_epoch()
+    batches = 2 * crit.VARIANTS_EVERY + 1
+    for b in range(batches):
+        for w in model.conv_weights():  # batch b: b + 1 entries of each layer above every threshold
+            grad = torch.zeros(w.numel())
+            grad[:b + 1] = 1.0
+            w.grad = grad.view_as(w)
+        c(model)
+    sizes = torch.tensor([w.numel() for w in model.conv_weights()], dtype=torch.float64)
+    rows = c.end_epoch()
+    every = (sum(range(1, batches + 1)) / batches) / sizes
+    sampled = [b + 1 for b in range(0, batches, crit.VARIANTS_EVERY)]
+    assert rows[0] == pytest.approx(every.tolist())
+    for row in rows[1:]:
+        assert row == pytest.approx(((sum(sampled) / len(sampled)) / sizes).tolist())
