@@ -36,7 +36,7 @@ class GradientCriterion:
     """Accumulates, per epoch, the statistic `absolute`/`threshold` (row 0) on every batch and the other VARIANTS
     (the other rows) on every VARIANTS_EVERY-th batch of the epoch (the first, the fifth, ...). Each row is an
     average over batches, so a regular subsample of the batches estimates it without bias; reading all four on
-    every batch cost 22% of a training step at the final widths in bf16 (README, "Speed on a CPU")."""
+    every batch cost 22% of a training step at the final widths in bf16 (2-core CPU here)."""
 
     def __init__(self, threshold=DEFAULT_THRESHOLD, absolute=False):
         self.variants = [(absolute, threshold)] + [v for v in VARIANTS if v != (absolute, threshold)]

@@ -46,7 +46,7 @@ def batch_indices(n, batch_size, generator):
     Not the released DataLoader's full batches and a remainder: 20 shots x 5 classes at batch 32 gave batches of
     32, 32, 32 and 4, and the BatchNorm statistics of that last batch of 4 (the last update of the running
     statistics before each evaluation) cost the 20-shot models about 10 points of test accuracy and doubled
-    their run-to-run spread (README, "Batches"); 25, 25, 25, 25 has neither problem."""
+    their run-to-run spread (README, cpu preset results); 25, 25, 25, 25 has neither problem."""
     perm = torch.randperm(n, generator=generator, device=generator.device)
     return list(perm.tensor_split(max(1, -(-n // batch_size))))
 

@@ -44,7 +44,7 @@ def conv3x3(conv, x):
     """conv(x) for a 3x3, padding-1 nn.Conv2d. On a CPU, maps of at most 2x2 (the collective model's last three
     blocks at 32px) go through unfold and one matrix product instead: the same function, but oneDNN's
     convolution backward at such shapes is slow, in bf16 slower than in fp32 (512 channels at 2x2, batch 64,
-    forward + backward: 33 ms as a convolution, 13 ms as a matrix product; README, "Speed on a CPU")."""
+    forward + backward: 33 ms as a convolution, 13 ms as a matrix product, measured on the 2-core CPU here)."""
     n, _, h, w = x.shape
     if x.device.type != "cpu" or h * w > 4:
         return conv(x)
