@@ -43,7 +43,7 @@ class GradientCriterion:
         self.start_epoch()
 
     def start_epoch(self):
-        self.sums, self.batches, self.sampled = None, 0, 0
+        self.sums, self.batches = None, 0
 
     @torch.no_grad()
     def __call__(self, model):
@@ -58,13 +58,13 @@ class GradientCriterion:
             self.sums = torch.zeros(len(self.variants), len(grads), dtype=torch.long, device=counts.device)
         self.sums[:len(variants)] += counts
         self.batches += 1
-        self.sampled += every
 
     def end_epoch(self):
         """Per-variant, per-layer averages over the batches each was read on (one device sync per epoch)."""
         if self.sums is None:
             return []
-        batches = torch.tensor([self.batches] + [self.sampled] * (len(self.variants) - 1), device=self.sums.device)
+        sampled = -(-self.batches // VARIANTS_EVERY)  # batches 0, VARIANTS_EVERY, ... read every variant
+        batches = torch.tensor([self.batches] + [sampled] * (len(self.variants) - 1), device=self.sums.device)
         return (self.sums.double() / (batches[:, None] * self.sizes[None, :])).tolist()
 
 
