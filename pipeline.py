@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.common import (REPO_ROOT, UserError, cli, command_line, git_commit, require, write_bytes,  # noqa: E402
-                          write_json, write_text)
+from utils.common import (REPO_ROOT, FolderLock, UserError, cli, command_line, git_commit, require,  # noqa: E402
+                          write_bytes, write_json, write_text)
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
@@ -97,13 +97,33 @@ def stage(clock, name, script, args, done):
     cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
     print(f"[{name}] python {shlex.join([script, *map(str, args)])}", flush=True)
     t0 = time.time()
+    child = subprocess.Popen(cmd, cwd=REPO_ROOT, preexec_fn=_dies_with(os.getpid()))
     try:
-        failed = subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0
+        failed = child.wait() != 0
+    except BaseException:  # Ctrl-C or SIGTERM here: stop the stage the same way, so it too ends cleanly
+        child.terminate()
+        child.wait()
+        raise
     finally:
         clock.add(name, time.time() - t0)
     if failed:
         raise UserError(f"stage {name} failed (its message is above); fix it and rerun the same command to resume")
     print(f"[{name}] finished in {time.time() - t0:.0f} s", flush=True)
+
+
+def _dies_with(parent):
+    """For the stage's process, before it starts: ask Linux to send it SIGTERM when the pipeline process dies, even
+    by SIGKILL, so no stage trains on as an orphan beside a rerun (elsewhere: nothing, the folder locks still
+    refuse the rerun)."""
+    def set_parent_death_signal():
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the pipeline died before the request was made
+            os._exit(143)
+    return set_parent_death_signal
 
 
 def best_lambda(tune_dir):
@@ -146,12 +166,11 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace existing results/<dataset>-<preset>* files")
     p.add_argument("--root", default=None, help="folder for data/, checkpoints/ and results/ (default: the repository)")
     args = p.parse_args(argv)
-    # a time limit's SIGTERM: stop the stage in flight and keep its seconds (StageClock), then exit; a rerun resumes
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit("error: stopped by SIGTERM; rerun the same command to resume"))
     data = Path(args.data).resolve() if args.data else DEFAULT_DATA[args.dataset]
     require(data is not None, f"--data is required for {args.dataset}")
     root = Path(args.root).resolve() if args.root else Path(".")
     os.chdir(REPO_ROOT)  # every relative path below is relative to the repository
+    require(data.is_dir(), f"--data {data}: no such folder (the raw {args.dataset} images)")
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
     paths = outputs(root, args.dataset, args.preset)
     finals = paths["results"]
@@ -161,46 +180,52 @@ def main(argv=None):
     split, work = paths["split"], paths["work"]
     cuda = (["--no-cuda"] if args.no_cuda else []) + ["--precision", args.precision]
     maker = "utils/data_cifar_mk.py" if family == "cifar100" else "utils/data_imagenet_mk.py"
-    t_start = time.time()
-    clock = StageClock(work / "stage_times.json")
+    with FolderLock(work):  # one pipeline per preset at a time; its stages lock their own folders
+        t_start = time.time()
+        clock = StageClock(work / "stage_times.json")
+        stage(clock, "split", maker, ["--path", data, "--out", split, *preset["split"],
+                                      *([] if family == "cifar100" else ["--dataset", args.dataset])],
+              split / "manifest.json")
+        collective = work / "collective"
+        resume = ["--resume"] if (collective / "last.pt").exists() else []
+        stage(clock, "collective", f"collective-model/val_lifelong_{family}.py",
+              ["--path", split, "--out", collective, *preset["collective"], *cuda, *resume], collective / "learngene.pt")
+        individual_script = f"individual-model/inheritable_{family}_wEWC.py"
+        common = ["--path", split, "--learngene", collective / "learngene.pt", *preset["individual"], *cuda]
+        tune_tasks = ["--num_works_tt", preset["tune_tasks"]] if preset["tune_tasks"] else []
+        for lam in EWC_GRID:
+            out = work / "tune-ewc" / f"lambda-{lam}"
+            # tuning reads only the final accuracy: --eval_every beyond the last epoch skips the test curve
+            stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
+                  "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out],
+                  out / "results.csv")
+        lam, by_lambda = best_lambda(work / "tune-ewc")
+        print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
+        stage(clock, "individual", individual_script, [*common, "--ewc_lambda", lam, "--out", work / "individual"], None)
+        header = (f"## {name}: Learngene pipeline results\n\n"
+                  f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
+                  f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
+                  f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
+                  f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
+                  f"{by_lambda} -> **{lam}**.\n\n")
+        write_report(finals, name, header, work, clock)
 
-    stage(clock, "split", maker, ["--path", data, "--out", split, *preset["split"],
-                           *([] if family == "cifar100" else ["--dataset", args.dataset])], split / "manifest.json")
-    collective = work / "collective"
-    resume = ["--resume"] if (collective / "last.pt").exists() else []
-    stage(clock, "collective", f"collective-model/val_lifelong_{family}.py",
-          ["--path", split, "--out", collective, *preset["collective"], *cuda, *resume], collective / "learngene.pt")
-    individual_script = f"individual-model/inheritable_{family}_wEWC.py"
-    common = ["--path", split, "--learngene", collective / "learngene.pt", *preset["individual"], *cuda]
-    tune_tasks = ["--num_works_tt", preset["tune_tasks"]] if preset["tune_tasks"] else []
-    for lam in EWC_GRID:
-        out = work / "tune-ewc" / f"lambda-{lam}"
-        # tuning reads only the final accuracy, so the test curve is skipped (--eval_every = the epoch count)
-        stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
-              "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out], out / "results.csv")
-    lam, by_lambda = best_lambda(work / "tune-ewc")
-    print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
-    target = work / "individual"
-    stage(clock, "individual", individual_script, [*common, "--ewc_lambda", lam, "--out", target], None)
 
+def write_report(finals, name, header, work, clock):
+    """The preset's results: the individual stage's table, curves and CSV, the collective stage's selection and
+    heat map, and the time of each stage, as results/<dataset>-<preset>*."""
     md, csv_out, curves, heatmap = finals
+    collective, target = work / "collective", work / "individual"
     for source, final in ((target / "results.csv", csv_out), (target / "curves.png", curves),
                           (collective / "criterion_heatmap.png", heatmap)):
         write_bytes(final, source.read_bytes())  # atomic, like every output
     table = (target / "results.md").read_text()
     selection = (collective / "selection.txt").read_text()
-    write_text(md, f"## {name}: Learngene pipeline results\n\n"
-               f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
-               f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
-               f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
-               f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
-               f"{by_lambda} -> **{lam}**.\n\n"
-               + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
+    write_text(md, header + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
                f"Wall-clock time of each stage (summed over the invocations that ran it; device: see "
                f"Provenance above):\n\n{clock.table()}\n"
                f"![curves]({name}-curves.png)\n![criterion]({name}-heatmap.png)\n")
     print(f"wall-clock time of each stage:\n{clock.table()}results: {md}")
-
 
 if __name__ == "__main__":
     main()

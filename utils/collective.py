@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from utils import criterion as crit
 from utils import learngene
-from utils.common import (derived_seed, foreign_files, nonneg_float, pick_device, positive_float, positive_int,
+from utils.common import (FolderLock, derived_seed, foreign_files, nonneg_float, pick_device, positive_float, positive_int,
                           provenance, require, torch_load, torch_save, write_csv, write_json)
 from utils.engine import (PRECISIONS, DeviceData, resolve_precision, seeded_generator, sgd, train_epoch,
                           uses_channels_last)
@@ -76,6 +76,7 @@ def run(family, argv=None):
     require(num_tasks <= split.num_tasks, f"--num_works {num_tasks} is more than the {split.num_tasks} tasks of split {split.path}")
     require(args.learngene_layers is not None or args.judgement,
             "--no-judgement leaves nothing to select the learngene with: also give --learngene_layers")
+    learngene.check_layer_flags(args, len(BASE_WIDTHS))  # before training, not after it
     out = Path(args.out or Path("checkpoints") / f"collective-{split.dataset}")
     device = pick_device(args.no_cuda)
     precision = resolve_precision(args.precision, device)
@@ -84,81 +85,100 @@ def run(family, argv=None):
               "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "momentum": args.momentum, "weight_decay": args.weight_decay, "ewc_lambda": args.ewc_lambda,
               "threshold": args.threshold, "judgement_abs": args.judgement_abs, "judgement": args.judgement}
+    with FolderLock(out):
+        state = _start_or_resume(args, out, config, num_tasks)
+        write_json(out / "config.json", {**config, "args": vars(args), "provenance": provenance(device, argv, args.seed)})
+        print(f"collective model on {split.dataset} ({split.image_size}px), {num_tasks} tasks x {args.epochs} epochs on "
+              f"{device} in {precision}" + (", resuming at task {next_task} epoch {next_epoch}".format(**state)
+                                            if state["next_task"] or state["next_epoch"] else ""))
+        model = train_tasks(args, out, config, split, state, num_tasks, device)
+        report_filters(out, model)
+        artifact = learngene.extract(out, split, args, config, state["record"], state["variant_record"], num_tasks,
+                                     device, argv)
+        if state["record"]:
+            crit.heatmap_png(state["record"], out / "criterion_heatmap.png",
+                             f"{split.dataset}: fraction of conv weight-gradient entries with "
+                             f"{crit.describe(args.judgement_abs, args.threshold)}", artifact["layers"],
+                             artifact["provenance"])
+    return artifact
 
-    state = _start_or_resume(args, out, config, num_tasks)
+
+def train_tasks(args, out, config, split, state, num_tasks, device):
+    """Train from the state's (next_task, next_epoch) to the last task; returns the final model. The lists in
+    `state` (metrics, criterion records) grow in place. After every epoch last.pt holds all of it, so a run
+    stopped at any moment resumes from its last finished epoch and ends with the same weights."""
     torch.manual_seed(derived_seed(args.seed, "init"))
-    model = CollectiveNet(state.get("widths", BASE_WIDTHS), split.image_size, NUM_OUTPUTS[family], args.dropout)
+    model = CollectiveNet(state.get("widths", BASE_WIDTHS), split.image_size, config["num_outputs"], args.dropout)
     if "model" in state:
         model.load_state_dict(state["model"])
     model.to(device)
     ewc = _ewc_from_state(state, device)
-    metrics, record, variant_record = state["metrics"], state["record"], state["variant_record"]
     gradients = crit.GradientCriterion(args.threshold, args.judgement_abs) if args.judgement else None
-    write_json(out / "config.json", {**config, "args": vars(args), "provenance": provenance(device, argv, args.seed)})
-
     task, epoch = state["next_task"], state["next_epoch"]
-    optimizer = None
-    if epoch > 0:
-        optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
-        optimizer.load_state_dict(state["optimizer"])
-    print(f"collective model on {split.dataset} ({split.image_size}px), {num_tasks} tasks x {args.epochs} epochs "
-          f"on {device} in {precision}" + (f", resuming at task {task} epoch {epoch}" if task or epoch else ""))
     while task < num_tasks:
-        if epoch == 0:
-            if task in WIDENING:
-                layer, added = WIDENING[task]
-                model, (mapping, shares) = widen(model, layer, added, torch.Generator().manual_seed(
-                    derived_seed(args.seed, "widen", task)))
-                if ewc is not None:  # the anchor is widened as the weights were; an importance is copied
-                    last = len(model.widths) - 1
-                    ewc.anchor = widen_state(ewc.anchor, layer, mapping, last, shares)
-                    ewc.fisher = widen_state(ewc.fisher, layer, mapping, last)
-            optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)  # a new optimizer per task
-        if uses_channels_last(device, precision):
+        if epoch == 0:  # a task starts: widen (the schedule), then a new optimizer
+            model, ewc = _widen_for(task, model, ewc, args.seed)
+            optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
+        else:  # resuming inside a task: the optimizer as it was
+            optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
+            optimizer.load_state_dict(state["optimizer"])
+        if uses_channels_last(device, config["precision"]):
             model = model.to(memory_format=torch.channels_last)
         data = DeviceData.from_numpy(*split.continual(task), device)
         bar = tqdm(range(epoch, args.epochs), desc=f"task {task}/{num_tasks - 1} widths ..{model.widths[-1]}",
                    unit="epoch", leave=False)
         for epoch in bar:
-            generator = seeded_generator(derived_seed(args.seed, "batches", task, epoch), device)
-            torch.manual_seed(derived_seed(args.seed, "dropout", task, epoch))
-            if gradients:
-                gradients.start_epoch()
-            t0 = time.perf_counter()
-            stats = train_epoch(model, optimizer, data, args.batch_size, generator, extra_loss=ewc,
-                                after_backward=gradients, precision=precision)
-            seconds = time.perf_counter() - t0
-            require(stats.finite, f"task {task} epoch {epoch}: training diverged (loss {stats.loss}, EWC penalty "
-                    f"{stats.penalty}); {out / 'last.pt'} holds the state before this epoch. Lower --lr or --ewc_lambda")
+            stats = _train_epoch(args, out, config, model, optimizer, ewc, gradients, data, state, task, epoch)
             bar.set_postfix(loss=f"{stats.loss:.3f}", acc=f"{stats.accuracy:.3f}")
-            metrics.append([task, epoch, stats.loss, stats.accuracy, seconds, len(data) / seconds,
-                            "-".join(map(str, model.widths)), stats.penalty])
-            if gradients:
-                values = gradients.end_epoch()
-                record += [[task, epoch, layer, v] for layer, v in enumerate(values[0])]
-                variant_record += [[task, epoch, absolute, threshold, layer, v]
-                                   for (absolute, threshold), row in zip(gradients.variants, values)
-                                   for layer, v in enumerate(row)]
             done = epoch + 1 == args.epochs
             if done:
                 torch_save(out / "checkpoints" / f"task_{task:03d}.pt",
                            {"config": config, "widths": model.widths, "task": task, "model": _cpu(model.state_dict())})
                 if args.ewc_lambda > 0:
                     ewc = _update_ewc(ewc, model, data, args.ewc_lambda)
-            _save_state(out, config, model, optimizer, ewc, metrics, record, variant_record,
-                        (task + 1, 0) if done else (task, epoch + 1))
-        last = metrics[-1]
+            _save_state(out, config, model, optimizer, ewc, state, (task + 1, 0) if done else (task, epoch + 1))
+        last = state["metrics"][-1]
         tqdm.write(f"task {task:2d}: loss {last[2]:.3f} acc {last[3]:.3f} widths {last[6]} ({last[5]:.0f} img/s)")
         task, epoch = task + 1, 0
+    return model
 
-    report_filters(out, model)
-    artifact = learngene.extract(out, split, args, config, record, variant_record, num_tasks, device, argv)
-    if record:
-        crit.heatmap_png(record, out / "criterion_heatmap.png",
-                         f"{split.dataset}: fraction of conv weight-gradient entries with "
-                         f"{crit.describe(args.judgement_abs, args.threshold)}", artifact["layers"],
-                         artifact["provenance"])
-    return artifact
+
+def _widen_for(task, model, ewc, seed):
+    """Widen the model before `task` if the schedule says so; an EWC anchor is widened as the weights were
+    and an importance is copied to the new channels."""
+    if task not in WIDENING:
+        return model, ewc
+    layer, added = WIDENING[task]
+    model, (mapping, shares) = widen(model, layer, added, torch.Generator().manual_seed(derived_seed(seed, "widen", task)))
+    if ewc is not None:
+        last = len(model.widths) - 1
+        ewc.anchor = widen_state(ewc.anchor, layer, mapping, last, shares)
+        ewc.fisher = widen_state(ewc.fisher, layer, mapping, last)
+    return model, ewc
+
+
+def _train_epoch(args, out, config, model, optimizer, ewc, gradients, data, state, task, epoch):
+    """One epoch of one task, its seeds derived from (seed, task, epoch); its metrics and criterion rows are
+    appended to `state`. A non-finite loss stops the run (last.pt still holds the epoch before)."""
+    generator = seeded_generator(derived_seed(args.seed, "batches", task, epoch), data.images.device)
+    torch.manual_seed(derived_seed(args.seed, "dropout", task, epoch))
+    if gradients:
+        gradients.start_epoch()
+    t0 = time.perf_counter()
+    stats = train_epoch(model, optimizer, data, args.batch_size, generator, extra_loss=ewc,
+                        after_backward=gradients, precision=config["precision"])
+    seconds = time.perf_counter() - t0
+    require(stats.finite, f"task {task} epoch {epoch}: training diverged (loss {stats.loss}, EWC penalty "
+            f"{stats.penalty}); {out / 'last.pt'} holds the state before this epoch. Lower --lr or --ewc_lambda")
+    state["metrics"].append([task, epoch, stats.loss, stats.accuracy, seconds, len(data) / seconds,
+                             "-".join(map(str, model.widths)), stats.penalty])
+    if gradients:
+        values = gradients.end_epoch()
+        state["record"] += [[task, epoch, layer, v] for layer, v in enumerate(values[0])]
+        state["variant_record"] += [[task, epoch, absolute, threshold, layer, v]
+                                    for (absolute, threshold), row in zip(gradients.variants, values)
+                                    for layer, v in enumerate(row)]
+    return stats
 
 
 def report_filters(out, model):
@@ -203,13 +223,14 @@ def _cpu(state_dict):
     return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
-def _save_state(out, config, model, optimizer, ewc, metrics, record, variant_record, next_pos):
-    state = {"config": config, "widths": model.widths, "model": _cpu(model.state_dict()),
+def _save_state(out, config, model, optimizer, ewc, state, next_pos):
+    metrics, record, variant_record = state["metrics"], state["record"], state["variant_record"]
+    saved = {"config": config, "widths": model.widths, "model": _cpu(model.state_dict()),
              "optimizer": optimizer.state_dict(), "next_task": next_pos[0], "next_epoch": next_pos[1],
              "metrics": metrics, "record": record, "variant_record": variant_record}
     if ewc is not None:
-        state["ewc"] = {"anchor": _cpu(ewc.anchor), "fisher": _cpu(ewc.fisher)}
-    torch_save(out / "last.pt", state)
+        saved["ewc"] = {"anchor": _cpu(ewc.anchor), "fisher": _cpu(ewc.fisher)}
+    torch_save(out / "last.pt", saved)
     write_csv(out / "metrics.csv", ["task", "epoch", "loss", "accuracy", "seconds", "images_per_s", "widths",
                                     "penalty"], metrics)
     if record:

@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,20 +22,48 @@ class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
 
 
+class Stopped(BaseException):
+    """SIGTERM (a time limit, `kill`, the pipeline stopping its stage): unwinds like Ctrl-C, so every `finally`
+    runs and no half-written file stays behind."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
 def cli(main):
-    """Wrap a script's main(): a UserError or Ctrl-C becomes one line on stderr and a non-zero exit."""
+    """Wrap a script's main(): a UserError, an operating-system error (a read-only or full disk, a path that is
+    a file), Ctrl-C or SIGTERM becomes one line on stderr and a non-zero exit, never a traceback."""
     @functools.wraps(main)
     def wrapper(argv=None):
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_stopped)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
         try:
             return main(argv)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted: finished outputs are intact; rerun with --resume where the script has it",
-                  file=sys.stderr)
-            sys.exit(130)
+        except OSError as e:
+            print(f"error: {os_error(e)}", file=sys.stderr)
+            sys.exit(1)
+        except (KeyboardInterrupt, Stopped) as e:
+            how = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped by SIGTERM"
+            print(f"error: {how}: finished outputs are intact; rerun the same command (with --resume where the "
+                  f"script has it) to continue", file=sys.stderr)
+            sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return wrapper
+
+
+def os_error(e):
+    """An OSError as 'what went wrong: where', e.g. 'Read-only file system: results/x.csv'."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e)
+    return f"{what}: {where}" if where else what
 
 
 def require(cond, message):
@@ -102,9 +132,19 @@ def torch_load(path, what="checkpoint"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-        why = next((l for l in lines if "Unpickler error" in l), lines[0] if lines else type(e).__name__)
-        raise UserError(f"{what} {path} is corrupted or not a file of this project ({why[:200]})")
+        raise UserError(f"{what} {path} is corrupted or not a file of this project ({_load_failure(e)})")
+
+
+def _load_failure(e):
+    """Why torch.load refused a file, in one short clause: not PyTorch's advice to file an issue with it or to
+    allow-list the object (which would defeat the point of refusing it)."""
+    text = str(e)
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)  # the wording varies by version
+    if found:
+        return f"it refers to the Python object {found.group(1)}, which no file of this project holds; not loaded"
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    line = next((l for l in lines if "Unpickler error" in l), lines[0] if lines else type(e).__name__)
+    return re.split(r"(?<=[.:])\s+(?=Please|Check|You can|If you|In PyTorch)", line)[0][:200]
 
 
 def foreign_files(folder, ours):
@@ -122,6 +162,60 @@ def foreign_files(folder, ours):
             continue
         found.append(rel)
     return found
+
+
+class FolderLock:
+    """An exclusive lock on a run folder while a script uses it (flock on the folder itself: no lock file to
+    clean up, released by the kernel when the process dies, however it dies). A second process that wants the
+    same folder stops with a one-line error instead of training the same runs beside the first. The folder is
+    made if missing, and removed again on release if it was made here and is still empty."""
+
+    def __init__(self, folder):
+        self.folder, self.fd = Path(folder), None
+
+    def __enter__(self):
+        require(not self.folder.exists() or self.folder.is_dir(), f"{self.folder} exists and is not a folder")
+        self.made = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no lock
+            return self
+        self.fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise UserError(f"{self.folder} is in use by another process (it holds the folder's lock); wait for it "
+                            f"to finish or stop it, then rerun")
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+        if self.made and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+        return False
+
+
+def ensure_writable(folder):
+    """Fail now, as one line, if `folder` takes no new file (read-only, full, not a folder), instead of after the
+    work whose result would be written there."""
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".write-test.", suffix=".tmp", dir=folder) as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UserError(f"cannot write in {folder}: {e.strerror or e}")
+
+
+def require_distinct(values, flag):
+    """Refuse a repeated value of a multi-valued flag (--seed 0 0 would train every run twice)."""
+    repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+    require(not repeated, f"{flag} repeats {', '.join(map(str, repeated))}: give each value once")
 
 
 def replace_dir(tmp_dir, out_dir):
@@ -229,7 +323,10 @@ def nonneg_float(text):
 
 def positive_float(text):
     import argparse
-    value = nonneg_float(text)
-    if value <= 0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value

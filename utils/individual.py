@@ -32,8 +32,9 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from utils import batched, learngene, plots
-from utils.common import (derived_seed, file_digest, nonneg_float, pick_device, positive_float, positive_int,
-                          provenance, require, torch_load, write_csv, write_json, write_text)
+from utils.common import (FolderLock, derived_seed, ensure_writable, file_digest, nonneg_float, pick_device,
+                          positive_float, positive_int, provenance, require, require_distinct, torch_load, write_csv,
+                          write_json, write_text)
 from utils.engine import (PRECISIONS, DeviceData, evaluate, normalize, resolve_precision, seeded_generator, sgd,
                           train_epoch, uses_channels_last)
 from utils.ewc import EWC, RELEASED_LAMBDA, fisher_diagonal
@@ -82,6 +83,9 @@ def parser(family):
 
 def run(family, argv=None):
     args = parser(family).parse_args(argv)
+    for flag, values in (("--seed", args.seed), ("--methods", args.methods),
+                         ("--num_imgs_per_cat_train", args.num_imgs_per_cat_train or [])):
+        require_distinct(values, flag)
     split = Split(args.path, family)
     art = learngene.load(args.learngene, split.dataset, split.image_size)
     shots = args.num_imgs_per_cat_train or [int(k) for k in split.manifest["shots"]]
@@ -107,8 +111,14 @@ def run(family, argv=None):
     written = [n for n in ("results.md", "results.csv", "curves.png", "provenance.json") if (out / n).exists()]
     require(not written or (out / "runs.jsonl").exists(), f"{out} holds {', '.join(written)} but no runs.jsonl: not results "
             f"of this script's runs, so they are not replaced; choose another --out")
-    runs = _load_runs(out / "runs.jsonl", settings)
+    with FolderLock(out):
+        return train_and_summarize(args, argv, split, art, collective, out, settings, shots, num_tasks, device)
 
+
+def train_and_summarize(args, argv, split, art, collective, out, settings, shots, num_tasks, device):
+    """Train the requested runs that runs.jsonl lacks (appending each as it finishes), then write the tables."""
+    runs = _load_runs(out / "runs.jsonl", settings)
+    ensure_writable(out)  # a read-only or full disk fails now, not after the first run has trained
     requested = [(k, t, s, m) for k in shots for t in range(num_tasks) for s in args.seed for m in args.methods]
     todo = [(k, t, s, m) for k, t, s, m in requested if (m, k, t, s) not in runs]
     print(f"{len(runs)} runs already in {out / 'runs.jsonl'}, {len(todo)} to go on {device} in {args.precision}")

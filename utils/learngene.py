@@ -12,17 +12,29 @@ BLOCK_TENSORS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running
                  "bn.num_batches_tracked")
 
 
+def check_layer_flags(args, num_layers):
+    """The collective script's learngene flags, checked before any training: --learngene_layers consecutive conv
+    layers in 1..num_layers-1 (the first conv reads RGB), --num_learngene_layers a window that fits there, and
+    --extract_after_task a task."""
+    require(args.extract_after_task >= 0, f"--extract_after_task must be >= 0, got {args.extract_after_task}")
+    require(args.num_learngene_layers <= num_layers - 1, f"--num_learngene_layers {args.num_learngene_layers}: the "
+            f"collective model has {num_layers - 1} candidate conv layers (1..{num_layers - 1})")
+    if args.learngene_layers:
+        layers = sorted(args.learngene_layers)
+        require(all(1 <= i < num_layers for i in layers) and layers == list(range(layers[0], layers[0] + len(layers))),
+                f"--learngene_layers must be distinct consecutive conv layers in 1..{num_layers - 1}, got "
+                f"{' '.join(map(str, args.learngene_layers))}")
+
+
 def extract(out, split, args, config, record, variant_record, num_tasks, device, argv=None):
     out = Path(out)
     source_task = min(args.extract_after_task, num_tasks - 1)
-    require(source_task >= 0, f"--extract_after_task must be >= 0, got {args.extract_after_task}")
     checkpoint_path = out / "checkpoints" / f"task_{source_task:03d}.pt"
     ck = torch_load(checkpoint_path, "collective checkpoint")
     widths = ck["widths"]
+    check_layer_flags(args, len(widths))
     if args.learngene_layers:
         layers = sorted(args.learngene_layers)
-        require(all(1 <= i < len(widths) for i in layers) and layers == list(range(layers[0], layers[0] + len(layers))),
-                f"--learngene_layers must be consecutive conv layers in 1..{len(widths) - 1}, got {args.learngene_layers}")
         reasoning, windows = f"learngene layers given by --learngene_layers: {layers}", {}
     else:
         layers, reasoning, windows = crit.select_layers(record, args.num_learngene_layers)

@@ -8,9 +8,9 @@ A split directory holds `manifest.json` (every task's classes and the source ids
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +152,9 @@ def write_split(out, manifest, source, size, *, overwrite=False, export_imagefol
                           disable=not rows, leave=False):
             images[rows[start:start + chunk]] = source.load(split, indices[start:start + chunk], size)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_interrupted_partials(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp.mkdir()
     try:
         np.save(tmp / "images.npy", images)
         manifest = dict(manifest)
@@ -168,6 +170,29 @@ def write_split(out, manifest, source, size, *, overwrite=False, export_imagefol
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def remove_interrupted_partials(out):
+    """A split maker stopped by SIGKILL or a power cut leaves its temporary folder, .<out>.partial-<pid>, beside
+    --out (449 MB at the default size). Remove those whose process is gone and that hold only what a split
+    maker writes; a folder of a maker still running, or holding anything else, is left alone."""
+    for partial in sorted(out.parent.glob(f".{out.name}.partial-*")):
+        pid = partial.name.rsplit("-", 1)[1]
+        if not (pid.isdigit() and partial.is_dir()) or _process_alive(int(pid)) or foreign_files(partial, SPLIT_OUTPUTS):
+            continue
+        size = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file())
+        shutil.rmtree(partial)
+        print(f"removed {partial}, the temporary folder of an interrupted split maker ({size / 1e6:.0f} MB)")
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _export_imagefolder(root, manifest, images):
@@ -188,6 +213,33 @@ def _export_imagefolder(root, manifest, images):
 
 
 # ---------------------------------------------------------------- reading a split directory
+def check_manifest(m, where):
+    """A hand-edited or truncated manifest is refused when the split is opened, with what is wrong, instead of
+    a KeyError halfway through training: every key a reader uses, the images' shape, and every sample id."""
+    def bad(what):
+        raise UserError(f"{where} is malformed ({what}); make the split again with its maker")
+    try:
+        images, size = m["images"], m["image_size"]
+        ids = set(images["ids"])
+        if not (isinstance(images["file"], str) and Path(images["file"]).name == images["file"]):
+            bad(f"images file {images['file']!r} is not a file name in the split folder")
+        if images["shape"] != [len(images["ids"]), size, size, 3]:
+            bad(f"images shape {images['shape']} is not [{len(images['ids'])} ids, {size}, {size}, 3]")
+        tasks = [(f"continual task {t}", task, ("samples",)) for t, task in enumerate(m["continual"])]
+        for section in ("target", "validation"):
+            tasks += [(f"{section} {k}-shot task {t}", task, ("train", "test"))
+                      for k, section_tasks in m[section].items() for t, task in enumerate(section_tasks)]
+        for name, task, parts in tasks:
+            for part in parts:
+                if list(task[part]) != list(task["classes"]):
+                    bad(f"{name}: its {part} classes are not its classes")
+                unknown = [i for c in task["classes"] for i in task[part][c] if i not in ids]
+                if unknown:
+                    bad(f"{name}: sample id {unknown[0]!r} is not among the split's images")
+    except (KeyError, TypeError, AttributeError) as e:
+        bad(f"missing or wrong-typed entry {e}")
+
+
 class Split:
     def __init__(self, path, family=None):
         path = Path(path)
@@ -201,6 +253,7 @@ class Split:
         m = self.manifest
         require(isinstance(m, dict) and m.get("format") == FORMAT, f"{manifest_path} is not a {FORMAT} manifest")
         require(m.get("dataset") in DATASETS, f"{manifest_path} names an unknown dataset {m.get('dataset')!r}")
+        check_manifest(m, manifest_path)
         if family is not None:
             require(DATASETS[m["dataset"]]["family"] == family,
                     f"{path} is a {m['dataset']} split; this script is for the {family} family "
