@@ -1,5 +1,6 @@
 """The benchmark scripts run and write their tables (their figures are checked by reading them, not here)."""
 import csv
+import json
 
 from conftest import assert_clean_error, needs_tiny, run_script
 
@@ -37,3 +38,18 @@ def test_individual_phase_bench(tiny_split, collective_run, tmp_path):
     (row,) = rows(out)
     assert int(row["runs"]) == 4 and float(row["sequential_s"]) > 0 and float(row["batched_s"]) > 0
     assert float(row["max_acc_diff"]) <= 0.2  # one 5-way test set: at most a few images apart (float order)
+
+
+def test_paired_runs_pairs_by_run_and_reads_either_unit(tmp_path):
+    def write(folder, accs, percent):
+        (folder / "individual").mkdir(parents=True)
+        lines = [json.dumps({"settings": {"accuracy_unit": "percent"} if percent else {},
+                             "result": {"method": "scratch", "shots": 10, "task": t, "seed": 0, "final_acc": acc}})
+                 for t, acc in enumerate(accs)]
+        (folder / "individual" / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    write(tmp_path / "a", [50.0, 60.0, 70.0, 40.0], percent=True)
+    write(tmp_path / "b", [0.45, 0.60, 0.60], percent=False)  # fractions; task 3 missing: not paired
+    proc = run_script("bench/paired_runs.py", tmp_path / "a", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    # differences 5, 0, 10: mean 5, sd 5, t(2) = 4.303 -> half-width 4.303 * 5 / sqrt(3) = 12.42
+    assert "individual: 3 paired runs; a 60.0%, b 55.0%; a - b = +5.00 +- 12.42 points" in proc.stdout
