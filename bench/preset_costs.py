@@ -52,8 +52,7 @@ def run_seconds(split, device, hp, shots, epochs_eval):
     """Seconds per individual run of each method, with a full-width learngene and collective model."""
     final = widths_at(max(WIDENING))
     collective = {"widths": final, "task": max(WIDENING), "path": "random", "model": CollectiveNet(
-        final, split.image_size, 100).state_dict(), "config": {"image_size": split.image_size, "num_outputs": 100,
-                                                               "dropout": 0.5}}
+        final, split.image_size, 100).state_dict(), "config": {"image_size": split.image_size, "num_outputs": 100}}
     art = learngene.make_artifact(collective["model"], final, [10, 11, 12], dataset=split.dataset,
                                   image_size=split.image_size, source_task=max(WIDENING))
     data = individual.FewShotData(split, "target", device)

@@ -9,8 +9,9 @@ device, one run. Also the cost of --judgement, FLOPs per image and the achieved 
     transforms (resize, random crop to the same size, flip, to-tensor, normalise), a DataLoader with 0
     workers, fp32, as the released scripts.
 (b) "this project": the task's uint8 images resident on the device, batches sliced from it, batched flips
-    and normalisation (utils/engine.py); in fp32 and in bf16 autocast (channels_last), and with --judgement in
-    the precision --precision resolves to (auto: bf16 where the device computes it natively).
+    and normalisation (utils/engine.py); in fp32 and, where the device computes bf16 natively, in bf16
+    autocast, each with contiguous (NCHW) and channels_last (NHWC) tensors; and with --judgement in the
+    precision --precision resolves to (auto: bf16 where the device computes it natively).
 --compile MODE...: also (b) with the model under torch.compile(mode=MODE) ("reduce-overhead" adds CUDA graphs),
     to see whether compiling pays; its compile time is printed apart (the first epoch minus a timed one). The
     collective model changes shape at every widening, so a run would pay that compile time 21 times.
@@ -22,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,9 +35,10 @@ import torch.nn.functional as F  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils import criterion as crit  # noqa: E402
 from utils.common import cli, command_line, device_name, positive_int, provenance, require, write_csv  # noqa: E402
-from utils.engine import DeviceData, seeded_generator, synchronize, train_epoch, uses_channels_last  # noqa: E402
-from utils.models import BASE_WIDTHS, CollectiveNet, widths_at  # noqa: E402
-from utils.splits import MEAN, STD, Split  # noqa: E402
+from utils.engine import (MEAN, STD, DeviceData, resolve_precision, seeded_generator, synchronize,  # noqa: E402
+                          train_epoch, uses_channels_last)
+from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, widths_at  # noqa: E402
+from utils.splits import Split  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s
 
@@ -103,7 +106,8 @@ def time_released(model, loader, device, steps, warmup, train=True):
     return seen / (time.perf_counter() - t0)
 
 
-def time_ours(model, data, device, batch_size, steps, precision, judgement=False, compile_mode=None, cache=None):
+def time_ours(model, data, device, batch_size, steps, precision, judgement=False, compile_mode=None, cache=None,
+              channels_last=None):
     """This project's training step as the scripts run it (engine.train_epoch): one warm-up epoch, then
     whole epochs covering at least `steps` batches. Returns (images/s, seconds of the warm-up epoch)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
@@ -125,83 +129,127 @@ def time_ours(model, data, device, batch_size, steps, precision, judgement=False
             warmup = t0 - t_start
         if gradients:
             gradients.start_epoch()
-        train_epoch(model, opt, data, batch_size, gen, after_backward=gradients, precision=precision)  # syncs
+        train_epoch(model, opt, data, batch_size, gen, after_backward=gradients, precision=precision,
+                    channels_last=channels_last)  # syncs
         if gradients:
             gradients.end_epoch()
     return epochs * len(data) / (time.perf_counter() - t0), warmup
+
+
+@dataclass
+class Row:
+    path: str          # "released data path", "(a) released", "(b) this project", ...
+    widths: str        # "base", "final" or "-" (no model)
+    precision: str     # fp32 or bf16 (autocast)
+    layout: str        # memory format of the model and batches: contiguous or channels_last
+    images_per_s: float
+    flops: float = 0.0  # training FLOPs per image (0: no model)
+
+    @property
+    def label(self):
+        return f"{self.path}, {self.precision} {self.layout}, {self.widths} widths" if self.flops else self.path
+
+
+def measure(model, loader, data, device, args, label, flops, folder):
+    """Every row of one model: the released path, this project's in fp32 and bf16 in both memory formats where
+    the device has bf16, the criterion's cost and torch.compile in the default precision."""
+    rows = [Row("(a) released path", label, "fp32", "contiguous",
+                time_released(model, loader, device, args.steps, args.warmup), flops)]
+    for precision in precisions(device):
+        for memory in ("contiguous", "channels_last"):
+            model = model.to(memory_format=torch.channels_last if memory == "channels_last" else torch.contiguous_format)
+            ips, _ = time_ours(model, data, device, args.batch_size, args.steps, precision,
+                               channels_last=memory == "channels_last")
+            rows.append(Row("(b) this project", label, precision, memory, ips, flops))
+    model = model.to(memory_format=torch.channels_last if uses_channels_last(device, args.precision)
+                     else torch.contiguous_format)
+    ips, _ = time_ours(model, data, device, args.batch_size, args.steps, args.precision, judgement=True)
+    rows.append(Row("(b) + --judgement", label, args.precision, layout(device, args.precision), ips, flops))
+    compile_seconds = {}
+    for mode in args.compile:
+        ips, warmup = time_ours(model, data, device, args.batch_size, args.steps, args.precision, compile_mode=mode,
+                                cache=str(Path(folder) / f"inductor-{mode}-{label}"))
+        compile_seconds[mode] = warmup - len(data) / ips
+        rows.append(Row(f"(b) + torch.compile({mode})", label, args.precision, layout(device, args.precision), ips,
+                        flops))
+    return rows, compile_seconds
+
+
+def precisions(device):
+    """fp32, and bf16 where the device computes it natively (elsewhere bf16 is emulated: not worth timing)."""
+    return ["fp32", "bf16"] if resolve_precision("auto", device) == "bf16" else ["fp32"]
+
+
+def layout(device, precision):
+    """The memory format the training scripts use for this precision on this device."""
+    return "channels_last" if uses_channels_last(device, precision) else "contiguous"
+
+
+def find(rows, path, widths, precision=None, layout=None):
+    return next(r.images_per_s for r in rows if r.path == path and r.widths == widths
+                and precision in (None, r.precision) and layout in (None, r.layout))
 
 
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split directory (real images)")
-    p.add_argument("--task", type=int, default=0, help="continual task whose images are used")
     p.add_argument("--batch_size", type=positive_int, default=64)
     p.add_argument("--steps", type=positive_int, default=20,
                    help="timed steps per measurement (this project's path: whole epochs covering them)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of the released path")
-    p.add_argument("--compile", nargs="+", default=[], metavar="MODE",
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
-                   help="also time (b) under torch.compile with each of these modes")
+    p.add_argument("--compile", nargs="+", default=[], metavar="MODE", choices=["default", "reduce-overhead"],
+                   help="also time (b) under torch.compile with each of these modes (reduce-overhead: CUDA graphs)")
     add_device_and_output(p, "throughput")
     args = p.parse_args(argv)
     device, out = device_and_output(args, "throughput")
     split = Split(args.path)
-    images, labels = split.continual(args.task)
-    require(len(labels) >= args.batch_size * 2, f"task {args.task} has only {len(labels)} images")
+    images, labels = split.continual(0)
+    require(len(labels) >= args.batch_size * 2, f"task 0 of {split.path} has only {len(labels)} images")
     size = split.image_size
     data = DeviceData.from_numpy(images, labels, device)
-    rows, compile_seconds = [], {}
+    compile_seconds = {}
     with tempfile.TemporaryDirectory() as folder:
         loader = released_loader(images, labels, folder, args.batch_size, size)
-        rows.append(["released data path alone (no model)", "-", time_released(None, loader, device, args.steps,
-                                                                              args.warmup, train=False), None])
-        for label, widths in (("base", BASE_WIDTHS), ("final", widths_at(20))):
+        rows = [Row("released data path alone (no model)", "-", "-", "-",
+                    time_released(None, loader, device, args.steps, args.warmup, train=False))]
+        for label, widths in (("base", BASE_WIDTHS), ("final", widths_at(max(WIDENING)))):
             torch.manual_seed(0)
             model = CollectiveNet(widths, size, 100).to(device)
-            flops = training_flops_per_image(model, size)
-            rel = time_released(model, loader, device, args.steps, args.warmup)
-            rows.append([f"(a) released path, {label} widths", label, rel, flops])
-            for precision in ("fp32", "bf16"):  # bf16 runs channels_last, as the scripts do
-                model = model.to(memory_format=torch.channels_last if uses_channels_last(device, precision)
-                                 else torch.contiguous_format)
-                ours, _ = time_ours(model, data, device, args.batch_size, args.steps, precision)
-                rows.append([f"(b) this project {precision}, {label} widths", label, ours, flops])
-            model = model.to(memory_format=torch.channels_last if uses_channels_last(device, args.precision)
-                             else torch.contiguous_format)
-            judged, _ = time_ours(model, data, device, args.batch_size, args.steps, args.precision, judgement=True)
-            rows.append([f"(b) {args.precision} + --judgement, {label} widths", label, judged, flops])
-            for mode in args.compile:
-                compiled, warmup = time_ours(model, data, device, args.batch_size, args.steps, args.precision,
-                                             compile_mode=mode, cache=str(Path(folder) / f"inductor-{mode}-{label}"))
-                compile_seconds[(mode, label)] = warmup - len(data) / compiled
-                rows.append([f"(b) + torch.compile({mode}), {label} widths", label, compiled, flops])
+            measured, compile_seconds[label] = measure(model, loader, data, device, args, label,
+                                                       training_flops_per_image(model, size), folder)
+            rows += measured
+    report(rows, compile_seconds, device, args, argv, split, out)
+
+
+def report(rows, compile_seconds, device, args, argv, split, out):
     peak = peak_flops(device)
-    dev = device_name(device)
-    print(f"device: {dev}; torch {torch.__version__}; default precision {args.precision}; {split.dataset} {size}px, "
-          f"batch {args.batch_size}, "
-          f"{args.steps} timed steps\ncommand: {command_line(argv)}\n")
-    print(f"{'path':42s} {'images/s':>10s} {'GFLOP/img':>10s} {'TFLOP/s':>8s} {'MFU':>6s}")
-    out_rows = []
-    for name, widths, ips, flops in rows:
-        tflops = ips * flops / 1e12 if flops else None
-        mfu = f"{100 * ips * flops / peak:.1f}%" if (flops and peak) else "n/a"
-        print(f"{name:42s} {ips:10.1f} {flops / 1e9 if flops else float('nan'):10.3f} "
-              f"{tflops if tflops else float('nan'):8.3f} {mfu:>6s}")
-        out_rows.append([name, ips, flops or "", tflops or "", mfu])
-    by = {r[0]: r[2] for r in rows}
+    print(f"device: {device_name(device)}; torch {torch.__version__}; default precision {args.precision}; "
+          f"{split.dataset} {split.image_size}px, batch {args.batch_size}, {args.steps} timed steps\n"
+          f"command: {command_line(argv)}\n")
+    print(f"{'path':56s} {'images/s':>9s} {'GFLOP/img':>10s} {'TFLOP/s':>8s} {'MFU':>6s}")
+    csv_rows = []
+    for r in rows:
+        tflops = r.images_per_s * r.flops / 1e12 if r.flops else None
+        mfu = f"{100 * r.images_per_s * r.flops / peak:.1f}%" if (r.flops and peak) else "n/a"
+        print(f"{r.label:56s} {r.images_per_s:9.1f} {r.flops / 1e9 if r.flops else float('nan'):10.3f} "
+              f"{tflops or float('nan'):8.3f} {mfu:>6s}")
+        csv_rows.append([r.label, r.images_per_s, r.flops or "", tflops or "", mfu, r.precision, r.layout])
     for label in ("base", "final"):
-        fp32, bf16 = by[f"(b) this project fp32, {label} widths"], by[f"(b) this project bf16, {label} widths"]
-        ours, rel = by[f"(b) this project {args.precision}, {label} widths"], by[f"(a) released path, {label} widths"]
-        judged = by[f"(b) {args.precision} + --judgement, {label} widths"]
-        print(f"{label} widths: bf16 / fp32 = {bf16 / fp32:.2f}x; this project ({args.precision}) / released = "
-              f"{ours / rel:.2f}x; --judgement costs {100 * (ours / judged - 1):.1f}% time")
-        for mode in args.compile:
-            compiled = by[f"(b) + torch.compile({mode}), {label} widths"]
-            print(f"{label} widths: torch.compile({mode}) / eager = {compiled / ours:.2f}x, after "
-                  f"{compile_seconds[(mode, label)]:.0f} s of compiling")
-    write_csv(out, ["path", "images_per_s", "train_flops_per_image", "tflops", "mfu", "dataset", "image_size"],
-              [[*row, split.dataset, size] for row in out_rows], provenance(device, argv))
+        as_scripts = {p: find(rows, "(b) this project", label, p, layout(device, p)) for p in precisions(device)}
+        ours = as_scripts[args.precision]
+        line = (f"{label} widths: this project ({args.precision}, {layout(device, args.precision)}) / released = "
+                f"{ours / find(rows, '(a) released path', label):.2f}x")
+        if "bf16" in as_scripts:  # each precision as the scripts train in it
+            line += f"; bf16 / fp32 = {as_scripts['bf16'] / as_scripts['fp32']:.2f}x"
+        judged = find(rows, "(b) + --judgement", label)
+        print(f"{line}; --judgement costs {100 * (ours / judged - 1):.1f}% time")
+        for mode, seconds in compile_seconds[label].items():
+            print(f"{label} widths: torch.compile({mode}) / eager = "
+                  f"{find(rows, f'(b) + torch.compile({mode})', label) / ours:.2f}x, after {seconds:.0f} s of compiling")
+    write_csv(out, ["path", "images_per_s", "train_flops_per_image", "tflops", "mfu", "precision", "memory_format",
+                    "dataset", "image_size"], [[*row, split.dataset, split.image_size] for row in csv_rows],
+              provenance(device, argv))
     print(f"wrote {out}")
 
 

@@ -2,7 +2,10 @@
 import csv
 import json
 
+import torch
 from conftest import assert_clean_error, needs_tiny, run_script
+
+from utils.engine import resolve_precision
 
 
 def rows(path):
@@ -18,12 +21,15 @@ def test_throughput_bench(tiny_split, tmp_path):
     proc = run_script(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = rows(out)
+    precisions = ("fp32", "bf16") if resolve_precision("auto", torch.device("cpu")) == "bf16" else ("fp32",)
+    ours = [f"(b) this project, {p} {layout}" for p in precisions for layout in ("contiguous", "channels_last")]
     assert [r["path"] for r in table] == ["released data path alone (no model)"] + [
         f"{kind}, {w} widths" for w in ("base", "final")
-        for kind in ("(a) released path", "(b) this project fp32", "(b) this project bf16", "(b) fp32 + --judgement")]
+        for kind in ("(a) released path, fp32 contiguous", *ours, "(b) + --judgement, fp32 contiguous")]
     assert all(float(r["images_per_s"]) > 0 for r in table)
     assert {r["dataset"] for r in table} == {"tiny-imagenet-100"} and all(r["commit"] for r in table)
-    assert "bf16 / fp32" in proc.stdout and "this project (fp32) / released" in proc.stdout
+    assert "this project (fp32, contiguous) / released" in proc.stdout
+    assert ("bf16 / fp32" in proc.stdout) == ("bf16" in precisions)
     before = out.read_bytes()
     assert_clean_error(run_script(*args), "--overwrite")
     assert out.read_bytes() == before

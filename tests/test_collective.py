@@ -154,3 +154,18 @@ def test_overwrite_replaces_a_run_and_nothing_else(tiny_split, tmp_path):
     assert (out / "src" / "thesis.tex").read_text() == "keep me" and (out / "learngene.pt").exists()
     (out / "src" / "thesis.tex").unlink()
     assert run_script(script, *base, "--overwrite").returncode == 0  # only its own files: replaced
+
+
+def test_released_selection_flags(tiny_split, tmp_path):
+    """--judgement_abs records |g| > threshold instead of the released signed g > threshold, and
+    --learngene_layers takes the given layers as the released scripts hard-coded them (10 11 12 there)."""
+    out = tmp_path / "run"
+    collective.run("imagenet", ["--path", str(tiny_split), "--out", str(out), "--epochs", "1", "--num_works", "2",
+                                "--batch_size", "16", "--no-cuda", "--judgement_abs", "--learngene_layers", "4", "5",
+                                "6"])
+    recorded = {(r["task"], r["layer"]): r["value"] for r in csv.DictReader(open(out / "criterion.csv"))}
+    variant = {(r["task"], r["layer"]): r["value"] for r in csv.DictReader(open(out / "criterion_variants.csv"))
+               if r["absolute"] == "True" and float(r["threshold"]) == 5e-4}
+    assert recorded == variant and len(recorded) == 2 * 13
+    assert learngene.load(out / "learngene.pt")["layers"] == [4, 5, 6]
+    assert "--learngene_layers" in (out / "selection.txt").read_text()

@@ -1,7 +1,9 @@
-"""Provenance: the commit recorded with every result, and when it is marked dirty."""
+"""Provenance: the commit recorded with every result, and when it is marked dirty; CSV cells."""
+import csv
 import subprocess
 
 from utils import common
+from utils.common import write_csv
 
 
 def test_git_commit_is_dirty_only_when_code_changes(tmp_path, monkeypatch):
@@ -22,3 +24,11 @@ def test_git_commit_is_dirty_only_when_code_changes(tmp_path, monkeypatch):
         assert common.git_commit() == head, name
     (tmp_path / "code.py").write_text("changed\n")
     assert common.git_commit() == head + "+dirty"
+
+
+def test_csv_cells_are_quoted_as_the_csv_module_reads_them(tmp_path):
+    rows = [['a"b', "c,d", 0.1234567891, 3, "line\nbreak"]]
+    write_csv(tmp_path / "t.csv", ["x", "y", "z", "n", "w"], rows)
+    with open(tmp_path / "t.csv", newline="") as f:
+        back = list(csv.reader(f))
+    assert back == [["x", "y", "z", "n", "w"], ['a"b', "c,d", "0.123457", "3", "line\nbreak"]]

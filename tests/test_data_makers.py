@@ -248,3 +248,18 @@ def test_a_damaged_split_is_refused_when_opened(cifar_root, tmp_path):
                       tmp_path / "run", "--no-cuda")
     assert_clean_error(proc, "does not match the sha256")
     assert not (tmp_path / "run").exists()
+
+
+@needs_tiny
+def test_continual_pool_with_open_world_classes(tmp_path):
+    """--continual_pool base+open_world draws the continual tasks from base and open-world classes (the released
+    scripts' pool); the default keeps open-world for validation only."""
+    out = tmp_path / "pool"
+    proc = run_script("utils/data_imagenet_mk.py", "--dataset", "tiny-imagenet-100", "--path", TINY, "--out", out,
+                      "--size", "8", "--num_tasks", "40", "--num_imgs_per_cat_train", "2", "--num_target_tasks", "1",
+                      "--shots", "2", "--continual_pool", "base+open_world")
+    assert proc.returncode == 0, proc.stderr
+    m, _ = load(out)
+    used = {c for task in m["continual"] for c in task["classes"]}
+    assert used <= set(m["classes"]["base"]) | set(m["classes"]["open_world"])
+    assert used & set(m["classes"]["open_world"]) and m["continual_pool"] == "base+open_world"

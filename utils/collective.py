@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from utils import criterion as crit
-from utils import learngene
+from utils import learngene, plots
 from utils.common import (FolderLock, derived_seed, foreign_files, nonneg_float, pick_device, positive_float, positive_int,
                           provenance, require, torch_load, torch_save, write_csv, write_json)
 from utils.engine import (PRECISIONS, DeviceData, resolve_precision, seeded_generator, sgd, train_epoch,
@@ -51,13 +51,9 @@ def parser(family):
     p.add_argument("--num_works", type=positive_int, default=None, help="tasks to train (default: all of the split's)")
     p.add_argument("--judgement", action=argparse.BooleanOptionalAction, default=True,
                    help="record the gradient criterion (default on; needed to select the learngene)")
-    p.add_argument("--threshold", type=nonneg_float, default=crit.DEFAULT_THRESHOLD,
-                   help=f"criterion threshold (default {crit.DEFAULT_THRESHOLD:g}, as the released scripts when the "
-                        f"paper was published)")
     p.add_argument("--judgement_abs", action="store_true",
                    help="count |gradient| > threshold instead of the released signed gradient > threshold")
     p.add_argument("--ewc_lambda", type=nonneg_float, default=0.0, help="EWC across collective tasks (0 = off, as released)")
-    p.add_argument("--dropout", type=nonneg_float, default=0.5)
     p.add_argument("--num_learngene_layers", type=positive_int, default=3)
     p.add_argument("--learngene_layers", type=int, nargs="+", default=None,
                    help="skip the selection rule and take these conv layers (0-based; released: 10 11 12)")
@@ -81,10 +77,10 @@ def run(family, argv=None):
     device = pick_device(args.no_cuda)
     precision = resolve_precision(args.precision, device)
     config = {"precision": precision, "dataset": split.dataset, "split_hash": split.hash, "image_size": split.image_size,
-              "num_outputs": NUM_OUTPUTS[family], "base_widths": list(BASE_WIDTHS), "dropout": args.dropout,
+              "num_outputs": NUM_OUTPUTS[family], "base_widths": list(BASE_WIDTHS),
               "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "momentum": args.momentum, "weight_decay": args.weight_decay, "ewc_lambda": args.ewc_lambda,
-              "threshold": args.threshold, "judgement_abs": args.judgement_abs, "judgement": args.judgement}
+              "threshold": crit.DEFAULT_THRESHOLD, "judgement_abs": args.judgement_abs, "judgement": args.judgement}
     with FolderLock(out):
         state = _start_or_resume(args, out, config, num_tasks)
         write_json(out / "config.json", {**config, "args": vars(args), "provenance": provenance(device, argv, args.seed)})
@@ -96,10 +92,10 @@ def run(family, argv=None):
         artifact = learngene.extract(out, split, args, config, state["record"], state["variant_record"], num_tasks,
                                      device, argv)
         if state["record"]:
-            crit.heatmap_png(state["record"], out / "criterion_heatmap.png",
-                             f"{split.dataset}: fraction of conv weight-gradient entries with "
-                             f"{crit.describe(args.judgement_abs, args.threshold)}", artifact["layers"],
-                             artifact["provenance"])
+            plots.criterion_heatmap(*crit.task_layer_matrix(state["record"]), out / "criterion_heatmap.png",
+                                    f"{split.dataset}: fraction of conv weight-gradient entries with "
+                                    f"{crit.describe(args.judgement_abs, crit.DEFAULT_THRESHOLD)}", artifact["layers"],
+                                    artifact["provenance"])
     return artifact
 
 
@@ -108,12 +104,12 @@ def train_tasks(args, out, config, split, state, num_tasks, device):
     `state` (metrics, criterion records) grow in place. After every epoch last.pt holds all of it, so a run
     stopped at any moment resumes from its last finished epoch and ends with the same weights."""
     torch.manual_seed(derived_seed(args.seed, "init"))
-    model = CollectiveNet(state.get("widths", BASE_WIDTHS), split.image_size, config["num_outputs"], args.dropout)
+    model = CollectiveNet(state.get("widths", BASE_WIDTHS), split.image_size, config["num_outputs"])
     if "model" in state:
         model.load_state_dict(state["model"])
     model.to(device)
     ewc = _ewc_from_state(state, device)
-    gradients = crit.GradientCriterion(args.threshold, args.judgement_abs) if args.judgement else None
+    gradients = crit.GradientCriterion(crit.DEFAULT_THRESHOLD, args.judgement_abs) if args.judgement else None
     task, epoch = state["next_task"], state["next_epoch"]
     while task < num_tasks:
         if epoch == 0:  # a task starts: widen (the schedule), then a new optimizer

@@ -1,8 +1,10 @@
 """Plumbing shared by every script: clean errors, atomic writes, provenance, seeding."""
+import csv
 import datetime
 import fnmatch
 import functools
 import hashlib
+import io
 import json
 import os
 import platform
@@ -106,15 +108,11 @@ def write_csv(path, header, rows, provenance=None):
     if provenance is not None:
         header = [*header, *PROVENANCE_COLUMNS]
         rows = [[*row, *(provenance[k] for k in PROVENANCE_COLUMNS)] for row in rows]
-    lines = [",".join(header)] + [",".join(_csv_cell(v) for v in row) for row in rows]
-    write_text(path, "\n".join(lines) + "\n")
-
-
-def _csv_cell(v):
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    s = str(v)
-    return f'"{s}"' if ("," in s or '"' in s) else s
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([f"{v:.6g}" if isinstance(v, float) else v for v in row] for row in rows)
+    write_text(path, text.getvalue())
 
 
 def torch_save(path, obj):

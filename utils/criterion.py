@@ -16,7 +16,6 @@ the statistic does not separate them and the report says so, since the choice th
 """
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from utils.common import require
 
@@ -143,41 +142,3 @@ def variants_table(variant_record, k=3):
         lines.append(f"| {describe(absolute, threshold)} | {m.min():.3f} to {m.max():.3f} | "
                      f"{start}-{start + k - 1} | {margin(windows):.4f} |")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- heat map (PIL only)
-_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
-
-
-def _colour(v):
-    x = min(max(v, 0.0), 1.0) * (len(_VIRIDIS) - 1)
-    i = min(int(x), len(_VIRIDIS) - 2)
-    return tuple(int(c) for c in _VIRIDIS[i] + (x - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i]))
-
-
-def heatmap_png(record, path, title, chosen=(), provenance=None):
-    """Task (x) by conv layer (y) heat map of the per-task statistic, like the paper's appendix figure."""
-    from utils.plots import save_png
-    tasks, m = task_layer_matrix(record)
-    lo, hi = float(m.min()), float(m.max())
-    norm = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    cw, ch, left, top = max(8, min(40, 600 // len(tasks))), 22, 80, 40
-    width, height = max(left + cw * len(tasks) + 110, 420), top + ch * m.shape[1] + 50
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    d.text((left, 10), title, fill="black")
-    for j in range(m.shape[1]):
-        y = top + ch * j
-        d.text((8, y + 5), f"conv {j}" + (" *" if j in chosen else ""), fill="black")
-        for i in range(len(tasks)):
-            d.rectangle([left + cw * i, y, left + cw * (i + 1) - 1, y + ch - 1], fill=_colour(norm[i, j]))
-    step = max(1, len(tasks) // 10)
-    for i in range(0, len(tasks), step):
-        d.text((left + cw * i, top + ch * m.shape[1] + 4), str(tasks[i]), fill="black")
-    d.text((left, top + ch * m.shape[1] + 24), "task (x), conv layer (y, 0-based; * = learngene)", fill="black")
-    bx = left + cw * len(tasks) + 20
-    for k in range(100):  # colour bar, top = high
-        d.line([bx, top + k * 2, bx + 15, top + k * 2 + 1], fill=_colour(1 - k / 99), width=2)
-    d.text((bx + 20, top), f"{hi:.3g}", fill="black")
-    d.text((bx + 20, top + 190), f"{lo:.3g}", fill="black")
-    save_png(img, path, provenance)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from utils.splits import MEAN, STD
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as the released scripts
 
 
 @dataclass
@@ -103,13 +103,15 @@ class EpochStats:
 
 
 def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, after_backward=None,
-                precision="fp32"):
+                precision="fp32", channels_last=None):
     """One epoch of SGD over `data`. `extra_loss(model)` adds a penalty (EWC); `after_backward(model)` sees the
-    gradients before the step (the learngene criterion); precision: 'fp32' or 'bf16' (resolved, not 'auto').
+    gradients before the step (the learngene criterion); precision: 'fp32' or 'bf16' (resolved, not 'auto');
+    channels_last: the batches' memory format (default: what the precision wants on this device, as the model's).
     Returns its EpochStats."""
     model.train()
     device = data.images.device
-    channels_last = uses_channels_last(device, precision)
+    if channels_last is None:
+        channels_last = uses_channels_last(device, precision)
     total_loss = torch.zeros((), device=device)
     total_penalty = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)

@@ -77,7 +77,6 @@ def parser(family):
     p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="train the runs of one shot count that share an architecture together as one grouped "
                         "network (same results up to float rounding; default: on with CUDA, off on CPU)")
-    p.add_argument("--group_size", type=positive_int, default=64, help="most models trained together with --batched")
     return p
 
 
@@ -124,7 +123,7 @@ def train_and_summarize(args, argv, split, art, collective, out, settings, shots
     print(f"{len(runs)} runs already in {out / 'runs.jsonl'}, {len(todo)} to go on {device} in {args.precision}")
     use_batched = args.batched if args.batched is not None else device.type == "cuda"
     data = FewShotData(split, args.section, device)
-    for group in tqdm(plan_groups(todo, use_batched, args.group_size), desc="individual models", unit="group"):
+    for group in tqdm(plan_groups(todo, use_batched), desc="individual models", unit="group"):
         if not use_batched or group[0][3] in ALONE:
             k, t, s, m = group[0]
             trainer = train_probe if m in PROBES else train_one
@@ -154,9 +153,10 @@ class FewShotData:
         return self.cache[(shots, task)]
 
 
-def plan_groups(todo, batched, group_size):
+def plan_groups(todo, batched, group_size=64):
     """Runs to train together: with batching, those of one shot count sharing the individual architecture
-    (every method but those ALONE), at most group_size at a time; otherwise one by one."""
+    (every method but those ALONE), at most group_size at a time (a bound on the grouped network's memory);
+    otherwise one by one."""
     if not batched:
         return [[key] for key in todo]
     groups = []
@@ -171,7 +171,7 @@ def plan_groups(todo, batched, group_size):
 def collective_net(collective, trained=True):
     """The collective model of a checkpoint, with its trained weights or freshly initialised."""
     config = collective["config"]
-    model = CollectiveNet(collective["widths"], config["image_size"], config["num_outputs"], config["dropout"])
+    model = CollectiveNet(collective["widths"], config["image_size"], config["num_outputs"])
     if trained:
         model.load_state_dict(collective["model"])
     return model

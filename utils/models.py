@@ -10,11 +10,12 @@ POOL_AFTER = (1, 3, 6, 9, 12)  # 0-based conv blocks followed by a 2x2 max-pool
 WIDENING = {1: (2, 64), 2: (3, 64), 3: (4, 64), 4: (4, 64), 5: (5, 64), 6: (5, 64), 7: (6, 64), 8: (6, 64),
             **{t: (7 + (t - 9) // 2, 128) for t in range(9, 21)}}
 HIDDEN = 1024
+DROPOUT = 0.5  # in the head's two hidden layers, as the released VGG
 
 
-def widths_at(task, base=BASE_WIDTHS):
+def widths_at(task):
     """The conv widths the collective model has while training `task` (0-based)."""
-    widths = list(base)
+    widths = list(BASE_WIDTHS)
     for t in range(1, task + 1):
         if t in WIDENING:
             layer, added = WIDENING[t]
@@ -57,16 +58,16 @@ class CollectiveNet(nn.Module):
     """VGG-style: 13 conv blocks of the given widths, then a 3-layer MLP head sized from the input.
     Outputs logits (no Softmax: the loss applies log-softmax itself)."""
 
-    def __init__(self, widths=BASE_WIDTHS, image_size=32, num_outputs=64, dropout=0.5):
+    def __init__(self, widths=BASE_WIDTHS, image_size=32, num_outputs=64):
         super().__init__()
-        self.widths, self.image_size, self.num_outputs, self.dropout = list(widths), image_size, num_outputs, dropout
+        self.widths, self.image_size, self.num_outputs = list(widths), image_size, num_outputs
         cins = [3] + self.widths[:-1]
         self.features = nn.ModuleList(ConvBlock(a, b, i in POOL_AFTER) for i, (a, b) in enumerate(zip(cins, self.widths)))
         s = pooled_size(image_size, len(POOL_AFTER))
         assert s >= 1, f"image size {image_size} is too small for {len(POOL_AFTER)} poolings"
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(self.widths[-1] * s * s, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(HIDDEN, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(HIDDEN, num_outputs))
+            nn.Flatten(), nn.Linear(self.widths[-1] * s * s, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(DROPOUT),
+            nn.Linear(HIDDEN, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(DROPOUT), nn.Linear(HIDDEN, num_outputs))
 
     def forward(self, x):
         for block in self.features:
@@ -75,10 +76,6 @@ class CollectiveNet(nn.Module):
 
     def conv_weights(self):
         return [b.conv.weight for b in self.features]
-
-    def config(self):
-        return {"widths": self.widths, "image_size": self.image_size, "num_outputs": self.num_outputs,
-                "dropout": self.dropout}
 
 
 # ---------------------------------------------------------------- Net2Net widening
@@ -133,7 +130,7 @@ def widen(model, layer, added, generator):
                         len(model.widths) - 1, shares)
     widths = list(model.widths)
     widths[layer] += added
-    new = CollectiveNet(widths, model.image_size, model.num_outputs, model.dropout)
+    new = CollectiveNet(widths, model.image_size, model.num_outputs)
     new.load_state_dict(state)
     device = next(model.parameters()).device
     return new.to(device), (mapping, shares)

@@ -70,3 +70,40 @@ def learning_curves(path, runs, title, provenance=None):
         d.line([x, y + 6, x + 20, y + 6], fill=COLOURS[i % len(COLOURS)], width=3)
         d.text((x + 25, y), m, fill="black")
     save_png(img, path, provenance)
+
+
+_VIRIDIS = np.array(  # viridis at 5 stops: a colour scale readable in grey
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
+
+
+def _colour(v):
+    x = min(max(v, 0.0), 1.0) * (len(_VIRIDIS) - 1)
+    i = min(int(x), len(_VIRIDIS) - 2)
+    return tuple(int(c) for c in _VIRIDIS[i] + (x - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i]))
+
+
+def criterion_heatmap(tasks, m, path, title, chosen=(), provenance=None):
+    """Task (x) by conv layer (y) heat map of the criterion's per-task statistic m[task, layer] (from
+    criterion.task_layer_matrix), like the paper's appendix figure; * marks the learngene's layers."""
+    lo, hi = float(m.min()), float(m.max())
+    norm = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    cw, ch, left, top = max(8, min(40, 600 // len(tasks))), 22, 80, 40
+    width, height = max(left + cw * len(tasks) + 110, 420), top + ch * m.shape[1] + 50
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    d.text((left, 10), title, fill="black")
+    for j in range(m.shape[1]):
+        y = top + ch * j
+        d.text((8, y + 5), f"conv {j}" + (" *" if j in chosen else ""), fill="black")
+        for i in range(len(tasks)):
+            d.rectangle([left + cw * i, y, left + cw * (i + 1) - 1, y + ch - 1], fill=_colour(norm[i, j]))
+    step = max(1, len(tasks) // 10)
+    for i in range(0, len(tasks), step):
+        d.text((left + cw * i, top + ch * m.shape[1] + 4), str(tasks[i]), fill="black")
+    d.text((left, top + ch * m.shape[1] + 24), "task (x), conv layer (y, 0-based; * = learngene)", fill="black")
+    bx = left + cw * len(tasks) + 20
+    for k in range(100):  # colour bar, top = high
+        d.line([bx, top + k * 2, bx + 15, top + k * 2 + 1], fill=_colour(1 - k / 99), width=2)
+    d.text((bx + 20, top), f"{hi:.3g}", fill="black")
+    d.text((bx + 20, top + 190), f"{lo:.3g}", fill="black")
+    save_png(img, path, provenance)

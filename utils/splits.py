@@ -22,7 +22,6 @@ from utils.common import (UserError, command_line, foreign_files, positive_int, 
 
 FORMAT = "learngene-split-v1"
 SPLIT_FILES = Path(__file__).resolve().parent / "splits"
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as the released scripts
 
 # The datasets this project knows; the makers differ only by these settings.
 DATASETS = {
@@ -159,7 +158,6 @@ def write_split(out, manifest, source, size, *, overwrite=False, export_imagefol
         np.save(tmp / "images.npy", images)
         manifest = dict(manifest)
         manifest["image_size"] = size
-        manifest["normalize"] = {"mean": MEAN, "std": STD}
         manifest["source"] = dict(manifest["source"], files=source.files)
         manifest["images"] = {"file": "images.npy", "shape": list(images.shape),
                               "sha256": file_digest(tmp / "images.npy"), "ids": ids}
