@@ -31,7 +31,8 @@ from utils.common import (REPO_ROOT, FolderLock, UserError, cli, command_line, g
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
                 "imagenet100": None}
-FAMILY = {"cifar100": "cifar100", "tiny-imagenet-100": "imagenet", "imagenet100": "imagenet"}
+# which scripts a dataset goes through: val_lifelong_<name>.py, inheritable_<name>_wEWC.py
+SCRIPTS = {"cifar100": "cifar100", "tiny-imagenet-100": "imagenet", "imagenet100": "imagenet"}
 
 PRESETS = {
     # Small enough for a 2-core CPU in under 15 minutes: Tiny-ImageNet at 32px (CIFAR-like), 6 short collective
@@ -157,7 +158,7 @@ def outputs(root, dataset, preset):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=PRESETS, default="quick")
-    p.add_argument("--dataset", choices=FAMILY, default="tiny-imagenet-100")
+    p.add_argument("--dataset", choices=SCRIPTS, default="tiny-imagenet-100")
     p.add_argument("--data", default=None, help="raw dataset folder (default: ../shared/data/tiny-imagenet-100 "
                    "for tiny-imagenet-100, data/ for cifar100)")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
@@ -176,21 +177,21 @@ def main(argv=None):
     finals = paths["results"]
     require(args.overwrite or not any(f.exists() for f in finals),
             f"{finals[0]} exists: pass --overwrite to replace the results of this preset")
-    family = FAMILY[args.dataset]
+    scripts = SCRIPTS[args.dataset]
     split, work = paths["split"], paths["work"]
     cuda = (["--no-cuda"] if args.no_cuda else []) + ["--precision", args.precision]
-    maker = "utils/data_cifar_mk.py" if family == "cifar100" else "utils/data_imagenet_mk.py"
+    maker = "utils/data_cifar_mk.py" if scripts == "cifar100" else "utils/data_imagenet_mk.py"
     with FolderLock(work):  # one pipeline per preset at a time; its stages lock their own folders
         t_start = time.time()
         clock = StageClock(work / "stage_times.json")
         stage(clock, "split", maker, ["--path", data, "--out", split, *preset["split"],
-                                      *([] if family == "cifar100" else ["--dataset", args.dataset])],
+                                      *([] if scripts == "cifar100" else ["--dataset", args.dataset])],
               split / "manifest.json")
         collective = work / "collective"
         resume = ["--resume"] if (collective / "last.pt").exists() else []
-        stage(clock, "collective", f"collective-model/val_lifelong_{family}.py",
+        stage(clock, "collective", f"collective-model/val_lifelong_{scripts}.py",
               ["--path", split, "--out", collective, *preset["collective"], *cuda, *resume], collective / "learngene.pt")
-        individual_script = f"individual-model/inheritable_{family}_wEWC.py"
+        individual_script = f"individual-model/inheritable_{scripts}_wEWC.py"
         common = ["--path", split, "--learngene", collective / "learngene.pt", *preset["individual"], *cuda]
         tune_tasks = ["--num_works_tt", preset["tune_tasks"]] if preset["tune_tasks"] else []
         for lam in EWC_GRID:

@@ -22,3 +22,9 @@ def device_and_output(args, name):
     out = Path(args.out or RESULTS / f"{name}-{device.type}.csv")
     require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
     return device, out
+
+
+def add_split_and_learngene(parser):
+    """The split and learngene a bench reads: by default the quick preset's."""
+    parser.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split directory")
+    parser.add_argument("--learngene", default="checkpoints/tiny-imagenet-100-quick/collective/learngene.pt")

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.common import add_split_and_learngene  # noqa: E402
 from utils import individual, learngene  # noqa: E402
 from utils.common import cli, command_line, positive_float, positive_int, require  # noqa: E402
 from utils.ewc import RELEASED_LAMBDA, fisher_diagonal, fisher_with_batch_statistics  # noqa: E402
@@ -24,8 +25,7 @@ from utils.splits import Split  # noqa: E402
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--path", default="data/tiny-imagenet-100-quick-split")
-    p.add_argument("--learngene", default="checkpoints/tiny-imagenet-100-quick/collective/learngene.pt")
+    add_split_and_learngene(p)
     p.add_argument("--section", choices=["validation", "target"], default="validation")
     p.add_argument("--shots", type=positive_int, default=20)
     p.add_argument("--task", type=int, default=0)
@@ -37,7 +37,7 @@ def main(argv=None):
     require(0 <= args.task < split.num_few_shot(args.section, args.shots), f"no {args.section} task {args.task}")
     train = individual.FewShotData(split, args.section, torch.device("cpu"))(args.shots, args.task)[0]
     torch.manual_seed(0)
-    model, _ = individual.build_model("learngene", art, None, split.image_size)
+    model, _ = individual.build_model("learngene", individual.Inputs(art, args.learngene), split.image_size)
     names = [n for n, _ in model.named_parameters() if n.startswith("inherited.") and n.endswith("conv.weight")]
     fishers = {"batch statistics (reference)": fisher_with_batch_statistics(model, train, names),
                "re-estimated statistics (ours)": fisher_diagonal(model, train, names),

@@ -5,7 +5,7 @@
 #
 #   bench/gpu.sh bench DATA OUT   paper-size splits (64px, and 32px as CIFAR), collective-model throughput at
 #                                 both sizes (released path vs this project, eager and torch.compile), a short
-#                                 collective run for a learngene, the individual phase one by one vs batched
+#                                 collective run for a learngene, the individual phase one by one vs grouped
 #   bench/gpu.sh paper DATA OUT   the paper preset on Tiny-ImageNet-100 (python pipeline.py --preset paper);
 #                                 rerun until it writes its table, which ends with each stage's wall-clock time.
 #                                 LIMIT=540 stops it cleanly after 540 s (inside a command time limit)
@@ -48,7 +48,7 @@ case $what in
       --out $lg --num_works 3 --epochs 5 "${resume[@]}"
     csv="$out/individual-phase-cuda.csv"
     [ -f "$csv" ] || { log "individual phase"; $py bench/individual_phase.py --path data/tiny-imagenet-100-paper-split \
-      --learngene $lg/learngene.pt --tasks 10 --seeds 3 --epochs 30 --out "$csv" 2>&1 | tee "$out/individual-phase.log"; }
+      --learngene $lg/learngene.pt --num_target_tasks 10 --seeds 3 --epochs 30 --out "$csv" 2>&1 | tee "$out/individual-phase.log"; }
     ;;
   paper)
     status=0

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 import pipeline  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
-from utils import criterion as crit  # noqa: E402
+from utils.criterion import GradientCriterion  # noqa: E402
 from utils import individual, learngene  # noqa: E402
 from utils.common import cli, command_line, device_name, positive_int, provenance, write_csv  # noqa: E402
 from utils.engine import DeviceData, seeded_generator, sgd, synchronize, train_epoch, uses_channels_last  # noqa: E402
@@ -37,31 +37,31 @@ def collective_rate(widths, data, device, precision, epochs=2):
     model = CollectiveNet(widths, data.images.shape[-1], 100).to(device)
     if uses_channels_last(device, precision):
         model = model.to(memory_format=torch.channels_last)
-    opt, judge = sgd(model, 0.001, 0.9, 5e-4), crit.GradientCriterion()
+    opt, criterion = sgd(model, 0.001, 0.9, 5e-4), GradientCriterion()
     for epoch in range(epochs + 1):
         if epoch == 1:
             synchronize(device)
             t0 = time.perf_counter()
-        judge.start_epoch()
-        train_epoch(model, opt, data, 64, seeded_generator(epoch, device), after_backward=judge, precision=precision)
-        judge.end_epoch()
+        criterion.start_epoch()
+        train_epoch(model, opt, data, 64, seeded_generator(epoch, device), after_backward=criterion, precision=precision)
+        criterion.end_epoch()
     return epochs * len(data) / (time.perf_counter() - t0)
 
 
-def run_seconds(split, device, hp, shots, epochs_eval):
+def run_seconds(split, device, settings, shots):
     """Seconds per individual run of each method, with a full-width learngene and collective model."""
     final = widths_at(max(WIDENING))
     collective = {"widths": final, "task": max(WIDENING), "path": "random", "model": CollectiveNet(
         final, split.image_size, 100).state_dict(), "config": {"image_size": split.image_size, "num_outputs": 100}}
     art = learngene.make_artifact(collective["model"], final, [10, 11, 12], dataset=split.dataset,
                                   image_size=split.image_size, source_task=max(WIDENING))
+    inputs = individual.Inputs(art, "", collective)
     data = individual.FewShotData(split, "target", device)
     seconds = {}
     for method in individual.METHODS:
-        trainer = individual.train_probe if method in individual.PROBES else individual.train_one
         synchronize(device)
         t0 = time.perf_counter()
-        trainer(method, art, collective, *data(shots, 0), hp, seed=0, shots=shots, task=0, device=device)
+        individual.train_run(individual.RunKey(method, shots, 0, 0), inputs, *data(shots, 0), settings, device)
         synchronize(device)
         seconds[method] = time.perf_counter() - t0
     return seconds
@@ -82,10 +82,10 @@ def main(argv=None):
     rates = {label: collective_rate(w, data, device, args.precision)
              for label, w in (("base", BASE_WIDTHS), ("final", widths_at(max(WIDENING))))}
     eval_every = option(preset["individual"], "--eval_every", 1)
-    hp = type("Settings", (), dict(epochs=args.epochs, batch_size=32, lr=0.005, momentum=0.9, weight_decay=5e-4,
-                                   ewc_lambda=40000.0, eval_every=eval_every, precision=args.precision))
+    # the training scripts' settings (EWC on at the released strength: its cost does not depend on lambda)
+    settings = individual.TrainSettings(epochs=args.epochs, eval_every=eval_every, precision=args.precision)
     shots = [int(k) for k in split.manifest["shots"]]
-    per_run = {k: run_seconds(split, device, hp, k, eval_every) for k in shots}
+    per_run = {k: run_seconds(split, device, settings, k) for k in shots}
 
     # the projection for the preset
     tasks = option(preset["split"], "--num_tasks", 50)

@@ -33,7 +33,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
-from utils import criterion as crit  # noqa: E402
+from utils.criterion import GradientCriterion  # noqa: E402
 from utils.common import cli, command_line, device_name, positive_int, provenance, require, write_csv  # noqa: E402
 from utils.engine import (MEAN, STD, DeviceData, resolve_precision, seeded_generator, synchronize,  # noqa: E402
                           train_epoch, uses_channels_last)
@@ -106,12 +106,12 @@ def time_released(model, loader, device, steps, warmup, train=True):
     return seen / (time.perf_counter() - t0)
 
 
-def time_ours(model, data, device, batch_size, steps, precision, judgement=False, compile_mode=None, cache=None,
+def time_ours(model, data, device, batch_size, steps, precision, with_criterion=False, compile_mode=None, cache=None,
               channels_last=None):
     """This project's training step as the scripts run it (engine.train_epoch): one warm-up epoch, then
     whole epochs covering at least `steps` batches. Returns (images/s, seconds of the warm-up epoch)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
-    gradients = crit.GradientCriterion() if judgement else None
+    criterion = GradientCriterion() if with_criterion else None
     if compile_mode:
         torch._dynamo.reset()  # a fresh cache per model shape, as a widened model would need
         # and empty on-disk caches (`cache`, a new folder), so the compile time is that of a shape seen for the
@@ -127,12 +127,12 @@ def time_ours(model, data, device, batch_size, steps, precision, judgement=False
             synchronize(device)
             t0 = time.perf_counter()
             warmup = t0 - t_start
-        if gradients:
-            gradients.start_epoch()
-        train_epoch(model, opt, data, batch_size, gen, after_backward=gradients, precision=precision,
+        if criterion:
+            criterion.start_epoch()
+        train_epoch(model, opt, data, batch_size, gen, after_backward=criterion, precision=precision,
                     channels_last=channels_last)  # syncs
-        if gradients:
-            gradients.end_epoch()
+        if criterion:
+            criterion.end_epoch()
     return epochs * len(data) / (time.perf_counter() - t0), warmup
 
 
@@ -163,7 +163,7 @@ def measure(model, loader, data, device, args, label, flops, folder):
             rows.append(Row("(b) this project", label, precision, memory, ips, flops))
     model = model.to(memory_format=torch.channels_last if uses_channels_last(device, args.precision)
                      else torch.contiguous_format)
-    ips, _ = time_ours(model, data, device, args.batch_size, args.steps, args.precision, judgement=True)
+    ips, _ = time_ours(model, data, device, args.batch_size, args.steps, args.precision, with_criterion=True)
     rows.append(Row("(b) + --judgement", label, args.precision, layout(device, args.precision), ips, flops))
     compile_seconds = {}
     for mode in args.compile:

@@ -13,20 +13,21 @@ from utils.ewc import fisher_diagonal, fisher_with_batch_statistics
 from utils.splits import Split
 
 
-def args(**kw):
-    base = dict(epochs=2, batch_size=4, lr=0.005, momentum=0.9, weight_decay=5e-4, ewc_lambda=40.0, eval_every=1,
-                precision="fp32")
-    base.update(kw)
-    return type("Args", (), base)
+Key, Inputs = individual.RunKey, individual.Inputs
+
+
+def settings(**kw):
+    """Short runs in fp32 (bit-stable on one machine), a mild EWC."""
+    return individual.TrainSettings(**{"epochs": 2, "batch_size": 4, "ewc_lambda": 40.0, "precision": "fp32", **kw})
 
 
 def test_model_construction(collective_run):
     art = learngene.load(collective_run / "learngene.pt")
     split = Split(json.loads((collective_run / "config.json").read_text())["args"]["path"])
     collective = individual.load_collective(None, art, split)
-    for method in [m for m in individual.METHODS if m not in individual.PROBES]:
+    for method in [name for name, m in individual.METHODS.items() if not m.probe]:
         torch.manual_seed(0)
-        model, layers = individual.build_model(method, art, collective, 32)
+        model, layers = individual.build_model(method, Inputs(art, "", collective), 32)
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
         if method.startswith("learngene"):
             assert layers == art["layers"]
@@ -48,7 +49,7 @@ def test_tasks_are_independent_of_order(collective_run, tiny_split):
         return DeviceData.from_numpy(xtr, ytr, cpu), DeviceData.from_numpy(xte, yte, cpu)
 
     def one(t):
-        return individual.train_one("learngene", art, None, *data(t), args(), seed=0, shots=2, task=t, device=cpu)
+        return individual.train_one(Key("learngene", 2, t, 0), Inputs(art, ""), *data(t), settings(), cpu)
 
     forward = [one(0)["curve"], one(1)["curve"]]
     backward = [one(1)["curve"], one(0)["curve"]][::-1]
@@ -75,12 +76,12 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     torch.save(art, other)
     changed = [str(other) if str(a) == str(collective_run / "learngene.pt") else str(a) for a in common]
     assert_clean_error(run_script(script, *changed), "learngene_sha256")
-    # the batched path through the script gives a table of the same rows (that it computes the same numbers is
-    # test_batched_training_matches_one_by_one, in float64: float32 results drift apart with the summation order)
-    batched = [str(a) if a != tmp_path / "res" else str(tmp_path / "batched") for a in common]
-    proc = run_script(script, *batched, "--batched")
+    # the grouped path through the script gives a table of the same rows (that it computes the same numbers is
+    # test_grouped_training_matches_one_by_one, in float64: float32 results drift apart with the summation order)
+    grouped = [str(a) if a != tmp_path / "res" else str(tmp_path / "grouped") for a in common]
+    proc = run_script(script, *grouped, "--grouped")
     assert proc.returncode == 0, proc.stderr
-    rows_b = list(csv.DictReader(open(tmp_path / "batched" / "results.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "grouped" / "results.csv")))
     assert [(r["shots"], r["method"], r["runs"]) for r in rows_b] == [(r["shots"], r["method"], r["runs"]) for r in rows]
 
 
@@ -123,17 +124,19 @@ def float64():
         torch.set_default_dtype(old)
 
 
-def test_batched_training_matches_one_by_one(collective_run, tiny_split):
+def test_grouped_training_matches_one_by_one(collective_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
-    collective = individual.load_collective(None, art, split)
+    inputs = Inputs(art, "", individual.load_collective(None, art, split))
     data = individual.FewShotData(split, "target", cpu)
-    group = [(4, 0, 0, "learngene"), (4, 0, 0, "scratch"), (4, 1, 0, "other-layers"), (4, 1, 0, "learngene-noewc")]
-    a = args(epochs=3, ewc_lambda=4000.0)
+    group = [Key("learngene", 4, 0, 0), Key("scratch", 4, 0, 0), Key("other-layers", 4, 1, 0),
+             Key("learngene-noewc", 4, 1, 0)]
+    a = settings(epochs=3, ewc_lambda=4000.0)
     with float64():
-        grouped = individual.train_grouped(group, art, collective, data, a, cpu)
-        for (k, t, s, m), g in zip(group, grouped):
-            one = individual.train_one(m, art, collective, *data(k, t), a, seed=s, shots=k, task=t, device=cpu)
+        grouped = individual.train_grouped(group, inputs, data, a, cpu)
+        for key, g in zip(group, grouped):
+            m, t = key.method, key.task
+            one = individual.train_one(key, inputs, *data(key.shots, t), a, cpu)
             assert g["inherited_layers"] == one["inherited_layers"] and g["parameters"] == one["parameters"]
             assert not g["diverged"] and not one["diverged"]
             for cg, co in zip(g["curve"], one["curve"]):
@@ -142,9 +145,10 @@ def test_batched_training_matches_one_by_one(collective_run, tiny_split):
                 assert cg[3] == co[3], (m, t)                            # test accuracy
             if m == "learngene":
                 assert one["curve"][-1][4] > 0  # EWC acts
-    assert individual.plan_groups([(10, 0, 0, "scratch"), (10, 0, 0, "finetune-collective"), (20, 0, 0, "scratch")],
-                                  True, 64) == [[(10, 0, 0, "scratch")], [(10, 0, 0, "finetune-collective")],
-                                                [(20, 0, 0, "scratch")]]
+    todo = [Key("scratch", 10, 0, 0), Key("finetune-collective", 10, 0, 0), Key("learngene", 10, 1, 0),
+            Key("scratch", 20, 0, 0)]
+    assert individual.plan_groups(todo, True) == [[todo[0], todo[2]], [todo[1]], [todo[3]]]
+    assert individual.plan_groups(todo, False) == [[key] for key in todo]
 
 
 def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split):
@@ -154,7 +158,7 @@ def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split
     split, cpu = Split(tiny_split), torch.device("cpu")
     train = individual.FewShotData(split, "target", cpu)(4, 0)[0]
     torch.manual_seed(0)
-    model, _ = individual.build_model("learngene", art, None, 32)
+    model, _ = individual.build_model("learngene", Inputs(art, ""), 32)
     names = [n for n, _ in model.named_parameters() if n.startswith("inherited.") and n.endswith("conv.weight")]
     reference = fisher_with_batch_statistics(model, train, names)
     ours = fisher_diagonal(model, train, names)
@@ -171,14 +175,13 @@ def test_a_run_pushed_to_a_non_finite_loss_is_flagged_diverged(collective_run, t
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
     data = individual.FewShotData(split, "target", cpu)
-    wild = args(epochs=2, lr=1e12)
-    one = individual.train_one("learngene", art, None, *data(2, 0), wild, seed=0, shots=2, task=0, device=cpu)
-    calm = individual.train_one("learngene", art, None, *data(2, 0), args(epochs=1), seed=0, shots=2, task=0,
-                                device=cpu)
+    wild, inputs = settings(epochs=2, lr=1e12), Inputs(art, "")
+    one = individual.train_one(Key("learngene", 2, 0, 0), inputs, *data(2, 0), wild, cpu)
+    calm = individual.train_one(Key("learngene", 2, 0, 0), inputs, *data(2, 0), settings(epochs=1), cpu)
     assert one["diverged"] and not calm["diverged"]
-    group = individual.train_grouped([(2, 0, 0, "learngene"), (2, 1, 0, "scratch")], art, None, data, wild, cpu)
+    group = individual.train_grouped([Key("learngene", 2, 0, 0), Key("scratch", 2, 1, 0)], inputs, data, wild, cpu)
     assert all(r["diverged"] for r in group)
-    runs = {("learngene", 2, 0, 0): one, ("scratch", 2, 0, 0): calm}
+    runs = {Key("learngene", 2, 0, 0): one, Key("scratch", 2, 0, 0): calm}
     rows = {r[1]: dict(zip(individual.TABLE_HEADER, r)) for r in individual.table_rows(runs)}
     assert rows["learngene"]["diverged"] == 1 and rows["scratch"]["diverged"] == 0
 
@@ -189,9 +192,9 @@ def fake_run(method, task, seed, acc):
 
 
 def test_paired_differences_by_hand():
-    accs = {"scratch": {(0, 0): 0.40, (0, 1): 0.50, (1, 0): 0.60, (1, 1): 0.60, (2, 0): 0.30, (2, 1): 0.50},
-            "learngene": {(0, 0): 0.50, (0, 1): 0.50, (1, 0): 0.70, (1, 1): 0.80, (2, 0): 0.30, (2, 1): 0.60}}
-    runs = {(m, 10, t, s): fake_run(m, t, s, a) for m, by in accs.items() for (t, s), a in by.items()}
+    accs = {"scratch": {(0, 0): 40, (0, 1): 50, (1, 0): 60, (1, 1): 60, (2, 0): 30, (2, 1): 50},
+            "learngene": {(0, 0): 50, (0, 1): 50, (1, 0): 70, (1, 1): 80, (2, 0): 30, (2, 1): 60}}
+    runs = {Key(m, 10, t, s): fake_run(m, t, s, a) for m, by in accs.items() for (t, s), a in by.items()}
     rows = {r[1]: dict(zip(individual.TABLE_HEADER, r)) for r in individual.table_rows(runs)}
     # per task, seeds averaged: differences 5, 15 and 5 points; mean 8.33, sd 5.774, t(2) = 4.303
     assert rows["learngene"]["diff_vs_scratch"] == pytest.approx(25 / 3)
@@ -228,8 +231,8 @@ def test_probes_read_frozen_features(collective_run, tiny_split):
     features = individual.conv_features(trained, train.images)
     assert features.shape == (len(train), collective["widths"][-1])  # 32px: 1x1 after the last pooling
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())  # frozen, running stats too
-    for method in individual.PROBES:
-        r = individual.train_probe(method, art, collective, train, test, args(), seed=0, shots=4, task=0, device=cpu)
-        assert r["method"] == method and not r["diverged"] and 0 <= r["final_acc"] <= 1
-        assert r["curve"][-1][2] >= 0.95  # 20 shots and their mirrors in 256 dimensions: separable
+    for method in [name for name, m in individual.METHODS.items() if m.probe]:
+        r = individual.train_probe(Key(method, 4, 0, 0), Inputs(art, "", collective), train, test, settings(), cpu)
+        assert r["method"] == method and not r["diverged"] and 0 <= r["final_acc"] <= 100
+        assert r["curve"][-1][2] >= 95  # 20 shots and their mirrors in 256 dimensions: separable
         assert r["parameters"] == 5 * (collective["widths"][-1] + 1)

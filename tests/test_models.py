@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils import criterion as crit
+from utils import criterion
 from utils import plots
 from utils.engine import DeviceData, normalize
 from utils.ewc import EWC, fisher_diagonal
@@ -100,8 +100,8 @@ def test_no_softmax_before_the_loss():
 # ---------------------------------------------------------------- criterion
 def test_criterion_counts_gradient_entries_above_the_threshold():
     model = CollectiveNet(BASE_WIDTHS, image_size=32)
-    signed = crit.GradientCriterion(threshold=0.5)
-    absolute = crit.GradientCriterion(threshold=0.5, absolute=True)
+    signed = criterion.GradientCriterion(threshold=0.5)
+    absolute = criterion.GradientCriterion(threshold=0.5, absolute=True)
     expected = []
     for i, w in enumerate(model.conv_weights()):
         grad = torch.zeros_like(w).flatten()
@@ -115,7 +115,7 @@ def test_criterion_counts_gradient_entries_above_the_threshold():
         c.start_epoch()
         c(model)
         c(model)
-    assert signed.variants[0] == (False, 0.5) and len(signed.variants) == 1 + len(crit.VARIANTS)
+    assert signed.variants[0] == (False, 0.5) and len(signed.variants) == 1 + len(criterion.VARIANTS)
     for i, (large, positive, n) in enumerate(expected):
         assert signed.end_epoch()[0][i] == pytest.approx(positive / n)
         assert absolute.end_epoch()[0][i] == pytest.approx(large / n)
@@ -139,16 +139,16 @@ def synthetic_record(low_layers, tasks=10, layers=13, epochs=2):
 @pytest.mark.parametrize("low,expected", [({10, 11, 12}, [10, 11, 12]), ({5, 6, 7}, [5, 6, 7]),
                                           ({0, 1, 2}, [1, 2, 3])])
 def test_selection_rule_picks_the_settled_window(low, expected):
-    chosen, text, windows = crit.select_layers(synthetic_record(low), k=3)
+    chosen, text, windows = criterion.select_layers(synthetic_record(low), k=3)
     assert chosen == expected
     assert "learngene" in text and len(windows) == 10
-    assert "the criterion decides it" in text and crit.margin(windows) > crit.MARGIN_TOLERANCE
+    assert "the criterion decides it" in text and criterion.margin(windows) > criterion.MARGIN_TOLERANCE
 
 
 def test_selection_reports_a_tie_instead_of_hiding_it():
     flat = [[t, 0, layer, 0.5] for t in range(4) for layer in range(13)]
-    chosen, text, windows = crit.select_layers(flat, k=3)
-    assert crit.margin(windows) == 0.0 and "BELOW the tolerance" in text
+    chosen, text, windows = criterion.select_layers(flat, k=3)
+    assert criterion.margin(windows) == 0.0 and "BELOW the tolerance" in text
 
 
 def test_selection_rule_prefers_stable_over_merely_low():
@@ -161,11 +161,11 @@ def test_selection_rule_prefers_stable_over_merely_low():
             if layer in (9, 10, 11):
                 v = 0.6  # higher but settled
             rows.append([t, 0, layer, v])
-    assert crit.select_layers(rows, 3)[0] == [9, 10, 11]
+    assert criterion.select_layers(rows, 3)[0] == [9, 10, 11]
 
 
 def test_heatmap_png(tmp_path):
-    plots.criterion_heatmap(*crit.task_layer_matrix(synthetic_record({10, 11, 12})), tmp_path / "h.png", "test",
+    plots.criterion_heatmap(*criterion.task_layer_matrix(synthetic_record({10, 11, 12})), tmp_path / "h.png", "test",
                             [10, 11, 12])
     from PIL import Image
     assert Image.open(tmp_path / "h.png").size[0] >= 400
@@ -280,9 +280,9 @@ def test_small_map_convolution_is_the_convolution(size):
 def test_criterion_reads_its_statistic_every_batch_and_the_variants_every_few():
     """Row 0 averages every batch; the side variants average the batches 0, VARIANTS_EVERY, 2 * VARIANTS_EVERY..."""
     model = CollectiveNet(BASE_WIDTHS, image_size=32)
-    c = crit.GradientCriterion()
+    c = criterion.GradientCriterion()
     c.start_epoch()
-    batches = 2 * crit.VARIANTS_EVERY + 1
+    batches = 2 * criterion.VARIANTS_EVERY + 1
     for b in range(batches):
         for w in model.conv_weights():  # batch b: b + 1 entries of each layer above every threshold
             grad = torch.zeros(w.numel())
@@ -292,7 +292,7 @@ def test_criterion_reads_its_statistic_every_batch_and_the_variants_every_few():
     sizes = torch.tensor([w.numel() for w in model.conv_weights()], dtype=torch.float64)
     rows = c.end_epoch()
     every = (sum(range(1, batches + 1)) / batches) / sizes
-    sampled = [b + 1 for b in range(0, batches, crit.VARIANTS_EVERY)]
+    sampled = [b + 1 for b in range(0, batches, criterion.VARIANTS_EVERY)]
     assert rows[0] == pytest.approx(every.tolist())
     for row in rows[1:]:
         assert row == pytest.approx(((sum(sampled) / len(sampled)) / sizes).tolist())

@@ -71,7 +71,7 @@ def test_no_preset_writes_where_git_tracks_files():
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
     for preset in pipeline.PRESETS:
-        for dataset in pipeline.FAMILY:
+        for dataset in pipeline.SCRIPTS:
             paths = pipeline.outputs(".", dataset, preset)
             names = [str(paths["split"]), str(paths["work"]), *map(str, paths["results"])]
             tracked = git("ls-files", "--", *names)

@@ -65,100 +65,83 @@ def individual_args(i, out, path=None):
     return ["--path", path or i.split, "--learngene", i.learngene, "--out", out, "--epochs", "1", "--no-cuda"]
 
 
-# (script, arguments given the inputs and a fresh output path, fragment of the one-line error)
+GOOD_ARGS = {MAKER: split_args, COLLECTIVE: collective_args, INDIVIDUAL: individual_args}
+# (script, its arguments: flags added to GOOD_ARGS, or all of them from the inputs and a fresh output path; a
+# fragment of the one-line error)
 CASES = {
     "maker: raw data missing": (MAKER, lambda i, o: [*split_args(i, o), "--path", i.root / "nowhere"], "nowhere"),
-    "maker: --size 0": (MAKER, lambda i, o: [*split_args(i, o), "--size", "0"], "positive integer"),
-    "maker: --num_tasks text": (MAKER, lambda i, o: [*split_args(i, o), "--num_tasks", "many"], "positive integer"),
-    "maker: --shots repeated": (MAKER, lambda i, o: [*split_args(i, o), "--shots", "2", "2"], "repeats"),
-    "maker: too many images": (MAKER, lambda i, o: [*split_args(i, o), "--num_imgs_per_cat_train", "100000"],
-                               "more than"),
-    "maker: --continual_pool unknown": (MAKER, lambda i, o: [*split_args(i, o), "--continual_pool", "all"],
-                                        "invalid choice"),
-    "maker: --dataset unknown": (MAKER, lambda i, o: [*split_args(i, o), "--dataset", "mnist"], "invalid choice"),
+    "maker: --size 0": (MAKER, ["--size", "0"], "positive integer"),
+    "maker: --num_tasks text": (MAKER, ["--num_tasks", "many"], "positive integer"),
+    "maker: --shots repeated": (MAKER, ["--shots", "2", "2"], "repeats"),
+    "maker: too many images": (MAKER, ["--num_imgs_per_cat_train", "100000"], "more than"),
+    "maker: --continual_pool unknown": (MAKER, ["--continual_pool", "all"], "invalid choice"),
+    "maker: --dataset unknown": (MAKER, ["--dataset", "mnist"], "invalid choice"),
     "maker: --out is a file": (MAKER, lambda i, o: [*split_args(i, i.file)], "not a directory"),
     "maker: --out under a file": (MAKER, lambda i, o: [*split_args(i, i.file / "split")], "a-file"),
     "collective: --path not a split": (COLLECTIVE, lambda i, o: collective_args(i, o, i.root), "not a split directory"),
-    "collective: manifest with an unknown sample": (COLLECTIVE, lambda i, o: collective_args(
-        i, o, i.manifests["unknown_id"]), "train:9999999"),
-    "collective: manifest without a key": (COLLECTIVE, lambda i, o: collective_args(
-        i, o, i.manifests["missing_key"]), "missing or wrong-typed entry 'continual'"),
-    "collective: manifest with another image size": (COLLECTIVE, lambda i, o: collective_args(
-        i, o, i.manifests["wrong_size"]), "images shape"),
-    "collective: manifest with a wrong-typed section": (COLLECTIVE, lambda i, o: collective_args(
-        i, o, i.manifests["wrong_type"]), "malformed"),
-    "collective: --epochs 0": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--epochs", "0"], "positive integer"),
-    "collective: --lr negative": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--lr", "-1"], "number > 0"),
-    "collective: --momentum text": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--momentum", "x"], "a number"),
-    "collective: --batch_size 0": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--batch_size", "0"],
-                                   "positive integer"),
-    "collective: --precision fp16": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--precision", "fp16"],
-                                     "invalid choice"),
-    "collective: --num_works too many": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--num_works", "9"],
-                                         "more than the 3 tasks"),
-    "collective: --learngene_layers with conv 0": (COLLECTIVE, lambda i, o: [
-        *collective_args(i, o), "--learngene_layers", "0", "1", "2"], "consecutive conv layers in 1..12"),
-    "collective: --learngene_layers with a gap": (COLLECTIVE, lambda i, o: [
-        *collective_args(i, o), "--learngene_layers", "5", "7", "8"], "consecutive"),
-    "collective: --learngene_layers repeated": (COLLECTIVE, lambda i, o: [
-        *collective_args(i, o), "--learngene_layers", "5", "5", "6"], "distinct"),
-    "collective: --num_learngene_layers 13": (COLLECTIVE, lambda i, o: [
-        *collective_args(i, o), "--num_learngene_layers", "13"], "12 candidate conv layers"),
-    "collective: --extract_after_task -1": (COLLECTIVE, lambda i, o: [
-        *collective_args(i, o), "--extract_after_task", "-1"], "must be >= 0"),
-    "collective: --no-judgement alone": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--no-judgement"],
-                                         "--learngene_layers"),
+    "collective: manifest with an unknown sample": (
+        COLLECTIVE, lambda i, o: collective_args(i, o, i.manifests["unknown_id"]), "train:9999999"),
+    "collective: manifest without a key": (
+        COLLECTIVE, lambda i, o: collective_args(i, o, i.manifests["missing_key"]),
+        "missing or wrong-typed entry 'continual'"),
+    "collective: manifest with another image size": (
+        COLLECTIVE, lambda i, o: collective_args(i, o, i.manifests["wrong_size"]), "images shape"),
+    "collective: manifest with a wrong-typed section": (
+        COLLECTIVE, lambda i, o: collective_args(i, o, i.manifests["wrong_type"]), "malformed"),
+    "collective: --epochs 0": (COLLECTIVE, ["--epochs", "0"], "positive integer"),
+    "collective: --lr negative": (COLLECTIVE, ["--lr", "-1"], "number > 0"),
+    "collective: --momentum text": (COLLECTIVE, ["--momentum", "x"], "a number"),
+    "collective: --batch_size 0": (COLLECTIVE, ["--batch_size", "0"], "positive integer"),
+    "collective: --precision fp16": (COLLECTIVE, ["--precision", "fp16"], "invalid choice"),
+    "collective: --num_works too many": (COLLECTIVE, ["--num_works", "9"], "more than the 3 tasks"),
+    "collective: --learngene_layers with conv 0": (
+        COLLECTIVE, ["--learngene_layers", "0", "1", "2"], "consecutive conv layers in 1..12"),
+    "collective: --learngene_layers with a gap": (COLLECTIVE, ["--learngene_layers", "5", "7", "8"], "consecutive"),
+    "collective: --learngene_layers repeated": (COLLECTIVE, ["--learngene_layers", "5", "5", "6"], "distinct"),
+    "collective: --num_learngene_layers 13": (COLLECTIVE, ["--num_learngene_layers", "13"], "12 candidate conv layers"),
+    "collective: --extract_after_task -1": (COLLECTIVE, ["--extract_after_task", "-1"], "must be >= 0"),
+    "collective: --no-judgement alone": (COLLECTIVE, ["--no-judgement"], "--learngene_layers"),
     "collective: --out is a file": (COLLECTIVE, lambda i, o: collective_args(i, i.file), "is not a folder"),
     "collective: --out under a file": (COLLECTIVE, lambda i, o: collective_args(i, i.file / "run"), "a-file"),
-    "collective: --resume with nothing to resume": (COLLECTIVE, lambda i, o: [*collective_args(i, o), "--resume"],
-                                                    "resume checkpoint not found"),
-    "individual: --seed repeated": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--seed", "0", "0"],
-                                    "--seed repeats 0"),
-    "individual: --methods repeated": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--methods", "scratch",
-                                                                 "scratch"], "--methods repeats scratch"),
-    "individual: --methods unknown": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--methods", "maml"],
-                                      "invalid choice"),
-    "individual: shots repeated": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--num_imgs_per_cat_train",
-                                                             "2", "2"], "repeats 2"),
-    "individual: shots the split lacks": (INDIVIDUAL, lambda i, o: [*individual_args(i, o),
-                                                                    "--num_imgs_per_cat_train", "10"], "no 10-shot"),
-    "individual: --num_works_tt too many": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--num_works_tt", "9"],
-                                            "more than"),
-    "individual: --eval_every 0": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--eval_every", "0"],
-                                   "positive integer"),
-    "individual: --ewc_lambda negative": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--ewc_lambda", "-4"],
-                                          ">= 0"),
-    "individual: --section unknown": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--section", "test"],
-                                      "invalid choice"),
-    "individual: --learngene missing": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--learngene",
-                                                                  i.root / "none.pt"], "not found"),
-    "individual: --learngene a folder": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--learngene", i.root],
-                                         "not found"),
-    "individual: --learngene not a torch file": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--learngene",
-                                                                           i.file], "corrupted"),
-    "individual: --learngene with a Python object": (INDIVIDUAL, lambda i, o: [
-        *individual_args(i, o), "--learngene", i.evil], "refers to the Python object"),
-    "individual: --collective not a torch file": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--collective",
-                                                                            i.file], "corrupted"),
-    "individual: manifest with an unknown sample": (INDIVIDUAL, lambda i, o: individual_args(
-        i, o, i.manifests["unknown_id"]), "is not among the split's images"),
+    "collective: --resume with nothing to resume": (COLLECTIVE, ["--resume"], "resume checkpoint not found"),
+    "individual: --seed repeated": (INDIVIDUAL, ["--seed", "0", "0"], "--seed repeats 0"),
+    "individual: --methods repeated": (INDIVIDUAL, ["--methods", "scratch", "scratch"], "--methods repeats scratch"),
+    "individual: --methods unknown": (INDIVIDUAL, ["--methods", "maml"], "invalid choice"),
+    "individual: shots repeated": (INDIVIDUAL, ["--num_imgs_per_cat_train", "2", "2"], "repeats 2"),
+    "individual: shots the split lacks": (INDIVIDUAL, ["--num_imgs_per_cat_train", "10"], "no 10-shot"),
+    "individual: --num_works_tt too many": (INDIVIDUAL, ["--num_works_tt", "9"], "more than"),
+    "individual: --eval_every 0": (INDIVIDUAL, ["--eval_every", "0"], "positive integer"),
+    "individual: --ewc_lambda negative": (INDIVIDUAL, ["--ewc_lambda", "-4"], ">= 0"),
+    "individual: --section unknown": (INDIVIDUAL, ["--section", "test"], "invalid choice"),
+    "individual: --learngene missing": (
+        INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--learngene", i.root / "none.pt"], "not found"),
+    "individual: --learngene a folder": (
+        INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--learngene", i.root], "not found"),
+    "individual: --learngene not a torch file": (
+        INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--learngene", i.file], "corrupted"),
+    "individual: --learngene with a Python object": (
+        INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--learngene", i.evil], "refers to the Python object"),
+    "individual: --collective not a torch file": (
+        INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--collective", i.file], "corrupted"),
+    "individual: manifest with an unknown sample": (
+        INDIVIDUAL, lambda i, o: individual_args(i, o, i.manifests["unknown_id"]), "is not among the split's images"),
     "individual: --out is a file": (INDIVIDUAL, lambda i, o: individual_args(i, i.file), "is not a folder"),
     "individual: --out under a file": (INDIVIDUAL, lambda i, o: individual_args(i, i.file / "results"), "a-file"),
     "pipeline: --preset unknown": ("pipeline.py", lambda i, o: ["--preset", "huge"], "invalid choice"),
     "pipeline: --dataset unknown": ("pipeline.py", lambda i, o: ["--dataset", "mnist"], "invalid choice"),
     "pipeline: --precision unknown": ("pipeline.py", lambda i, o: ["--precision", "fp8"], "invalid choice"),
-    "pipeline: --data missing": ("pipeline.py", lambda i, o: ["--preset", "smoke", "--root", o, "--data",
-                                                              i.root / "nowhere"], "nowhere"),
+    "pipeline: --data missing": (
+        "pipeline.py", lambda i, o: ["--preset", "smoke", "--root", o, "--data", i.root / "nowhere"], "nowhere"),
     "pipeline: --root a file": ("pipeline.py", lambda i, o: ["--preset", "smoke", "--root", i.file], "a-file"),
-    "throughput: --path not a split": ("bench/throughput.py", lambda i, o: ["--path", i.root, "--out", o / "t.csv"],
-                                       "not a split directory"),
-    "throughput: --steps 0": ("bench/throughput.py", lambda i, o: ["--path", i.split, "--steps", "0"],
-                              "positive integer"),
+    "throughput: --path not a split": (
+        "bench/throughput.py", lambda i, o: ["--path", i.root, "--out", o / "t.csv"], "not a split directory"),
+    "throughput: --steps 0": (
+        "bench/throughput.py", lambda i, o: ["--path", i.split, "--steps", "0"], "positive integer"),
     "preset costs: --preset unknown": ("bench/preset_costs.py", lambda i, o: ["--preset", "huge"], "invalid choice"),
-    "preset costs: --path not a split": ("bench/preset_costs.py", lambda i, o: ["--path", i.root, "--out",
-                                                                               o / "c.csv"], "not a split directory"),
-    "fisher check: --learngene missing": ("bench/fisher_check.py", lambda i, o: [
-        "--path", i.split, "--learngene", i.root / "none.pt"], "not found"),
+    "preset costs: --path not a split": (
+        "bench/preset_costs.py", lambda i, o: ["--path", i.root, "--out", o / "c.csv"], "not a split directory"),
+    "fisher check: --learngene missing": (
+        "bench/fisher_check.py", lambda i, o: ["--path", i.split, "--learngene", i.root / "none.pt"], "not found"),
     "individual phase: --shots 0": ("bench/individual_phase.py", lambda i, o: ["--shots", "0"], "positive integer"),
 }
 
@@ -178,10 +161,11 @@ def run_in_process(script, argv, capsys):
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_line_before_any_work(case, inputs, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    script, make_args, fragment = CASES[case]
+    script, args, fragment = CASES[case]
     out = tmp_path / "out"
     before = sorted(p.name for p in inputs.root.iterdir())
-    proc = run_in_process(script, make_args(inputs, out), capsys)
+    argv = args(inputs, out) if callable(args) else [*GOOD_ARGS[script](inputs, out), *args]
+    proc = run_in_process(script, argv, capsys)
     assert_clean_error(proc, fragment)
     assert "pwned" not in proc.stdout
     assert not out.exists() or not any(out.iterdir()), "a refused command left outputs"

@@ -298,33 +298,23 @@ def derived_seed(*parts):
 
 def positive_int(text):
     """argparse type: an integer >= 1, with a one-line message otherwise."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def nonneg_float(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+    return _number(text, float, lambda v: v >= 0, "a number >= 0")
 
 
 def positive_float(text):
+    return _number(text, float, lambda v: v > 0, "a number > 0")  # not NaN either
+
+
+def _number(text, convert, acceptable, what):
     import argparse
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if not acceptable(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value

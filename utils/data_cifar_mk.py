@@ -1,4 +1,4 @@
-"""Build the CIFAR-100 continual (source), target and validation splits (PROTOCOL.md sections 2-3).
+"""Build the CIFAR-100 continual (source), target and validation splits (README, "Splits").
 
     python utils/data_cifar_mk.py --path data/ --out data/cifar100-split
 """
@@ -15,9 +15,7 @@ from utils.common import cli  # noqa: E402
 def main(argv=None):
     p = splits.maker_parser(__doc__.splitlines()[0], ["cifar100"])
     p.add_argument("--download", action="store_true", help="fetch CIFAR-100 into --path with torchvision (online)")
-    args = p.parse_args(argv)
-    source = sources.cifar100(args.path, verify=args.verify, download=args.download)
-    splits.make_split(args, argv, "cifar100", source)
+    splits.run_maker(p, argv, lambda args: sources.cifar100(args.path, verify=args.verify, download=args.download))
 
 
 if __name__ == "__main__":

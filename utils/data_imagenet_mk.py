@@ -15,13 +15,14 @@ from utils.common import cli  # noqa: E402
 @cli
 def main(argv=None):
     p = splits.maker_parser(__doc__.splitlines()[0], ["imagenet100", "tiny-imagenet-100"])
-    args = p.parse_args(argv)
+    splits.run_maker(p, argv, open_source)
+
+
+def open_source(args):
     if args.dataset == "tiny-imagenet-100":
-        source = sources.tiny_imagenet100(args.path, verify=args.verify)
-    else:
-        wnids = [w for pool in splits.class_split("imagenet100").values() for w in pool]
-        source = sources.imagenet100(args.path, wnids)
-    splits.make_split(args, argv, args.dataset, source)
+        return sources.tiny_imagenet100(args.path, verify=args.verify)
+    wnids = [w for pool in splits.class_split("imagenet100").values() for w in pool]
+    return sources.imagenet100(args.path, wnids)
 
 
 if __name__ == "__main__":

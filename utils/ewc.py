@@ -97,7 +97,7 @@ class EWC:
         self.lam = lam
 
     def penalty(self, model, groups=None):
-        """The penalty, a scalar; with `groups=M` (utils/batched.py: every tensor holds M models' blocks one
+        """The penalty, a scalar; with `groups=M` (utils/grouped.py: every tensor holds M models' blocks one
         after the other along dim 0) a vector of the M models' own penalties."""
         params = dict(model.named_parameters())
         total = 0.0

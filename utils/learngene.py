@@ -1,9 +1,10 @@
 """The learngene artifact: the selected conv blocks of the collective model (conv and BatchNorm weights and
 running statistics), their shapes and positions, the criterion that chose them, and provenance.
 Plain tensors and containers only, so it loads with torch.load(weights_only=True)."""
+from dataclasses import dataclass
 from pathlib import Path
 
-from utils import criterion as crit
+from utils.criterion import select_layers, variants_table
 from utils.common import UserError, provenance, require, torch_load, torch_save, write_text
 from utils.models import POOL_AFTER
 
@@ -12,40 +13,48 @@ BLOCK_TENSORS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running
                  "bn.num_batches_tracked")
 
 
-def check_layer_flags(args, num_layers):
-    """The collective script's learngene flags, checked before any training: --learngene_layers consecutive conv
-    layers in 1..num_layers-1 (the first conv reads RGB), --num_learngene_layers a window that fits there, and
-    --extract_after_task a task."""
-    require(args.extract_after_task >= 0, f"--extract_after_task must be >= 0, got {args.extract_after_task}")
-    require(args.num_learngene_layers <= num_layers - 1, f"--num_learngene_layers {args.num_learngene_layers}: the "
-            f"collective model has {num_layers - 1} candidate conv layers (1..{num_layers - 1})")
-    if args.learngene_layers:
-        layers = sorted(args.learngene_layers)
-        require(all(1 <= i < num_layers for i in layers) and layers == list(range(layers[0], layers[0] + len(layers))),
-                f"--learngene_layers must be distinct consecutive conv layers in 1..{num_layers - 1}, got "
-                f"{' '.join(map(str, args.learngene_layers))}")
+@dataclass(frozen=True)
+class Selection:
+    """How the learngene is taken from a collective run (the collective script's learngene flags)."""
+    num_layers: int = 3  # consecutive conv layers chosen by the criterion (the paper: 3)
+    layers: tuple = ()   # 0-based conv layers given outright, skipping the criterion (the released scripts: 10 11 12)
+    after_task: int = 20  # the weights after this task (the paper: 20, the last widening); capped at the last trained
+
+    def check(self, num_conv_layers):
+        """Before any training: given layers distinct, consecutive and in 1..num_conv_layers-1 (the first conv
+        reads RGB), a window that fits there, and a task."""
+        require(self.after_task >= 0, f"--extract_after_task must be >= 0, got {self.after_task}")
+        require(self.num_layers <= num_conv_layers - 1, f"--num_learngene_layers {self.num_layers}: the collective "
+                f"model has {num_conv_layers - 1} candidate conv layers (1..{num_conv_layers - 1})")
+        if self.layers:
+            layers = sorted(self.layers)
+            require(all(1 <= i < num_conv_layers for i in layers) and layers == list(range(layers[0], layers[0] + len(layers))),
+                    f"--learngene_layers must be distinct consecutive conv layers in 1..{num_conv_layers - 1}, got "
+                    f"{' '.join(map(str, self.layers))}")
 
 
-def extract(out, split, args, config, record, variant_record, num_tasks, device, argv=None):
+def extract(out, split, selection, config, record, variant_record, num_tasks, device, argv=None):
+    """Choose the learngene's layers (the criterion's rule on `record`, or the given ones), cut them from the
+    checkpoint after the source task, and write learngene.pt and selection.txt."""
     out = Path(out)
-    source_task = min(args.extract_after_task, num_tasks - 1)
+    source_task = min(selection.after_task, num_tasks - 1)
     checkpoint_path = out / "checkpoints" / f"task_{source_task:03d}.pt"
     ck = torch_load(checkpoint_path, "collective checkpoint")
     widths = ck["widths"]
-    check_layer_flags(args, len(widths))
-    if args.learngene_layers:
-        layers = sorted(args.learngene_layers)
+    selection.check(len(widths))
+    if selection.layers:
+        layers = sorted(selection.layers)
         reasoning, windows = f"learngene layers given by --learngene_layers: {layers}", {}
     else:
-        layers, reasoning, windows = crit.select_layers(record, args.num_learngene_layers)
+        layers, reasoning, windows = select_layers(record, selection.num_layers)
         reasoning += ("\n\nThe same rule on each statistic recorded beside it (heat map range over tasks x layers):\n"
-                      + crit.variants_table(variant_record, args.num_learngene_layers))
+                      + variants_table(variant_record, selection.num_layers))
     print(reasoning)
     write_text(out / "selection.txt", reasoning + "\n")
     artifact = make_artifact(ck["model"], widths, layers, dataset=split.dataset, image_size=split.image_size,
                              source_task=source_task, windows=windows, reasoning=reasoning,
                              checkpoint=str(checkpoint_path))
-    artifact["provenance"] = {**provenance(device, argv, args.seed), "split_hash": split.hash,
+    artifact["provenance"] = {**provenance(device, argv, config["seed"]), "split_hash": split.hash,
                               "collective_config": config}
     torch_save(out / "learngene.pt", artifact)
     print(f"learngene: conv layers {layers} of the collective model after task {source_task} -> {out / 'learngene.pt'}")

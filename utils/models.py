@@ -1,5 +1,5 @@
-"""The networks: the expandable collective model (PROTOCOL.md section 4), Net2Net widening, and the
-lightweight individual model built around inherited learngene layers (section 6)."""
+"""The networks: the expandable collective model, Net2Net widening, and the lightweight individual model built
+around inherited learngene layers (README, "Collective model" and "Individual models")."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -69,10 +69,14 @@ class CollectiveNet(nn.Module):
             nn.Flatten(), nn.Linear(self.widths[-1] * s * s, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(DROPOUT),
             nn.Linear(HIDDEN, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(DROPOUT), nn.Linear(HIDDEN, num_outputs))
 
-    def forward(self, x):
+    def trunk(self, x):
+        """The conv blocks' output: the features the head (or a probe) reads."""
         for block in self.features:
             x = block(x)
-        return self.head(x)
+        return x
+
+    def forward(self, x):
+        return self.head(self.trunk(x))
 
     def conv_weights(self):
         return [b.conv.weight for b in self.features]

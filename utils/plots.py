@@ -30,9 +30,9 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 
 def learning_curves(path, runs, title, provenance=None):
-    """One panel per shot count: mean test accuracy per epoch of each method over its runs."""
-    shots = sorted({key[1] for key in runs})
-    methods = list(dict.fromkeys(key[0] for key in runs))
+    """One panel per shot count: mean test accuracy (%) per epoch of each method over its runs ({RunKey: run})."""
+    shots = sorted({key.shots for key in runs})
+    methods = list(dict.fromkeys(key.method for key in runs))
     pw, ph, left, top = 420, 300, 50, 40
     img = Image.new("RGB", (left + len(shots) * (pw + 30) + 10, top + ph + 90), "white")
     d = ImageDraw.Draw(img)
@@ -43,19 +43,19 @@ def learning_curves(path, runs, title, provenance=None):
         d.text((x0 + 5, y0 + 5), f"{k} shots", fill="black")
         curves = {}
         for m in methods:
-            rs = [r for key, r in runs.items() if key[0] == m and key[1] == k]
+            rs = [r for key, r in runs.items() if key.method == m and key.shots == k]
             if rs:
                 epochs = [c[0] for c in rs[0]["curve"]]
                 curves[m] = (epochs, np.mean([[c[3] for c in r["curve"]] for r in rs], axis=0))
         if not curves:
             continue
         emax = max(max(e) for e, _ in curves.values())
-        for acc in (0.2, 0.4, 0.6, 0.8, 1.0):
-            y = y0 + ph - acc * ph
+        for acc in (20, 40, 60, 80, 100):
+            y = y0 + ph - acc / 100 * ph
             d.line([x0, y, x0 + pw, y], fill=(225, 225, 225))
-            d.text((x0 - 30, y - 6), f"{acc:.1f}", fill="black")
+            d.text((x0 - 30, y - 6), f"{acc}%", fill="black")
         for i, (m, (epochs, acc)) in enumerate(curves.items()):
-            pts = [(x0 + e / emax * pw, y0 + ph - a * ph) for e, a in zip(epochs, acc)]
+            pts = [(x0 + e / emax * pw, y0 + ph - a / 100 * ph) for e, a in zip(epochs, acc)]
             if len(pts) > 1:
                 d.line(pts, fill=COLOURS[i % len(COLOURS)], width=2)
             else:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,8 @@ def build_manifest(source, classes, *, num_tasks, images_per_class, num_target_t
         task_classes = [str(c) for c in rng.choice(pool, WAYS, replace=False)]
         samples = {}
         for c in task_classes:
+            # the class's train images as indices i >= 0 and its test images as -1 - i < 0, in one array, so a
+            # single permutation draws from both (the released pool: all 600 CIFAR images of a class)
             available = np.concatenate([source.indices_of("train", c), -1 - source.indices_of("test", c)])
             require(images_per_class <= len(available), f"--num_imgs_per_cat_train {images_per_class} is more than "
                     f"the {len(available)} images class {c} has")
@@ -300,13 +303,14 @@ def maker_parser(description, dataset_choices):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--path", required=True, help="where the raw dataset is")
     p.add_argument("--out", default=None, help="split directory to write (default: data/<dataset>-split)")
+    p.set_defaults(dataset=dataset_choices[0])
     if len(dataset_choices) > 1:
         p.add_argument("--dataset", choices=dataset_choices, default=dataset_choices[0],
                        help="imagenet100: ImageNet class folders or mini-ImageNet csv layout (84px); "
                             "tiny-imagenet-100: the offline npz set (64px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_tasks", type=positive_int, default=50, help="continual (source) tasks")
-    p.add_argument("--num_imgs_per_cat_train", type=positive_int, default=None,
+    p.add_argument("--num_imgs_per_cat_train", dest="images_per_class", type=positive_int, default=None,
                    help="images per class in a continual task (default: cifar100 600, imagenet100 400, tiny 550)")
     p.add_argument("--num_target_tasks", type=positive_int, default=None,
                    help="target (and validation) tasks per shot count (default: cifar100 5, imagenet 10)")
@@ -340,20 +344,44 @@ def _content_command(argv):
     return command_line(kept)
 
 
-def make_split(args, argv, dataset, source):
-    """The makers' shared body: build the manifest for `source`, write the split, print a summary."""
-    config = DATASETS[dataset]
-    images_per_class = args.num_imgs_per_cat_train or config["images_per_class"]
-    size = args.size or source.native_size
-    manifest = build_manifest(source, class_split(dataset), num_tasks=args.num_tasks,
-                              images_per_class=images_per_class,
-                              num_target_tasks=args.num_target_tasks or config["num_target_tasks"],
-                              shots=args.shots, seed=args.seed, continual_pool=args.continual_pool)
-    manifest["source"] = {"path": str(args.path), "checksums": source.checksums, "verified": args.verify}
+def run_maker(parser, argv, open_source):
+    """The makers' shared body: parse, open the raw data with `open_source(args)` (the script's own), build the
+    manifest, write the split, print a summary."""
+    args = parser.parse_args(argv)
+    config = DATASETS[args.dataset]
+    settings = SplitSettings(num_tasks=args.num_tasks, images_per_class=args.images_per_class or
+                             config["images_per_class"], num_target_tasks=args.num_target_tasks or
+                             config["num_target_tasks"], shots=tuple(args.shots), seed=args.seed,
+                             continual_pool=args.continual_pool)
+    source = open_source(args)
+    out = Path(args.out or Path("data") / f"{args.dataset}-split")
+    return make_split(args.dataset, source, settings, out, size=args.size or source.native_size,
+                      raw_path=args.path, verified=args.verify, overwrite=args.overwrite,
+                      export_imagefolder=args.export_imagefolder, argv=argv)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """What a split holds (defaults: the paper's, and per dataset the protocol's images per class and tasks)."""
+    num_tasks: int = 50  # continual (source) tasks
+    images_per_class: int = 500  # in a continual task
+    num_target_tasks: int = 10  # target and validation tasks per shot count
+    shots: tuple = (10, 20)
+    seed: int = 0
+    continual_pool: str = "base"  # or "base+open_world", the released ImageNet script's pool
+
+
+def make_split(dataset, source, settings, out, *, size, raw_path, verified, overwrite=False,
+               export_imagefolder=False, argv=None):
+    """Build the manifest of `settings` over `source` and write the split to `out` at `size` pixels."""
+    manifest = build_manifest(source, class_split(dataset), num_tasks=settings.num_tasks,
+                              images_per_class=settings.images_per_class,
+                              num_target_tasks=settings.num_target_tasks, shots=list(settings.shots),
+                              seed=settings.seed, continual_pool=settings.continual_pool)
+    manifest["source"] = {"path": str(raw_path), "checksums": source.checksums, "verified": verified}
     manifest["command"] = _content_command(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out or Path("data") / f"{dataset}-split")
-    write_split(out, manifest, source, size, overwrite=args.overwrite, export_imagefolder=args.export_imagefolder)
-    print(f"wrote {out}: {dataset} at {size}px, {args.num_tasks} continual tasks x {WAYS} classes x "
-          f"{images_per_class} images, {len(next(iter(manifest['target'].values())))} target and validation tasks "
-          f"per shot count {args.shots}, {len(used_ids(manifest))} distinct images")
+    write_split(out, manifest, source, size, overwrite=overwrite, export_imagefolder=export_imagefolder)
+    print(f"wrote {out}: {dataset} at {size}px, {settings.num_tasks} continual tasks x {WAYS} classes x "
+          f"{settings.images_per_class} images, {len(next(iter(manifest['target'].values())))} target and "
+          f"validation tasks per shot count {list(settings.shots)}, {len(used_ids(manifest))} distinct images")
     return out
