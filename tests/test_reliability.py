@@ -180,6 +180,21 @@ def test_a_collective_run_whose_loss_goes_non_finite_stops_without_a_learngene(t
     assert not (out / "learngene.pt").exists() and not (out / "checkpoints").exists()
 
 
+def test_wrong_typed_resume_and_run_files_are_one_line(inputs, tmp_path, capsys):
+    run = tmp_path / "collective"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    torch.save([1, 2, 3], run / "last.pt")  # a valid torch file of the wrong type
+    assert_clean_error(run_in_process(COLLECTIVE, [*collective_args(inputs, run), "--resume"], capsys),
+                       "is not a resume state")
+    results = tmp_path / "individual"
+    results.mkdir()
+    (results / "runs.jsonl").write_text("[1, 2]\n")
+    assert_clean_error(run_in_process(INDIVIDUAL, individual_args(inputs, results), capsys),
+                       "is not a record of this script's runs")
+    assert (results / "runs.jsonl").read_text() == "[1, 2]\n"
+
+
 # ---------------------------------------------------------------- locks, signals, interrupted makers
 def test_a_folder_in_use_is_refused(tiny_split, tmp_path, capsys):
     out = tmp_path / "run"

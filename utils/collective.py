@@ -223,7 +223,9 @@ def _start_or_resume(out, config, num_tasks, resume, overwrite):
         return fresh
     if resume:
         state = torch_load(out / "last.pt", "resume checkpoint")
-        saved = state.get("config", {})
+        require(isinstance(state, dict) and RESUME_KEYS <= set(state) and isinstance(state["config"], dict),
+                f"{out / 'last.pt'} is not a resume state of this script (another type, or entries missing)")
+        saved = state["config"]
         diffs = [k for k in config if saved.get(k) != config[k]]
         require(not diffs, f"--resume: the run in {out} was made with other settings or another split "
                 f"({', '.join(f'{k}: {saved.get(k)!r} there, {config[k]!r} now' for k in diffs[:3])})")
@@ -242,6 +244,10 @@ def _start_or_resume(out, config, num_tasks, resume, overwrite):
             for path in out.glob(pattern):
                 path.unlink()
     return fresh
+
+
+RESUME_KEYS = {"config", "widths", "model", "optimizer", "next_task", "next_epoch", "metrics", "record",
+               "variant_record"}  # what _save_state writes (and "ewc" with EWC across tasks)
 
 
 def _cpu(state_dict):
