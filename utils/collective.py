@@ -141,11 +141,10 @@ def train_tasks(settings, out, config, split, state, num_tasks, device):
     criterion = GradientCriterion(DEFAULT_THRESHOLD, settings.criterion_abs) if settings.criterion else None
     task, epoch = state["next_task"], state["next_epoch"]
     while task < num_tasks:
-        if epoch == 0:  # a task starts: widen (the schedule), then a new optimizer
+        if epoch == 0:  # a task starts: widen (the schedule)
             model, ewc = _widen_for(task, model, ewc, settings.seed)
-            optimizer = sgd(model, settings.lr, settings.momentum, settings.weight_decay)
-        else:  # resuming inside a task: the optimizer as it was
-            optimizer = sgd(model, settings.lr, settings.momentum, settings.weight_decay)
+        optimizer = sgd(model, settings.lr, settings.momentum, settings.weight_decay)  # a new one per task
+        if epoch > 0:  # resuming inside a task: the optimizer as it was saved
             optimizer.load_state_dict(state["optimizer"])
         if uses_channels_last(device, settings.precision):
             model = model.to(memory_format=torch.channels_last)
