@@ -228,5 +228,6 @@ def write_report(finals, name, header, work, clock):
                f"![curves]({name}-curves.png)\n![criterion]({name}-heatmap.png)\n")
     print(f"wall-clock time of each stage:\n{clock.table()}results: {md}")
 
+
 if __name__ == "__main__":
     main()

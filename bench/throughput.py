@@ -157,21 +157,20 @@ def measure(model, loader, data, device, args, label, flops, folder):
                 time_released(model, loader, device, args.steps, args.warmup), flops)]
     for precision in precisions(device):
         for memory in ("contiguous", "channels_last"):
-            model = model.to(memory_format=torch.channels_last if memory == "channels_last" else torch.contiguous_format)
+            model = in_layout(model, memory)
             ips, _ = time_ours(model, data, device, args.batch_size, args.steps, precision,
                                channels_last=memory == "channels_last")
             rows.append(Row("(b) this project", label, precision, memory, ips, flops))
-    model = model.to(memory_format=torch.channels_last if uses_channels_last(device, args.precision)
-                     else torch.contiguous_format)
+    default = layout(device, args.precision)  # the rest as the scripts train
+    model = in_layout(model, default)
     ips, _ = time_ours(model, data, device, args.batch_size, args.steps, args.precision, with_criterion=True)
-    rows.append(Row("(b) + --judgement", label, args.precision, layout(device, args.precision), ips, flops))
+    rows.append(Row("(b) + --judgement", label, args.precision, default, ips, flops))
     compile_seconds = {}
     for mode in args.compile:
         ips, warmup = time_ours(model, data, device, args.batch_size, args.steps, args.precision, compile_mode=mode,
                                 cache=str(Path(folder) / f"inductor-{mode}-{label}"))
         compile_seconds[mode] = warmup - len(data) / ips
-        rows.append(Row(f"(b) + torch.compile({mode})", label, args.precision, layout(device, args.precision), ips,
-                        flops))
+        rows.append(Row(f"(b) + torch.compile({mode})", label, args.precision, default, ips, flops))
     return rows, compile_seconds
 
 
@@ -183,6 +182,10 @@ def precisions(device):
 def layout(device, precision):
     """The memory format the training scripts use for this precision on this device."""
     return "channels_last" if uses_channels_last(device, precision) else "contiguous"
+
+
+def in_layout(model, memory):
+    return model.to(memory_format=torch.channels_last if memory == "channels_last" else torch.contiguous_format)
 
 
 def find(rows, path, widths, precision=None, layout=None):
