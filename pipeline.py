@@ -21,12 +21,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.common import (REPO_ROOT, FolderLock, UserError, cli, command_line, git_commit, require,  # noqa: E402
-                          write_bytes, write_json, write_text)
+from utils.cli import UserError, cli, require  # noqa: E402
+from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
+from utils.repro import REPO_ROOT, command_line, git_commit  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
@@ -42,6 +44,7 @@ PRESETS = {
         "collective": ["--epochs", "8"],
         "individual": ["--epochs", "30", "--eval_every", "5", "--seed", "0"],
         "tune_tasks": "2",  # of the 3 validation tasks, to stay well inside 15 minutes
+        "studies": ["individual"],
     },
     # The CPU's real answer, sized from bench/preset_costs.py (README, "Sizing the cpu preset"): Tiny-ImageNet at
     # 32px, the whole widening schedule (tasks 0-20, learngene after task 20) on 500 images of each of 5 base
@@ -51,6 +54,7 @@ PRESETS = {
         "collective": ["--epochs", "6"],
         "individual": ["--epochs", "30", "--eval_every", "10", "--seed", "0"],
         "tune_tasks": "4",
+        "studies": ["individual"],
     },
     # Every stage on a handful of images, for checking that the pipeline runs (its numbers mean nothing).
     "smoke": {
@@ -58,6 +62,7 @@ PRESETS = {
         "collective": ["--epochs", "1", "--batch_size", "16"],
         "individual": ["--epochs", "2", "--eval_every", "1", "--seed", "0"],
         "tune_tasks": "1",
+        "studies": ["individual"],
     },
     # The paper: 50 tasks x 100 epochs, learngene after task 20, 30-epoch individual models, 3 seeds.
     "paper": {
@@ -65,9 +70,28 @@ PRESETS = {
         "collective": ["--epochs", "100"],
         "individual": ["--epochs", "30", "--eval_every", "1", "--seed", "0", "1", "2"],
         "tune_tasks": None,
+        "studies": ["individual"],
     },
 }
 EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold steps down
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study on the target tasks is a configuration, not code: which methods it trains (rows of its table),
+    what it changes in the individual script's flags, and which earlier studies' runs it may reuse where a run
+    reads the same inputs; the individual script trains, records, compares and reports every study the same way,
+    into <work>/<name>/ and a section of the preset's results."""
+    name: str
+    about: str
+    methods: tuple = ()  # empty: every method of utils/methods.py
+    flags: tuple = ()    # individual-script flags beyond the preset's and the tuned EWC strength
+    reuse: tuple = ()    # names of earlier studies of the preset whose matching runs are taken, not retrained
+
+
+STUDIES = {s.name: s for s in (
+    Study("individual", "the learngene against scratch and the baselines, on the target tasks"),
+)}
 
 
 class StageClock:
@@ -141,7 +165,7 @@ def best_lambda(tune_dir):
     return best, ", ".join(notes)
 
 
-RESULT_SUFFIXES = (".md", ".csv", "-curves.png", "-heatmap.png")
+RESULT_SUFFIXES = (".md", ".csv", "-forest.png", "-curves.png", "-heatmap.png")
 
 
 def outputs(root, dataset, preset):
@@ -202,30 +226,39 @@ def main(argv=None):
                   out / "results.csv")
         lam, by_lambda = best_lambda(work / "tune-ewc")
         print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
-        stage(clock, "individual", individual_script, [*common, "--ewc_lambda", lam, "--out", work / "individual"], None)
+        for study in map(STUDIES.get, preset["studies"]):
+            reuse = ["--reuse", *(work / name for name in study.reuse)] if study.reuse else []
+            methods = ["--methods", *study.methods] if study.methods else []
+            stage(clock, study.name, individual_script, [*common, "--ewc_lambda", lam, *methods, *study.flags, *reuse,
+                                                         "--name", f"{args.dataset}, {args.preset} preset, "
+                                                         f"{study.name}", "--out", work / study.name], None)
         header = (f"## {name}: Learngene pipeline results\n\n"
                   f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
                   f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
                   f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
                   f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
                   f"{by_lambda} -> **{lam}**.\n\n")
-        write_report(finals, name, header, work, clock)
+        write_report(finals, name, header, work, clock, [STUDIES[s] for s in preset["studies"]])
 
 
-def write_report(finals, name, header, work, clock):
-    """The preset's results: the individual stage's table, curves and CSV, the collective stage's selection and
-    heat map, and the time of each stage, as results/<dataset>-<preset>*."""
-    md, csv_out, curves, heatmap = finals
-    collective, target = work / "collective", work / "individual"
-    for source, final in ((target / "results.csv", csv_out), (target / "curves.png", curves),
+def write_report(finals, name, header, work, clock, studies):
+    """The preset's results: the first study's table, curves and CSV, every further study's table as a section
+    (its files stay in its folder), the collective stage's selection and heat map, and the time of each stage, as
+    results/<dataset>-<preset>*."""
+    md, csv_out, forest, curves, heatmap = finals
+    collective, target = work / "collective", work / studies[0].name
+    for source, final in ((target / "results.csv", csv_out), (target / "forest.png", forest),
+                          (target / "curves.png", curves),
                           (collective / "criterion_heatmap.png", heatmap)):
         write_bytes(final, source.read_bytes())  # atomic, like every output
-    table = (target / "results.md").read_text()
+    table = (target / "results.md").read_text() + "".join(
+        f"\n### Study {s.name}: {s.about}\n\n" + (work / s.name / "results.md").read_text() for s in studies[1:])
     selection = (collective / "selection.txt").read_text()
     write_text(md, header + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
                f"Wall-clock time of each stage (summed over the invocations that ran it; device: see "
                f"Provenance above):\n\n{clock.table()}\n"
-               f"![curves]({name}-curves.png)\n![criterion]({name}-heatmap.png)\n")
+               f"![paired differences]({name}-forest.png)\n![curves]({name}-curves.png)\n"
+               f"![criterion]({name}-heatmap.png)\n")
     print(f"wall-clock time of each stage:\n{clock.table()}results: {md}")
 
 

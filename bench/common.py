@@ -1,7 +1,8 @@
 """What the benchmark scripts share: the device and output options, and where the CSV goes."""
 from pathlib import Path
 
-from utils.common import pick_device, require
+from utils.cli import require
+from utils.repro import pick_device
 from utils.engine import PRECISIONS, resolve_precision
 
 RESULTS = Path(__file__).resolve().parent / "results"

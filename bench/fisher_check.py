@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import add_split_and_learngene  # noqa: E402
-from utils import individual, learngene  # noqa: E402
-from utils.common import cli, command_line, positive_float, positive_int, require  # noqa: E402
+from utils import fewshot, learngene, methods  # noqa: E402
+from utils.cli import cli, positive_float, positive_int, require  # noqa: E402
+from utils.repro import command_line  # noqa: E402
 from utils.ewc import RELEASED_LAMBDA, fisher_diagonal, fisher_with_batch_statistics  # noqa: E402
 from utils.splits import Split  # noqa: E402
 
@@ -35,9 +36,9 @@ def main(argv=None):
     split = Split(args.path)
     art = learngene.load(args.learngene, split.dataset, split.image_size)
     require(0 <= args.task < split.num_few_shot(args.section, args.shots), f"no {args.section} task {args.task}")
-    train = individual.FewShotData(split, args.section, torch.device("cpu"))(args.shots, args.task)[0]
+    train = fewshot.FewShotData(split, args.section, torch.device("cpu"))(args.shots, args.task)[0]
     torch.manual_seed(0)
-    model, _ = individual.build_model("learngene", individual.Inputs(art, args.learngene), split.image_size)
+    model, _ = methods.build_model("learngene", methods.Inputs(art, args.learngene), split.image_size)
     names = [n for n, _ in model.named_parameters() if n.startswith("inherited.") and n.endswith("conv.weight")]
     fishers = {"batch statistics (reference)": fisher_with_batch_statistics(model, train, names),
                "re-estimated statistics (ours)": fisher_diagonal(model, train, names),

@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import add_device_and_output, add_split_and_learngene, device_and_output  # noqa: E402
-from utils import individual, learngene  # noqa: E402
-from utils.common import cli, command_line, device_name, positive_int, provenance, require, write_csv  # noqa: E402
+from utils import fewshot, learngene, methods, runstore  # noqa: E402
+from utils.cli import cli, positive_int, require  # noqa: E402
+from utils.files import write_csv  # noqa: E402
+from utils.repro import command_line, device_name, provenance  # noqa: E402
 from utils.engine import synchronize  # noqa: E402
 from utils.splits import Split  # noqa: E402
 
@@ -36,21 +38,21 @@ def main(argv=None):
     art = learngene.load(args.learngene, split.dataset, split.image_size)
     require(args.num_target_tasks <= split.num_few_shot("target", args.shots),
             f"the split has fewer than {args.num_target_tasks} target tasks")
-    inputs = individual.Inputs(art, args.learngene, individual.load_collective(None, art, split))
+    inputs = methods.Inputs(art, args.learngene, methods.load_collective(None, art, split))
     # the training scripts' settings, but for the schedule: test accuracy after the last epoch only
-    settings = individual.TrainSettings(epochs=args.epochs, eval_every=args.epochs, precision=args.precision)
-    methods = [m.name for m in individual.METHODS.values() if m.groupable]
-    data = individual.FewShotData(split, "target", device)
-    group = [individual.RunKey(m, args.shots, t, s) for t in range(args.num_target_tasks) for s in range(args.seeds)
+    settings = fewshot.TrainSettings(epochs=args.epochs, eval_every=args.epochs, precision=args.precision)
+    methods = [m.name for m in methods.METHODS.values() if m.groupable]
+    data = fewshot.FewShotData(split, "target", device)
+    group = [runstore.RunKey(m, args.shots, t, s) for t in range(args.num_target_tasks) for s in range(args.seeds)
              for m in methods]
     for key in group:
         data(key.shots, key.task)
     synchronize(device)
     t0 = time.perf_counter()
-    one = [individual.train_one(key, inputs, *data(key.shots, key.task), settings, device) for key in group]
+    one = [fewshot.train_one(key, inputs, *data(key.shots, key.task), settings, device) for key in group]
     synchronize(device)
     t1 = time.perf_counter()
-    together = individual.train_grouped(group, inputs, data, settings, device)
+    together = fewshot.train_grouped(group, inputs, data, settings, device)
     synchronize(device)
     t2 = time.perf_counter()
     diff = max(abs(a["final_acc"] - b["final_acc"]) for a, b in zip(one, together))

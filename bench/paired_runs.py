@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.common import cli, require  # noqa: E402
-from utils.individual import mean_ci95  # noqa: E402
+from utils.cli import cli, require  # noqa: E402
+from utils.stats import mean_ci95  # noqa: E402
 
 
 def final_accuracies(path):

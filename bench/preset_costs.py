@@ -21,8 +21,10 @@ import torch  # noqa: E402
 import pipeline  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils.criterion import GradientCriterion  # noqa: E402
-from utils import individual, learngene  # noqa: E402
-from utils.common import cli, command_line, device_name, positive_int, provenance, write_csv  # noqa: E402
+from utils import fewshot, learngene, methods, runstore  # noqa: E402
+from utils.cli import cli, positive_int  # noqa: E402
+from utils.files import write_csv  # noqa: E402
+from utils.repro import command_line, device_name, provenance  # noqa: E402
 from utils.engine import DeviceData, seeded_generator, sgd, synchronize, train_epoch, uses_channels_last  # noqa: E402
 from utils.models import BASE_WIDTHS, CollectiveNet, WIDENING, widths_at  # noqa: E402
 from utils.splits import Split  # noqa: E402
@@ -55,13 +57,13 @@ def run_seconds(split, device, settings, shots):
         final, split.image_size, 100).state_dict(), "config": {"image_size": split.image_size, "num_outputs": 100}}
     art = learngene.make_artifact(collective["model"], final, [10, 11, 12], dataset=split.dataset,
                                   image_size=split.image_size, source_task=max(WIDENING))
-    inputs = individual.Inputs(art, "", collective)
-    data = individual.FewShotData(split, "target", device)
+    inputs = methods.Inputs(art, "", collective)
+    data = fewshot.FewShotData(split, "target", device)
     seconds = {}
-    for method in individual.METHODS:
+    for method in methods.METHODS:
         synchronize(device)
         t0 = time.perf_counter()
-        individual.train_run(individual.RunKey(method, shots, 0, 0), inputs, *data(shots, 0), settings, device)
+        fewshot.train_run(runstore.RunKey(method, shots, 0, 0), inputs, *data(shots, 0), settings, device)
         synchronize(device)
         seconds[method] = time.perf_counter() - t0
     return seconds
@@ -83,7 +85,7 @@ def main(argv=None):
              for label, w in (("base", BASE_WIDTHS), ("final", widths_at(max(WIDENING))))}
     eval_every = option(preset["individual"], "--eval_every", 1)
     # the training scripts' settings (EWC on at the released strength: its cost does not depend on lambda)
-    settings = individual.TrainSettings(epochs=args.epochs, eval_every=eval_every, precision=args.precision)
+    settings = fewshot.TrainSettings(epochs=args.epochs, eval_every=eval_every, precision=args.precision)
     shots = [int(k) for k in split.manifest["shots"]]
     per_run = {k: run_seconds(split, device, settings, k) for k in shots}
 
@@ -109,7 +111,7 @@ def main(argv=None):
               + ", ".join(f"{m} {s:.1f} s" for m, s in per_run[k].items()))
     print(f"\npreset {args.preset}: collective {tasks} tasks x {epochs} epochs x {images} images = "
           f"{collective_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = {tune_s / 60:.1f} min; "
-          f"individual {targets} tasks x {len(individual.METHODS)} methods x {len(shots)} shot counts = "
+          f"individual {targets} tasks x {len(methods.METHODS)} methods x {len(shots)} shot counts = "
           f"{individual_s / 60:.1f} min; total {(collective_s + tune_s + individual_s) / 60:.1f} min")
     rows = [["collective_images_per_s_base", rates["base"]], ["collective_images_per_s_final", rates["final"]]]
     rows += [[f"seconds_per_run_{m}_{k}shot", s] for k in shots for m, s in per_run[k].items()]

@@ -34,7 +34,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils.criterion import GradientCriterion  # noqa: E402
-from utils.common import cli, command_line, device_name, positive_int, provenance, require, write_csv  # noqa: E402
+from utils.cli import cli, positive_int, require  # noqa: E402
+from utils.files import write_csv  # noqa: E402
+from utils.repro import command_line, device_name, provenance  # noqa: E402
 from utils.engine import (MEAN, STD, DeviceData, resolve_precision, seeded_generator, synchronize,  # noqa: E402
                           train_epoch, uses_channels_last)
 from utils.models import BASE_WIDTHS, WIDENING, CollectiveNet, widths_at  # noqa: E402

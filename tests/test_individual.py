@@ -7,27 +7,27 @@ import pytest
 import torch
 from conftest import assert_clean_error, run_script
 
-from utils import individual, learngene
+from utils import fewshot, learngene, methods, report, runstore
 from utils.engine import DeviceData
 from utils.ewc import fisher_diagonal, fisher_with_batch_statistics
 from utils.splits import Split
 
 
-Key, Inputs = individual.RunKey, individual.Inputs
+Key, Inputs = runstore.RunKey, methods.Inputs
 
 
 def settings(**kw):
     """Short runs in fp32 (bit-stable on one machine), a mild EWC."""
-    return individual.TrainSettings(**{"epochs": 2, "batch_size": 4, "ewc_lambda": 40.0, "precision": "fp32", **kw})
+    return fewshot.TrainSettings(**{"epochs": 2, "batch_size": 4, "ewc_lambda": 40.0, "precision": "fp32", **kw})
 
 
 def test_model_construction(collective_run):
     art = learngene.load(collective_run / "learngene.pt")
     split = Split(json.loads((collective_run / "config.json").read_text())["args"]["path"])
-    collective = individual.load_collective(None, art, split)
-    for method in [name for name, m in individual.METHODS.items() if not m.probe]:
+    collective = methods.load_collective(None, art, split)
+    for method in [name for name, m in methods.METHODS.items() if not m.probe]:
         torch.manual_seed(0)
-        model, layers = individual.build_model(method, Inputs(art, "", collective), 32)
+        model, layers = methods.build_model(method, Inputs(art, "", collective), 32)
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
         if method.startswith("learngene"):
             assert layers == art["layers"]
@@ -49,7 +49,7 @@ def test_tasks_are_independent_of_order(collective_run, tiny_split):
         return DeviceData.from_numpy(xtr, ytr, cpu), DeviceData.from_numpy(xte, yte, cpu)
 
     def one(t):
-        return individual.train_one(Key("learngene", 2, t, 0), Inputs(art, ""), *data(t), settings(), cpu)
+        return fewshot.train_one(Key("learngene", 2, t, 0), Inputs(art, ""), *data(t), settings(), cpu)
 
     forward = [one(0)["curve"], one(1)["curve"]]
     backward = [one(1)["curve"], one(0)["curve"]][::-1]
@@ -63,7 +63,7 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     proc = run_script(script, *common)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "res" / "results.csv")))
-    assert {(r["shots"], r["method"]) for r in rows} == {(s, m) for s in ("2", "4") for m in individual.METHODS}
+    assert {(r["shots"], r["method"]) for r in rows} == {(s, m) for s in ("2", "4") for m in methods.METHODS}
     assert all(0 <= float(r["final_acc"]) <= 100 and r["runs"] == "1" for r in rows)
     assert (tmp_path / "res" / "curves.png").exists() and "| shots | method |" in (tmp_path / "res" / "results.md").read_text()
     again = run_script(script, *common)
@@ -127,16 +127,16 @@ def float64():
 def test_grouped_training_matches_one_by_one(collective_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
-    inputs = Inputs(art, "", individual.load_collective(None, art, split))
-    data = individual.FewShotData(split, "target", cpu)
+    inputs = Inputs(art, "", methods.load_collective(None, art, split))
+    data = fewshot.FewShotData(split, "target", cpu)
     group = [Key("learngene", 4, 0, 0), Key("scratch", 4, 0, 0), Key("other-layers", 4, 1, 0),
              Key("learngene-noewc", 4, 1, 0)]
     a = settings(epochs=3, ewc_lambda=4000.0)
     with float64():
-        grouped = individual.train_grouped(group, inputs, data, a, cpu)
+        grouped = fewshot.train_grouped(group, inputs, data, a, cpu)
         for key, g in zip(group, grouped):
             m, t = key.method, key.task
-            one = individual.train_one(key, inputs, *data(key.shots, t), a, cpu)
+            one = fewshot.train_one(key, inputs, *data(key.shots, t), a, cpu)
             assert g["inherited_layers"] == one["inherited_layers"] and g["parameters"] == one["parameters"]
             assert not g["diverged"] and not one["diverged"]
             for cg, co in zip(g["curve"], one["curve"]):
@@ -147,8 +147,8 @@ def test_grouped_training_matches_one_by_one(collective_run, tiny_split):
                 assert one["curve"][-1][4] > 0  # EWC acts
     todo = [Key("scratch", 10, 0, 0), Key("finetune-collective", 10, 0, 0), Key("learngene", 10, 1, 0),
             Key("scratch", 20, 0, 0)]
-    assert individual.plan_groups(todo, True) == [[todo[0], todo[2]], [todo[1]], [todo[3]]]
-    assert individual.plan_groups(todo, False) == [[key] for key in todo]
+    assert fewshot.plan_groups(todo, True) == [[todo[0], todo[2]], [todo[1]], [todo[3]]]
+    assert fewshot.plan_groups(todo, False) == [[key] for key in todo]
 
 
 def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split):
@@ -156,9 +156,9 @@ def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split
     with training-mode normalisation; with the new layers' initial BatchNorm statistics it is not."""
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
-    train = individual.FewShotData(split, "target", cpu)(4, 0)[0]
+    train = fewshot.FewShotData(split, "target", cpu)(4, 0)[0]
     torch.manual_seed(0)
-    model, _ = individual.build_model("learngene", Inputs(art, ""), 32)
+    model, _ = methods.build_model("learngene", Inputs(art, ""), 32)
     names = [n for n, _ in model.named_parameters() if n.startswith("inherited.") and n.endswith("conv.weight")]
     reference = fisher_with_batch_statistics(model, train, names)
     ours = fisher_diagonal(model, train, names)
@@ -174,15 +174,15 @@ def test_fisher_follows_the_normalisation_of_training(collective_run, tiny_split
 def test_a_run_pushed_to_a_non_finite_loss_is_flagged_diverged(collective_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
-    data = individual.FewShotData(split, "target", cpu)
+    data = fewshot.FewShotData(split, "target", cpu)
     wild, inputs = settings(epochs=2, lr=1e12), Inputs(art, "")
-    one = individual.train_one(Key("learngene", 2, 0, 0), inputs, *data(2, 0), wild, cpu)
-    calm = individual.train_one(Key("learngene", 2, 0, 0), inputs, *data(2, 0), settings(epochs=1), cpu)
+    one = fewshot.train_one(Key("learngene", 2, 0, 0), inputs, *data(2, 0), wild, cpu)
+    calm = fewshot.train_one(Key("learngene", 2, 0, 0), inputs, *data(2, 0), settings(epochs=1), cpu)
     assert one["diverged"] and not calm["diverged"]
-    group = individual.train_grouped([Key("learngene", 2, 0, 0), Key("scratch", 2, 1, 0)], inputs, data, wild, cpu)
+    group = fewshot.train_grouped([Key("learngene", 2, 0, 0), Key("scratch", 2, 1, 0)], inputs, data, wild, cpu)
     assert all(r["diverged"] for r in group)
     runs = {Key("learngene", 2, 0, 0): one, Key("scratch", 2, 0, 0): calm}
-    rows = {r[1]: dict(zip(individual.TABLE_HEADER, r)) for r in individual.table_rows(runs)}
+    rows = {r[1]: dict(zip(report.TABLE_HEADER, r)) for r in report.table_rows(runs)}
     assert rows["learngene"]["diverged"] == 1 and rows["scratch"]["diverged"] == 0
 
 
@@ -195,7 +195,7 @@ def test_paired_differences_by_hand():
     accs = {"scratch": {(0, 0): 40, (0, 1): 50, (1, 0): 60, (1, 1): 60, (2, 0): 30, (2, 1): 50},
             "learngene": {(0, 0): 50, (0, 1): 50, (1, 0): 70, (1, 1): 80, (2, 0): 30, (2, 1): 60}}
     runs = {Key(m, 10, t, s): fake_run(m, t, s, a) for m, by in accs.items() for (t, s), a in by.items()}
-    rows = {r[1]: dict(zip(individual.TABLE_HEADER, r)) for r in individual.table_rows(runs)}
+    rows = {r[1]: dict(zip(report.TABLE_HEADER, r)) for r in report.table_rows(runs)}
     # per task, seeds averaged: differences 5, 15 and 5 points; mean 8.33, sd 5.774, t(2) = 4.303
     assert rows["learngene"]["diff_vs_scratch"] == pytest.approx(25 / 3)
     assert rows["learngene"]["diff_ci95"] == pytest.approx(4.303 * (10 / 3 ** 0.5) / 3 ** 0.5)
@@ -208,31 +208,31 @@ def test_paired_differences_by_hand():
 def test_baselines_start_from_the_learngenes_source(collective_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     art["collective_checkpoint"] = str(collective_run / "checkpoints" / "task_001.pt")
-    assert individual.load_collective(None, art, Split(tiny_split))["task"] == 1
+    assert methods.load_collective(None, art, Split(tiny_split))["task"] == 1
 
 
 def test_other_layers_share_as_few_layers_as_possible():
     widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]  # the paper's final widths
     art = {"layers": [10, 11, 12], "blocks": [[512, 512, False], [512, 512, False], [512, 512, True]],
            "criterion": {"windows": {"8": 0.2, "9": 0.3, "10": 0.1}}}
-    assert individual.other_layers(art, {"widths": widths}) == [8, 9, 10]  # only one shared; 9-11 shares two
+    assert methods.other_layers(art, {"widths": widths}) == [8, 9, 10]  # only one shared; 9-11 shares two
     art = {"layers": [4, 5, 6], "blocks": [[256, 256, False]] * 3, "criterion": {"windows": {}}}
     widths = [64, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 256]
-    assert individual.other_layers(art, {"widths": widths}) == [7, 8, 9]  # disjoint windows first
+    assert methods.other_layers(art, {"widths": widths}) == [7, 8, 9]  # disjoint windows first
 
 
 def test_probes_read_frozen_features(collective_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
-    collective = individual.load_collective(None, art, split)
-    train, test = individual.FewShotData(split, "target", cpu)(4, 0)
-    trained = individual.collective_net(collective)
+    collective = methods.load_collective(None, art, split)
+    train, test = fewshot.FewShotData(split, "target", cpu)(4, 0)
+    trained = methods.collective_net(collective)
     before = {k: v.clone() for k, v in trained.state_dict().items()}
-    features = individual.conv_features(trained, train.images)
+    features = fewshot.conv_features(trained, train.images)
     assert features.shape == (len(train), collective["widths"][-1])  # 32px: 1x1 after the last pooling
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())  # frozen, running stats too
-    for method in [name for name, m in individual.METHODS.items() if m.probe]:
-        r = individual.train_probe(Key(method, 4, 0, 0), Inputs(art, "", collective), train, test, settings(), cpu)
+    for method in [name for name, m in methods.METHODS.items() if m.probe]:
+        r = fewshot.train_probe(Key(method, 4, 0, 0), Inputs(art, "", collective), train, test, settings(), cpu)
         assert r["method"] == method and not r["diverged"] and 0 <= r["final_acc"] <= 100
         assert r["curve"][-1][2] >= 95  # 20 shots and their mirrors in 256 dimensions: separable
         assert r["parameters"] == 5 * (collective["widths"][-1] + 1)

@@ -97,7 +97,7 @@ def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
                "probe-random"}
     assert {(r["shots"], r["method"]) for r in rows} == {(k, m) for k in ("10", "20") for m in methods}
     assert all(int(r["runs"]) == 2 for r in rows)
-    for suffix in ("-curves.png", "-heatmap.png"):
+    for suffix in ("-forest.png", "-curves.png", "-heatmap.png"):
         assert (clone / "results" / f"tiny-imagenet-100-smoke{suffix}").read_bytes()[:4] == b"\x89PNG"
     times = json.loads((clone / "checkpoints" / "tiny-imagenet-100-smoke" / "stage_times.json").read_text())
     assert list(times) == STAGES and all(s > 0 for s in times.values())

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, assert_clean_error, run_script
-from utils.common import FolderLock
+from utils.files import FolderLock
 
 MAKER = "utils/data_imagenet_mk.py"
 COLLECTIVE = "collective-model/val_lifelong_imagenet.py"
@@ -127,6 +127,13 @@ CASES = {
         INDIVIDUAL, lambda i, o: individual_args(i, o, i.manifests["unknown_id"]), "is not among the split's images"),
     "individual: --out is a file": (INDIVIDUAL, lambda i, o: individual_args(i, i.file), "is not a folder"),
     "individual: --out under a file": (INDIVIDUAL, lambda i, o: individual_args(i, i.file / "results"), "a-file"),
+    "individual: --reuse a folder without runs": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--reuse", i.root],
+                                                  "no runs.jsonl there"),
+    "individual: --reuse a file that is not a record": (
+        INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--reuse", i.file], "not a record of this script's runs"),
+    "draw results: table missing": ("utils/draw_results.py", lambda i, o: [i.root / "none.csv"], "no such file"),
+    "draw results: not a results table": ("utils/draw_results.py", lambda i, o: [i.file, "--out", o / "f.png"],
+                                          "not a results table"),
     "pipeline: --preset unknown": ("pipeline.py", lambda i, o: ["--preset", "huge"], "invalid choice"),
     "pipeline: --dataset unknown": ("pipeline.py", lambda i, o: ["--dataset", "mnist"], "invalid choice"),
     "pipeline: --precision unknown": ("pipeline.py", lambda i, o: ["--precision", "fp8"], "invalid choice"),

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from utils import learngene, plots
 from utils.criterion import DEFAULT_THRESHOLD, GradientCriterion, describe, task_layer_matrix
-from utils.common import (FolderLock, derived_seed, foreign_files, nonneg_float, pick_device, positive_float, positive_int,
-                          provenance, require, torch_load, torch_save, write_csv, write_json)
+from utils.cli import nonneg_float, positive_float, positive_int, require
+from utils.files import FolderLock, foreign_files, torch_load, torch_save, write_csv, write_json
+from utils.repro import derived_seed, pick_device, provenance
 from utils.engine import (PRECISIONS, DeviceData, resolve_precision, seeded_generator, sgd, train_epoch,
                           uses_channels_last)
 from utils.ewc import EWC, fisher_diagonal

@@ -17,7 +17,7 @@ the statistic does not separate them and the report says so, since the choice th
 import numpy as np
 import torch
 
-from utils.common import require
+from utils.cli import require
 
 DEFAULT_THRESHOLD = 5e-4
 VARIANTS = ((False, 5e-4), (False, 5e-10), (True, 5e-4), (True, 5e-10))  # (absolute, threshold)

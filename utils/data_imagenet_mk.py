@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import sources, splits  # noqa: E402
-from utils.common import cli  # noqa: E402
+from utils.cli import cli  # noqa: E402
 
 
 @cli

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.criterion import select_layers, variants_table
-from utils.common import UserError, provenance, require, torch_load, torch_save, write_text
+from utils.cli import UserError, require
+from utils.files import torch_load, torch_save, write_text
+from utils.repro import provenance
 from utils.models import POOL_AFTER
 
 FORMAT = "learngene-v1"

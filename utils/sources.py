@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from utils.common import UserError, file_digest, require
+from utils.cli import UserError, require
+from utils.files import file_digest
 
 CIFAR_MD5 = {  # torchvision's and the archive's published checksums
     "train": "16019d7e3df5f24257cddd939b257f8d",

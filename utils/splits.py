@@ -18,8 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import sources
-from utils.common import (UserError, command_line, foreign_files, positive_int, replace_dir, require, file_digest,
-                          write_json)
+from utils.cli import UserError, positive_int, require
+from utils.files import foreign_files, replace_dir, file_digest, write_json
+from utils.repro import command_line
 
 FORMAT = "learngene-split-v1"
 SPLIT_FILES = Path(__file__).resolve().parent / "splits"

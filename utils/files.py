@@ -1,79 +1,20 @@
-"""Plumbing shared by every script: clean errors, atomic writes, provenance, seeding."""
+"""Files: atomic writes (readers never see half a file), checkpoints that cannot run code, locks on run folders,
+and what a script may replace."""
 import csv
-import datetime
 import fnmatch
-import functools
 import hashlib
 import io
 import json
 import os
-import platform
 import re
-import shlex
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from utils.cli import UserError, require
+from utils.repro import PROVENANCE_COLUMNS
 
 
-class UserError(Exception):
-    """Bad input from the user: reported as one line, exit status 2, no traceback."""
-
-
-class Stopped(BaseException):
-    """SIGTERM (a time limit, `kill`, the pipeline stopping its stage): unwinds like Ctrl-C, so every `finally`
-    runs and no half-written file stays behind."""
-
-
-def _raise_stopped(signum, frame):
-    raise Stopped()
-
-
-def cli(main):
-    """Wrap a script's main(): a UserError, an operating-system error (a read-only or full disk, a path that is
-    a file), Ctrl-C or SIGTERM becomes one line on stderr and a non-zero exit, never a traceback."""
-    @functools.wraps(main)
-    def wrapper(argv=None):
-        try:
-            previous = signal.signal(signal.SIGTERM, _raise_stopped)
-        except ValueError:  # not the main thread: leave signals alone
-            previous = None
-        try:
-            return main(argv)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        except OSError as e:
-            print(f"error: {os_error(e)}", file=sys.stderr)
-            sys.exit(1)
-        except (KeyboardInterrupt, Stopped) as e:
-            how = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped by SIGTERM"
-            print(f"error: {how}: finished outputs are intact; rerun the same command (with --resume where the "
-                  f"script has it) to continue", file=sys.stderr)
-            sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-    return wrapper
-
-
-def os_error(e):
-    """An OSError as 'what went wrong: where', e.g. 'Read-only file system: results/x.csv'."""
-    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-    what = e.strerror or str(e)
-    return f"{what}: {where}" if where else what
-
-
-def require(cond, message):
-    if not cond:
-        raise UserError(message)
-
-
-# ---------------------------------------------------------------- atomic writes
 def _atomic(path, write):
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
@@ -98,9 +39,6 @@ def write_text(path, text):
 
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=1) + "\n")
-
-
-PROVENANCE_COLUMNS = ("device", "torch", "commit", "time_utc", "command")
 
 
 def write_csv(path, header, rows, provenance=None):
@@ -210,12 +148,6 @@ def ensure_writable(folder):
         raise UserError(f"cannot write in {folder}: {e.strerror or e}")
 
 
-def require_distinct(values, flag):
-    """Refuse a repeated value of a multi-valued flag (--seed 0 0 would train every run twice)."""
-    repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
-    require(not repeated, f"{flag} repeats {', '.join(map(str, repeated))}: give each value once")
-
-
 def replace_dir(tmp_dir, out_dir):
     """Move a finished temporary folder into place; an old one at out_dir is removed only after."""
     tmp_dir, out_dir = Path(tmp_dir), Path(out_dir)
@@ -237,84 +169,3 @@ def file_digest(path, algorithm="sha256", chunk=1 << 22):
     return h.hexdigest()
 
 
-def git_commit():
-    try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
-        # outputs (results/, bench/results/) and documentation (*.md) do not change what the code computes,
-        # so they do not count
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!results", ":!bench/results", ":(exclude,glob)**/*.md"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return commit + ("+dirty" if dirty and commit != "unknown" else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def command_line(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    script = Path(sys.argv[0])
-    try:
-        script = script.resolve().relative_to(REPO_ROOT)
-    except ValueError:
-        pass
-    return shlex.join(["python", str(script), *argv])
-
-
-def device_name(device):
-    import torch
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def provenance(device=None, argv=None, seed=None):
-    import torch
-    info = {
-        "commit": git_commit(),
-        "command": command_line(argv),
-        "time_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-    }
-    if device is not None:
-        info["device"] = device_name(device)
-    if seed is not None:
-        info["seed"] = seed
-    return info
-
-
-def pick_device(no_cuda=False):
-    import torch
-    return torch.device("cuda" if torch.cuda.is_available() and not no_cuda else "cpu")
-
-
-def derived_seed(*parts):
-    """A 63-bit seed that depends on every part (seed, task, epoch, ...), stable across runs and machines."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1, with a one-line message otherwise."""
-    return _number(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def nonneg_float(text):
-    return _number(text, float, lambda v: v >= 0, "a number >= 0")
-
-
-def positive_float(text):
-    return _number(text, float, lambda v: v > 0, "a number > 0")  # not NaN either
-
-
-def _number(text, convert, acceptable, what):
-    import argparse
-    try:
-        value = convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    if not acceptable(value):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-    return value

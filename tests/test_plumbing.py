@@ -2,8 +2,8 @@
 import csv
 import subprocess
 
-from utils import common
-from utils.common import write_csv
+from utils import repro
+from utils.files import write_csv
 
 
 def test_git_commit_is_dirty_only_when_code_changes(tmp_path, monkeypatch):
@@ -16,14 +16,14 @@ def test_git_commit_is_dirty_only_when_code_changes(tmp_path, monkeypatch):
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)
-    head = common.git_commit()
+    monkeypatch.setattr(repro, "REPO_ROOT", tmp_path)
+    head = repro.git_commit()
     assert len(head) == 40
     for name in ("README.md", "results/table.csv", "bench/results/speed.csv"):
         (tmp_path / name).write_text("changed\n")
-        assert common.git_commit() == head, name
+        assert repro.git_commit() == head, name
     (tmp_path / "code.py").write_text("changed\n")
-    assert common.git_commit() == head + "+dirty"
+    assert repro.git_commit() == head + "+dirty"
 
 
 def test_csv_cells_are_quoted_as_the_csv_module_reads_them(tmp_path):

@@ -1,0 +1,78 @@
+"""The figures, drawn from small hand-made tables: each has the size its content needs, is not blank, and
+carries its provenance; the forest plot's numbers are the table's."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from utils import plots, report, stats
+from utils.runstore import RunKey
+
+PROV = {"commit": "abc123", "device": "cpu (test)", "time_utc": "2026-01-01T00:00:00Z", "command": "python x.py"}
+
+
+def ink(path):
+    """The fraction of pixels that are not white, and the image."""
+    img = Image.open(path)
+    a = np.asarray(img.convert("L"))
+    return float((a < 250).mean()), img
+
+
+def test_nice_ticks_cover_the_range_in_round_steps():
+    assert plots.nice_ticks(-2.7, 1.2, 6) == [-3, -2, -1, 0, 1, 2]
+    assert plots.nice_ticks(37.5, 52.0, 7) == [35, 40, 45, 50, 55]
+    t = plots.nice_ticks(-14.5, 3.1, 6)
+    assert t[0] <= -14.5 and t[-1] >= 3.1 and len(set(np.diff(t).round(9))) == 1
+
+
+def table_rows():
+    rows = []
+    for k in (10, 20):
+        for m, diff, ci in (("learngene", -0.7, 1.2), ("scratch", "", ""), ("other-layers", -0.3, 0.8),
+                            ("probe-random", -10.7, 2.0)):
+            rows.append([k, m, 20, 20, 47.0, 3.0, diff, ci, 0, 48.0, 11_800_000, "8-9-10" if m == "other-layers" else "", 1.0])
+    return rows
+
+
+def test_forest_plot_from_a_hand_made_table(tmp_path):
+    lines = report.forest_rows(table_rows(), ewc_lambda=40000)
+    assert [l["label"] for l in lines[:3]] == ["learngene (EWC 40000)", "other-layers (conv 8-10, EWC 40000)",
+                                               "probe-random"]
+    assert lines[0] == {"shots": 10, "label": "learngene (EWC 40000)", "diff": -0.7, "ci": 1.2}
+    plots.forest(tmp_path / "f.png", lines, "test: accuracy minus scratch's", PROV)
+    share, img = ink(tmp_path / "f.png")
+    assert img.width >= 800 and img.height >= 200 and 0.02 < share < 0.5
+    assert img.text["commit"] == "abc123" and img.text["command"] == "python x.py"
+    # the same lines from the CSV the table is written to: one source of numbers
+    header = report.TABLE_HEADER
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(table_rows())
+    from_csv = report.forest_rows(list(csv.DictReader(open(tmp_path / "t.csv"))), ewc_lambda=40000)
+    assert from_csv == lines
+
+
+def fake_runs(epochs, probe=False):
+    runs = {}
+    rng = np.random.default_rng(0)
+    for m in ("learngene", "scratch") + (("probe-collective",) if probe else ()):
+        for t in range(4):
+            e = [epochs[-1]] if m.startswith("probe") else epochs
+            curve = [[x, 1.0, 50.0, 30 + x + rng.normal(), 0.0] for x in e]
+            runs[RunKey(m, 10, t, 0)] = {"curve": curve, "final_acc": curve[-1][3]}
+    return runs
+
+
+@pytest.mark.parametrize("epochs", [[5, 10, 15, 20, 25, 30], [10, 20, 30]])
+def test_learning_curves_from_hand_made_runs(tmp_path, epochs):
+    runs = fake_runs(epochs, probe=True)
+    curves = {(10, m): stats.curve(runs, m, 10) for m in ("learngene", "scratch", "probe-collective")}
+    e, mean, ci = curves[(10, "learngene")]
+    assert e == epochs and len(mean) == len(ci) == len(epochs) and all(ci > 0)
+    assert mean[-1] == pytest.approx(np.mean([r["final_acc"] for k, r in runs.items() if k.method == "learngene"]))
+    plots.learning_curves(tmp_path / "c.png", curves, "test: accuracy per epoch", PROV)
+    share, img = ink(tmp_path / "c.png")
+    assert img.width >= 500 and img.height >= 400 and 0.02 < share < 0.5
+    assert stats.curve(runs, "other-layers", 10) is None

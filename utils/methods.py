@@ -1,0 +1,148 @@
+"""The methods compared on the target tasks, as data: what each model starts from, whether EWC holds its
+inherited blocks, whether it is a linear probe; and how each method's fresh model is built from the inputs
+(the learngene, and the collective checkpoint it was cut from). A study adds a method by adding a row here
+and, if it starts from something new, a branch in build_model."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from utils import learngene
+from utils.cli import require
+from utils.files import torch_load
+from utils.models import HIDDEN, CollectiveNet, IndividualNet
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    start: str        # what the model starts from: "random" (the individual architecture, every layer new),
+                      # "learngene" or "other-layers" (that architecture with inherited blocks), "collective"
+                      # (the learngene's source collective model) or "random-collective" (that shape, untrained)
+    ewc: bool = False  # an EWC penalty keeps the inherited blocks near their inherited values
+    probe: bool = False  # a linear classifier on the start's frozen conv features instead of training it all
+    about: str = ""
+
+    @property
+    def needs_collective(self):
+        return self.start in ("other-layers", "collective", "random-collective")
+
+    @property
+    def groupable(self):
+        """Trained with the others of its shot count as one grouped network (utils/grouped.py): the methods
+        of the individual architecture."""
+        return self.start in ("random", "learngene", "other-layers")
+
+
+METHODS = {m.name: m for m in (
+    Method("learngene", "learngene", ewc=True, about="learngene blocks + new random front and head, EWC on the "
+           "inherited blocks"),
+    Method("learngene-noewc", "learngene", about="the same without EWC"),
+    Method("scratch", "random", about="the same architecture, every layer random, no EWC (the released baseline)"),
+    Method("other-layers", "other-layers", ewc=True, about="the same architecture and EWC, inheriting another "
+           "window of conv layers of the same shapes from the same collective checkpoint (the one sharing fewest "
+           "layers with the learngene, then the one the criterion ranks worst)"),
+    Method("finetune-collective", "collective", about="the whole collective model the learngene came from, a new "
+           "5-way output layer, no EWC"),
+    Method("probe-collective", "collective", probe=True, about="a linear classifier on the frozen conv features of "
+           "that collective model (the few-shot 'Baseline' of Chen et al., ICLR 2019): did the collective model "
+           "learn anything transferable?"),
+    Method("probe-random", "random-collective", probe=True, about="the same on a randomly initialised collective "
+           "network of the same shape: the floor"),
+)}
+BASELINE = "scratch"  # the paired differences are taken against it
+
+
+@dataclass
+class Inputs:
+    """What the runs start from: the learngene artifact (and its file), and the collective checkpoint the
+    baselines use (None when no requested method needs it; its file is collective["path"])."""
+    learngene: dict
+    learngene_path: str
+    collective: dict = None
+
+
+def reads(method, identity):
+    """The part of a run identity (runstore.run_identity) that a run of `method` depends on: the training settings
+    and split, EWC's strength only if it uses EWC, and of the learngene and the collective checkpoint their weights
+    only where it inherits them, else only their shapes. Runs with equal reads are the same computation, so one
+    results folder can reuse another's (a scratch run does not change with the learngene it is compared to)."""
+    m = METHODS[method]
+    start = m.start
+    dropped = {"ewc_lambda"} if not m.ewc else set()
+    if start not in ("learngene", "other-layers"):
+        dropped |= {"learngene_sha256", "learngene_layers"}  # the individual architecture is learngene_shapes
+    if start not in ("other-layers", "collective"):
+        dropped.add("collective_sha256")
+    if start not in ("collective", "random-collective"):
+        dropped.add("collective_shapes")
+    if start in ("collective", "random-collective"):
+        dropped.add("learngene_shapes")
+    return {k: v for k, v in identity.items() if k not in dropped}
+
+
+def load_collective(path, art, split):
+    """The collective checkpoint the baselines start from: by default the learngene's own source (the model after
+    the extraction task), so other-layers and finetune-collective differ from the learngene in one thing only."""
+    if path is None:
+        path = Path(art["collective_checkpoint"])
+        require(path.is_file(), f"the learngene's source checkpoint {path} is not there; give --collective")
+    ck = torch_load(path, "collective checkpoint")
+    require(isinstance(ck, dict) and {"config", "widths", "model", "task"} <= set(ck),
+            f"{path} is not a collective checkpoint of this project")
+    require(ck["config"].get("dataset") == split.dataset and ck["config"].get("image_size") == split.image_size,
+            f"{path} is a collective model of {ck['config'].get('dataset')} at {ck['config'].get('image_size')}px; "
+            f"the split is {split.dataset} at {split.image_size}px")
+    ck["path"] = str(path)
+    return ck
+
+
+
+def collective_net(collective, trained=True):
+    """The collective model of a checkpoint, with its trained weights or freshly initialised."""
+    config = collective["config"]
+    model = CollectiveNet(collective["widths"], config["image_size"], config["num_outputs"])
+    if trained:
+        model.load_state_dict(collective["model"])
+    return model
+
+
+def build_model(method, inputs, image_size):
+    """A method's fresh model and the collective model's conv layers it inherits (None: none, or all of them)."""
+    art, start = inputs.learngene, METHODS[method].start
+    if start == "collective":
+        model = collective_net(inputs.collective)
+        model.head[-1] = nn.Linear(HIDDEN, 5)
+        return model, None
+    model = IndividualNet(art["blocks"], image_size)
+    if start == "learngene":
+        learngene.inherit(model, art)
+        return model, art["layers"]
+    if start == "other-layers":
+        collective = inputs.collective
+        other = other_layers(art, collective)
+        learngene.inherit(model, learngene.make_artifact(collective["model"], collective["widths"], other,
+                                                         dataset=art["dataset"], image_size=image_size,
+                                                         source_task=collective["task"]))
+        return model, other
+    return model, None  # random
+
+
+def other_layers(art, collective):
+    """Another window of conv layers with the learngene's shapes, from the same collective checkpoint: the one
+    sharing the fewest layers with the learngene, and among those the one the criterion ranks worst (or,
+    without a criterion record, the shallowest). The individual model's architecture, pooling included, is the
+    learngene's: only which weights are inherited differs."""
+    widths, k = collective["widths"], len(art["layers"])
+    cins = [3] + list(widths[:-1])
+    shapes = [(a, b) for a, b, _ in art["blocks"]]
+    candidates = [s for s in range(1, len(widths) - k + 1)
+                  if s != art["layers"][0] and [(cins[i], widths[i]) for i in range(s, s + k)] == shapes]
+    require(candidates, f"the collective model has no other window of {k} conv layers shaped like the learngene "
+            f"{shapes}; leave out the other-layers method")
+    scores = {int(s): v for s, v in art["criterion"]["windows"].items()}
+    shared = {s: len(set(range(s, s + k)) & set(art["layers"])) for s in candidates}
+    chosen = min(candidates, key=lambda s: (shared[s], -scores.get(s, 0.0), s))
+    return list(range(chosen, chosen + k))
+
+

@@ -1,0 +1,124 @@
+"""The results of a study: the table (CSV and markdown), its provenance and its figures, from the stored runs."""
+import math
+
+import numpy as np
+
+from utils import plots
+from utils.files import write_csv, write_json, write_text
+from utils.methods import BASELINE, METHODS
+from utils.repro import provenance
+from utils.stats import curve, mean_ci95, per_task
+
+
+TABLE_HEADER = ["shots", "method", "runs", "tasks", "final_acc", "ci95", "diff_vs_scratch", "diff_ci95", "diverged",
+                "best_epoch_acc_test_selected", "parameters", "inherited_conv_layers", "train_seconds"]
+
+
+def table_rows(runs):
+    """One row per (shots, method) as TABLE_HEADER; accuracies in %, differences in points, CIs over tasks."""
+    rows = []
+    for k in sorted({key.shots for key in runs}):
+        for m in [m for m in METHODS if any(key.method == m and key.shots == k for key in runs)]:
+            rs = [r for key, r in runs.items() if key.method == m and key.shots == k]
+            tasks = per_task(runs, m, k)
+            final, ci = mean_ci95(list(tasks.values()))
+            diffs = per_task(runs, m, k, BASELINE) if m != BASELINE else {}
+            diff, diff_ci = mean_ci95(list(diffs.values())) if diffs else ("", "")
+            best = float(np.mean([r["best_acc"] for r in rs]))
+            layers = rs[0]["inherited_layers"]
+            rows.append([k, m, len(rs), len(tasks), final, ci, diff, diff_ci, sum(bool(r.get("diverged")) for r in rs),
+                         best, rs[0]["parameters"], "-".join(map(str, layers)) if layers else "",
+                         sum(r["seconds"] for r in rs)])
+    return rows
+
+
+def summarize(out, runs, study, argv):
+    """results.csv, results.md, curves.png and provenance.json for `runs`; returns the table's rows."""
+    rows = table_rows(runs)
+    write_csv(out / "results.csv", TABLE_HEADER, rows)
+    inputs = study.inputs
+    collective = inputs.collective
+    prov = {**provenance(study.device, argv, study.seeds), "dataset": study.split.dataset,
+            "split": str(study.split.path), "split_hash": study.split.hash, "learngene": inputs.learngene_path,
+            "learngene_layers": inputs.learngene["layers"], "collective": collective["path"] if collective else None,
+            "section": study.section}
+    write_json(out / "provenance.json", prov)
+    draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov)
+    table = results_markdown(rows, study, prov)
+    write_text(out / "results.md", table)
+    print(table)
+    return rows
+
+
+def draw_figures(out, rows, runs, name, ewc_lambda, prov):
+    """forest.png (the paired differences of the table's rows) and curves.png (accuracy per epoch of the runs)."""
+    plots.forest(out / "forest.png", forest_rows(rows, ewc_lambda), f"{name}: test accuracy minus scratch's, paired "
+                 f"per task, after the last epoch", prov)
+    curves = {(k, m): c for k in sorted({key.shots for key in runs}) for m in METHODS
+              if (c := curve(runs, m, k)) is not None}
+    plots.learning_curves(out / "curves.png", curves, f"{name}: test accuracy per epoch, mean over tasks", prov)
+
+
+def forest_rows(rows, ewc_lambda=None):
+    """The forest plot's lines from table rows (TABLE_HEADER lists, or the dicts of a results.csv): every method but
+    the baseline, labelled with what distinguishes its settings (the EWC strength, the inherited layers)."""
+    lines = []
+    for row in rows:
+        r = dict(zip(TABLE_HEADER, row)) if isinstance(row, (list, tuple)) else row
+        if r["method"] == BASELINE or r["diff_vs_scratch"] in ("", None):
+            continue
+        method, settings = METHODS.get(r["method"]), []
+        if r["method"] == "other-layers" and r["inherited_conv_layers"]:
+            layers = str(r["inherited_conv_layers"]).split("-")
+            settings.append(f"conv {layers[0]}-{layers[-1]}")
+        if method is not None and method.ewc and ewc_lambda is not None:
+            settings.append(f"EWC {float(ewc_lambda):g}")
+        label = r["method"] + (f" ({', '.join(settings)})" if settings else "")
+        ci = r["diff_ci95"]
+        lines.append({"shots": int(r["shots"]), "label": label, "diff": float(r["diff_vs_scratch"]),
+                      "ci": float("nan") if ci in ("", None) else float(ci)})
+    return lines
+
+
+def _count(parameters):
+    return f"{parameters / 1e6:.2f}M" if parameters >= 1e5 else f"{parameters / 1e3:.1f}k"
+
+
+def _interval(ci):
+    return "n/a (1 task)" if ci == "" or math.isnan(ci) else f"±{ci:.1f}"
+
+
+def results_markdown(rows, study, prov):
+    split, settings, art, collective = study.split, study.settings, study.inputs.learngene, study.inputs.collective
+    lines = [f"### Individual models on {split.dataset} ({split.image_size}px), {study.section} tasks", "",
+             f"Test accuracy (%) after the last of {settings.epochs} epochs, 5-way; {len(study.seeds)} seed(s) per "
+             f"task, averaged within each task first, so the 95% CIs are over tasks. 'vs scratch' is the paired "
+             f"difference in points, per task (same classes, images, seeds, initialisation of the new layers and "
+             f"batch order), then its mean and 95% CI over tasks: an interval that excludes 0 is a measured "
+             f"difference. 'diverged' counts runs whose loss or EWC penalty became non-finite (their accuracy is "
+             f"meaningless). The 'best epoch' column picks the epoch on the test set, as the released scripts did: "
+             f"test-selected and optimistic, for comparison only.", "",
+             "| shots | method | runs | accuracy (%) | 95% CI | vs scratch (points) | 95% CI | diverged "
+             "| best epoch, test-selected (%) | parameters | inherited conv layers |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for k, m, n, _, acc, ci, diff, diff_ci, diverged, best, params, layers, _ in rows:
+        vs = "-" if diff == "" else f"{diff:+.1f}"
+        vs_ci = "-" if diff == "" else _interval(diff_ci)
+        lines.append(f"| {k} | {m} | {n} | {acc:.1f} | {_interval(ci)} | {vs} | {vs_ci} | {diverged} | {best:.1f} "
+                     f"| {_count(params)} | {layers or '-'} |")
+    other = next((r[11] for r in rows if r[1] == "other-layers"), "")
+    shared = sorted(set(map(int, other.split("-"))) & set(art["layers"])) if other else []
+    lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
+              + (f"; baselines from {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
+                 f"parameters)" if collective else "") + "."]
+    if shared:
+        lines.append(f"other-layers inherits conv {other}, sharing conv {shared} with the learngene: no window of the "
+                     f"same shapes avoids it in this collective model.")
+    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, precision {settings.precision}, seeds "
+              f"{study.seeds}, {prov['time_utc']}, split {prov['split']} (manifest sha256 {split.hash[:12]}).",
+              f"Command: `{prov['command']}`", ""]
+    return "\n".join(lines)
+
+
+def count_parameters_state(state):
+    return sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))

@@ -1,0 +1,72 @@
+"""Provenance and seeding: what every result records about how it was made, and the seeds derived from it."""
+import datetime
+import hashlib
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROVENANCE_COLUMNS = ("device", "torch", "commit", "time_utc", "command")  # what write_csv adds to each row
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+        # outputs (results/, bench/results/) and documentation (*.md) do not change what the code computes,
+        # so they do not count
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!results", ":!bench/results", ":(exclude,glob)**/*.md"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty and commit != "unknown" else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def command_line(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        pass
+    return shlex.join(["python", str(script), *argv])
+
+
+def device_name(device):
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def provenance(device=None, argv=None, seed=None):
+    import torch
+    info = {
+        "commit": git_commit(),
+        "command": command_line(argv),
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+    }
+    if device is not None:
+        info["device"] = device_name(device)
+    if seed is not None:
+        info["seed"] = seed
+    return info
+
+
+def pick_device(no_cuda=False):
+    import torch
+    return torch.device("cuda" if torch.cuda.is_available() and not no_cuda else "cpu")
+
+
+def derived_seed(*parts):
+    """A 63-bit seed that depends on every part (seed, task, epoch, ...), stable across runs and machines."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
