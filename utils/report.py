@@ -51,9 +51,12 @@ def summarize(out, runs, study, argv):
 
 
 def draw_figures(out, rows, runs, name, ewc_lambda, prov):
-    """forest.png (the paired differences of the table's rows) and curves.png (accuracy per epoch of the runs)."""
-    plots.forest(out / "forest.png", forest_rows(rows, ewc_lambda), f"{name}: test accuracy minus scratch's, paired "
-                 f"per task, after the last epoch", prov)
+    """forest.png (the paired differences of the table's rows; none without scratch runs to pair with, as when
+    tuning the EWC strength on the learngene alone) and curves.png (accuracy per epoch of the runs)."""
+    lines = forest_rows(rows, ewc_lambda)
+    if lines:
+        plots.forest(out / "forest.png", lines, f"{name}: test accuracy minus scratch's, paired per task, after the "
+                     f"last epoch", prov)
     curves = {(k, m): c for k in sorted({key.shots for key in runs}) for m in METHODS
               if (c := curve(runs, m, k)) is not None}
     plots.learning_curves(out / "curves.png", curves, f"{name}: test accuracy per epoch, mean over tasks", prov)
