@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.cli import UserError, cli, require  # noqa: E402
+from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.repro import REPO_ROOT, command_line, git_commit  # noqa: E402
 
@@ -132,7 +132,8 @@ def stage(clock, name, script, args, done):
     finally:
         clock.add(name, time.time() - t0)
     if failed:
-        raise UserError(f"stage {name} failed (its message is above); fix it and rerun the same command to resume")
+        raise StageFailed(f"stage {name} failed (its message is above); fix it and rerun the same command to resume",
+                          child.returncode if child.returncode > 0 else 1)
     print(f"[{name}] finished in {time.time() - t0:.0f} s", flush=True)
 
 
@@ -183,13 +184,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=PRESETS, default="quick")
     p.add_argument("--dataset", choices=SCRIPTS, default="tiny-imagenet-100")
-    p.add_argument("--data", default=None, help="raw dataset folder (default: ../shared/data/tiny-imagenet-100 "
+    p.add_argument("--data", default=None, metavar="RAW", help="raw dataset folder (default: ../shared/data/tiny-imagenet-100 "
                    "for tiny-imagenet-100, data/ for cifar100)")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="passed to every training stage (auto: bf16 where the device computes it natively)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results/<dataset>-<preset>* files")
-    p.add_argument("--root", default=None, help="folder for data/, checkpoints/ and results/ (default: the repository)")
+    p.add_argument("--root", default=None, metavar="OUTDIR", help="folder for data/, checkpoints/ and results/ (default: the repository)")
     args = p.parse_args(argv)
     data = Path(args.data).resolve() if args.data else DEFAULT_DATA[args.dataset]
     require(data is not None, f"--data is required for {args.dataset}")
@@ -205,6 +206,9 @@ def main(argv=None):
     split, work = paths["split"], paths["work"]
     cuda = (["--no-cuda"] if args.no_cuda else []) + ["--precision", args.precision]
     maker = "utils/data_cifar_mk.py" if scripts == "cifar100" else "utils/data_imagenet_mk.py"
+    if not (split / "manifest.json").exists():
+        from utils.splits import open_raw
+        open_raw(args.dataset, data)  # a missing, truncated or foreign raw file is one line before anything is written
     with FolderLock(work):  # one pipeline per preset at a time; its stages lock their own folders
         t_start = time.time()
         clock = StageClock(work / "stage_times.json")

@@ -10,7 +10,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def add_device_and_output(parser, name):
     parser.add_argument("--no-cuda", dest="no_cuda", action="store_true")
-    parser.add_argument("--out", default=None, help=f"CSV to write (default: bench/results/{name}-<device type>.csv)")
+    parser.add_argument("--out", default=None, metavar="OUTFILE", help=f"CSV to write (default: bench/results/{name}-<device type>.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="as the training scripts' flag")
 
@@ -22,10 +22,13 @@ def device_and_output(args, name):
     args.precision = resolve_precision(args.precision, device)
     out = Path(args.out or RESULTS / f"{name}-{device.type}.csv")
     require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
+    require(not out.is_dir(), f"--out {out} is a folder; give the CSV file to write")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    require(blocking is None, f"--out {out}: {blocking} is a file, not a folder")  # now, not after the measurement
     return device, out
 
 
 def add_split_and_learngene(parser):
     """The split and learngene a bench reads: by default the quick preset's."""
-    parser.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split directory")
-    parser.add_argument("--learngene", default="checkpoints/tiny-imagenet-100-quick/collective/learngene.pt")
+    parser.add_argument("--path", default="data/tiny-imagenet-100-quick-split", metavar="SPLIT", help="a split directory")
+    parser.add_argument("--learngene", metavar="LEARNGENE", default="checkpoints/tiny-imagenet-100-quick/collective/learngene.pt")

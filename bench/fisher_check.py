@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from bench.common import add_split_and_learngene  # noqa: E402
 from utils import fewshot, learngene, methods  # noqa: E402
-from utils.cli import cli, positive_float, positive_int, require  # noqa: E402
+from utils.cli import COUNT, EWC_LAMBDA, INDEX, LEARNING_RATE, cli, require  # noqa: E402
 from utils.repro import command_line  # noqa: E402
 from utils.ewc import RELEASED_LAMBDA, fisher_diagonal, fisher_with_batch_statistics  # noqa: E402
 from utils.splits import Split  # noqa: E402
@@ -28,10 +28,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_split_and_learngene(p)
     p.add_argument("--section", choices=["validation", "target"], default="validation")
-    p.add_argument("--shots", type=positive_int, default=20)
-    p.add_argument("--task", type=int, default=0)
-    p.add_argument("--lr", type=positive_float, default=0.005)
-    p.add_argument("--ewc_lambda", type=positive_float, default=RELEASED_LAMBDA)
+    p.add_argument("--shots", type=COUNT, default=20)
+    p.add_argument("--task", type=INDEX, default=0)
+    p.add_argument("--lr", type=LEARNING_RATE, default=0.005)
+    p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=RELEASED_LAMBDA)
     args = p.parse_args(argv)
     split = Split(args.path)
     art = learngene.load(args.learngene, split.dataset, split.image_size)

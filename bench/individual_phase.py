@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from bench.common import add_device_and_output, add_split_and_learngene, device_and_output  # noqa: E402
 from utils import fewshot, learngene, methods, runstore  # noqa: E402
-from utils.cli import cli, positive_int, require  # noqa: E402
+from utils.cli import COUNT, cli, require  # noqa: E402
 from utils.files import write_csv  # noqa: E402
 from utils.repro import command_line, device_name, provenance  # noqa: E402
 from utils.engine import synchronize  # noqa: E402
@@ -27,10 +27,10 @@ from utils.splits import Split  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_split_and_learngene(p)
-    p.add_argument("--shots", type=positive_int, default=10)
-    p.add_argument("--num_target_tasks", type=positive_int, default=2)
-    p.add_argument("--seeds", type=positive_int, default=1)
-    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--shots", type=COUNT, default=10)
+    p.add_argument("--num_target_tasks", type=COUNT, default=2)
+    p.add_argument("--seeds", type=COUNT, default=1)
+    p.add_argument("--epochs", type=COUNT, default=5)
     add_device_and_output(p, "individual-phase")
     args = p.parse_args(argv)
     device, out = device_and_output(args, "individual-phase")
@@ -41,10 +41,10 @@ def main(argv=None):
     inputs = methods.Inputs(art, args.learngene, methods.load_collective(None, art, split))
     # the training scripts' settings, but for the schedule: test accuracy after the last epoch only
     settings = fewshot.TrainSettings(epochs=args.epochs, eval_every=args.epochs, precision=args.precision)
-    methods = [m.name for m in methods.METHODS.values() if m.groupable]
+    groupable = [m.name for m in methods.METHODS.values() if m.groupable]
     data = fewshot.FewShotData(split, "target", device)
     group = [runstore.RunKey(m, args.shots, t, s) for t in range(args.num_target_tasks) for s in range(args.seeds)
-             for m in methods]
+             for m in groupable]
     for key in group:
         data(key.shots, key.task)
     synchronize(device)
@@ -59,7 +59,7 @@ def main(argv=None):
     seq, grp = t1 - t0, t2 - t1
     print(f"device: {device_name(device)}; torch {torch.__version__}; {args.precision}; {split.dataset} "
           f"{split.image_size}px\ncommand: {command_line(argv)}\n{len(group)} runs ({args.num_target_tasks} tasks x "
-          f"{args.seeds} seeds x {len(methods)} methods), {args.shots} shots, {args.epochs} epochs each; "
+          f"{args.seeds} seeds x {len(groupable)} methods), {args.shots} shots, {args.epochs} epochs each; "
           f"{dataclasses.asdict(settings)}\n"
           f"sequential {seq:.1f} s ({seq / len(group):.2f} s/run), grouped {grp:.1f} s ({grp / len(group):.2f} s/run): "
           f"{seq / grp:.2f}x; largest final-accuracy difference {diff:.1f} points")

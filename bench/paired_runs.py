@@ -32,8 +32,8 @@ def final_accuracies(path):
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("a", help="a folder holding runs.jsonl files (a pipeline's checkpoints/<dataset>-<preset>)")
-    p.add_argument("b", help="the same for the other run")
+    p.add_argument("a", metavar="RUNS", help="a folder holding runs.jsonl files (a pipeline's checkpoints/<dataset>-<preset>)")
+    p.add_argument("b", metavar="RUNS", help="the same for the other run")
     args = p.parse_args(argv)
     a_root, b_root = Path(args.a), Path(args.b)
     found = sorted(f.relative_to(a_root) for f in a_root.rglob("runs.jsonl") if (b_root / f.relative_to(a_root)).exists())

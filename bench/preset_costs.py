@@ -22,7 +22,7 @@ import pipeline  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils.criterion import GradientCriterion  # noqa: E402
 from utils import fewshot, learngene, methods, runstore  # noqa: E402
-from utils.cli import cli, positive_int  # noqa: E402
+from utils.cli import COUNT, cli  # noqa: E402
 from utils.files import write_csv  # noqa: E402
 from utils.repro import command_line, device_name, provenance  # noqa: E402
 from utils.engine import DeviceData, seeded_generator, sgd, synchronize, train_epoch, uses_channels_last  # noqa: E402
@@ -72,9 +72,9 @@ def run_seconds(split, device, settings, shots):
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split at the preset's image size")
+    p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", metavar="SPLIT", help="a split at the preset's image size")
     p.add_argument("--preset", choices=pipeline.PRESETS, default="cpu")
-    p.add_argument("--epochs", type=positive_int, default=30, help="individual-model epochs per run")
+    p.add_argument("--epochs", type=COUNT, default=30, help="individual-model epochs per run")
     add_device_and_output(p, "preset-costs")
     args = p.parse_args(argv)
     device, out = device_and_output(args, "preset-costs")

@@ -34,7 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils.criterion import GradientCriterion  # noqa: E402
-from utils.cli import cli, positive_int, require  # noqa: E402
+from utils.cli import BATCH, COUNT, INDEX, cli, require  # noqa: E402
 from utils.files import write_csv  # noqa: E402
 from utils.repro import command_line, device_name, provenance  # noqa: E402
 from utils.engine import (MEAN, STD, DeviceData, resolve_precision, seeded_generator, synchronize,  # noqa: E402
@@ -198,11 +198,11 @@ def find(rows, path, widths, precision=None, layout=None):
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", help="a split directory (real images)")
-    p.add_argument("--batch_size", type=positive_int, default=64)
-    p.add_argument("--steps", type=positive_int, default=20,
+    p.add_argument("--path", default="data/tiny-imagenet-100-quick-split", metavar="SPLIT", help="a split directory (real images)")
+    p.add_argument("--batch_size", type=BATCH, default=64)
+    p.add_argument("--steps", type=COUNT, default=20,
                    help="timed steps per measurement (this project's path: whole epochs covering them)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps of the released path")
+    p.add_argument("--warmup", type=INDEX, default=3, help="untimed steps of the released path")
     p.add_argument("--compile", nargs="+", default=[], metavar="MODE", choices=["default", "reduce-overhead"],
                    help="also time (b) under torch.compile with each of these modes (reduce-overhead: CUDA graphs)")
     add_device_and_output(p, "throughput")

@@ -2,12 +2,22 @@
 with one-line messages."""
 import argparse
 import functools
+import math
 import signal
 import sys
 
 
 class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
+
+
+class StageFailed(Exception):
+    """A stage of the pipeline failed after printing its own one-line error: the pipeline says where it stopped
+    without a second `error:` line, and exits with the stage's status."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
 
 
 class Stopped(BaseException):
@@ -33,6 +43,9 @@ def cli(main):
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except StageFailed as e:
+            print(f"stopped: {e}", file=sys.stderr)
+            sys.exit(e.status)
         except OSError as e:
             print(f"error: {os_error(e)}", file=sys.stderr)
             sys.exit(1)
@@ -65,24 +78,42 @@ def require_distinct(values, flag):
     require(not repeated, f"{flag} repeats {', '.join(map(str, repeated))}: give each value once")
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1, with a one-line message otherwise."""
-    return _number(text, int, lambda v: v >= 1, "a positive integer")
+class Number:
+    """An argparse type that states its domain: an int or a finite float in [lo, hi] (`open_lo`/`open_hi`
+    exclude an end). A value outside it, NaN, infinity or text is one line naming the domain, before anything
+    is read or written; tests/test_bad_input_sweep.py reads lo and hi to try every flag at and past its edges."""
+
+    def __init__(self, kind, lo, hi, *, open_lo=False, open_hi=False):
+        self.kind, self.lo, self.hi, self.open_lo, self.open_hi = kind, lo, hi, open_lo, open_hi
+        self.__name__ = kind.__name__  # argparse names the type in some messages
+
+    def __contains__(self, v):
+        return (math.isfinite(v) and (v > self.lo if self.open_lo else v >= self.lo)
+                and (v < self.hi if self.open_hi else v <= self.hi))
+
+    def describe(self):
+        what = "an integer" if self.kind is int else "a number"
+        return f"{what} in {'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
+
+    def __call__(self, text):
+        try:
+            value = self.kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
+        if value not in self:
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text}")
+        return value
 
 
-def nonneg_float(text):
-    return _number(text, float, lambda v: v >= 0, "a number >= 0")
-
-
-def positive_float(text):
-    return _number(text, float, lambda v: v > 0, "a number > 0")  # not NaN either
-
-
-def _number(text, convert, acceptable, what):
-    try:
-        value = convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    if not acceptable(value):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-    return value
+# The domains of the scripts' numeric flags. The upper ends are far beyond any sensible run, but finite: a
+# typo of a few extra digits is refused instead of starting a run that would never end.
+COUNT = Number(int, 1, 100_000)            # tasks, shots, images per class, epochs, steps
+BATCH = Number(int, 1, 65_536)
+SEED = Number(int, 0, 2 ** 32 - 1)         # numpy's generators take non-negative seeds
+INDEX = Number(int, 0, 100_000)            # a 0-based task, or a count that may be 0
+CONV_LAYER = Number(int, 1, 12)            # a 0-based conv layer of the 13 that can be inherited (not 0, which reads RGB)
+IMAGE_SIZE = Number(int, 32, 1024)         # five 2x2 poolings need at least 32 pixels
+LEARNING_RATE = Number(float, 0, 1000, open_lo=True)
+MOMENTUM = Number(float, 0, 1, open_hi=True)
+WEIGHT_DECAY = Number(float, 0, 1)
+EWC_LAMBDA = Number(float, 0, 1e12)

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from utils import learngene, plots
 from utils.criterion import DEFAULT_THRESHOLD, GradientCriterion, describe, task_layer_matrix
-from utils.cli import nonneg_float, positive_float, positive_int, require
+from utils.cli import (BATCH, CONV_LAYER, COUNT, EWC_LAMBDA, INDEX, LEARNING_RATE, MOMENTUM, SEED, WEIGHT_DECAY,
+                       require)
 from utils.files import FolderLock, foreign_files, torch_load, torch_save, write_csv, write_json
 from utils.repro import derived_seed, pick_device, provenance
 from utils.engine import (PRECISIONS, DeviceData, resolve_precision, seeded_generator, sgd, train_epoch,
@@ -64,30 +65,30 @@ class CollectiveSettings:
 def parser(family):
     p = argparse.ArgumentParser(description=f"Train the collective model on a {family}-family continual split "
                                             f"and extract the learngene.")
-    p.add_argument("--path", required=True, help="split directory from utils/data_*_mk.py")
-    p.add_argument("--out", default=None, help="run directory (default: checkpoints/collective-<dataset>)")
-    p.add_argument("--batch_size", type=positive_int, default=CollectiveSettings.batch_size)
-    p.add_argument("--epochs", type=positive_int, default=CollectiveSettings.epochs, help="epochs per task")
-    p.add_argument("--lr", type=positive_float, default=CollectiveSettings.lr)
-    p.add_argument("--momentum", type=nonneg_float, default=CollectiveSettings.momentum)
-    p.add_argument("--weight_decay", type=nonneg_float, default=CollectiveSettings.weight_decay)
+    p.add_argument("--path", required=True, metavar="SPLIT", help="split directory from utils/data_*_mk.py")
+    p.add_argument("--out", default=None, metavar="OUTDIR", help="run directory (default: checkpoints/collective-<dataset>)")
+    p.add_argument("--batch_size", type=BATCH, default=CollectiveSettings.batch_size)
+    p.add_argument("--epochs", type=COUNT, default=CollectiveSettings.epochs, help="epochs per task")
+    p.add_argument("--lr", type=LEARNING_RATE, default=CollectiveSettings.lr)
+    p.add_argument("--momentum", type=MOMENTUM, default=CollectiveSettings.momentum)
+    p.add_argument("--weight_decay", type=WEIGHT_DECAY, default=CollectiveSettings.weight_decay)
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true", help="train on the CPU even if CUDA is there")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 autocast where the device computes bf16 natively (CUDA, or a CPU with AVX-512 BF16 "
                         "or AMX), fp32 elsewhere; fp32 is bit-reproducible on one machine and thread count")
-    p.add_argument("--seed", type=int, default=CollectiveSettings.seed)
-    p.add_argument("--num_works", dest="num_tasks", type=positive_int, default=None,
+    p.add_argument("--seed", type=SEED, default=CollectiveSettings.seed)
+    p.add_argument("--num_works", dest="num_tasks", type=COUNT, default=None,
                    help="continual tasks to train (default: all of the split's)")
     p.add_argument("--judgement", dest="criterion", action=argparse.BooleanOptionalAction, default=True,
                    help="record the gradient criterion (default on; needed to select the learngene)")
     p.add_argument("--judgement_abs", dest="criterion_abs", action="store_true",
                    help="count |gradient| > threshold instead of the released signed gradient > threshold")
-    p.add_argument("--ewc_lambda", type=nonneg_float, default=CollectiveSettings.ewc_lambda,
+    p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=CollectiveSettings.ewc_lambda,
                    help="EWC across collective tasks (0 = off, as released)")
-    p.add_argument("--num_learngene_layers", type=positive_int, default=Selection.num_layers)
-    p.add_argument("--learngene_layers", type=int, nargs="+", default=(),
+    p.add_argument("--num_learngene_layers", type=CONV_LAYER, default=Selection.num_layers)
+    p.add_argument("--learngene_layers", type=CONV_LAYER, nargs="+", default=(),
                    help="skip the selection rule and take these conv layers (0-based; released: 10 11 12)")
-    p.add_argument("--extract_after_task", type=int, default=Selection.after_task,
+    p.add_argument("--extract_after_task", type=INDEX, default=Selection.after_task,
                    help="take the learngene weights after this task (0-based; the paper: 20, the last widening); "
                         "capped at the last task trained")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")

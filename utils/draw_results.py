@@ -1,51 +1,76 @@
-"""Draw the forest plot of a results table (a results.csv of the individual script or a preset's
-results/<dataset>-<preset>.csv) from the table alone, with no retraining: the paired differences against
-scratch and their 95% intervals, as the table gives them.
+"""Draw a results table's figures again, with no retraining: the forest plot of its paired differences against
+scratch (from the table alone: a results.csv of the individual script or a preset's
+results/<dataset>-<preset>.csv) and, given the runs.jsonl the table summarises, the learning curves.
 
     python utils/draw_results.py results/reference/tiny-imagenet-100-cpu.csv --ewc_lambda 40000 \
         --title "tiny-imagenet-100, cpu preset"
 """
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import plots, report  # noqa: E402
-from utils.cli import UserError, cli, nonneg_float, require  # noqa: E402
+from utils.cli import EWC_LAMBDA, UserError, cli, require  # noqa: E402
 from utils.repro import provenance  # noqa: E402
+from utils.runstore import read_runs  # noqa: E402
 
 
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("table", help="a results CSV with the columns of utils/report.py's TABLE_HEADER")
-    p.add_argument("--out", default=None, help="PNG to write (default: the table's name with -forest.png)")
-    p.add_argument("--title", default=None, help="what the figure shows (default: the table's file name)")
-    p.add_argument("--ewc_lambda", type=nonneg_float, default=None, help="the EWC strength of the table's EWC rows, "
+    p.add_argument("table", metavar="TABLE", help="a results CSV with the columns of utils/report.py's TABLE_HEADER")
+    p.add_argument("--out", default=None, metavar="OUTFILE", help="PNG to write (default: the table's name with -forest.png)")
+    p.add_argument("--title", default=None, metavar="TEXT", help="what the figure shows (default: the table's file name)")
+    p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=None, help="the EWC strength of the table's EWC rows, "
                    "for their labels (the table does not hold it; the results markdown says it)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--runs", default=None, metavar="RUNS", help="the runs.jsonl (or its folder) behind the table: "
+                   "also draw the learning curves")
+    p.add_argument("--curves_out", default=None, metavar="OUTFILE",
+                   help="PNG for the curves (default: the table's name with -curves.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out and --curves_out if they exist")
     args = p.parse_args(argv)
     table = Path(args.table)
     require(table.is_file(), f"{table}: no such file")
     try:
-        with open(table, newline="") as f:
-            rows = list(csv.DictReader(f))
+        text = table.read_text()
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{table} is not a CSV file ({e})")
     missing = [c for c in report.TABLE_HEADER if rows and c not in rows[0]]
     require(rows and not missing, f"{table} is not a results table (missing columns: {', '.join(missing) or 'all rows'})")
+    # every table this project writes ends its last line: one that does not was cut short (an interrupted copy)
+    require(text.endswith("\n"), f"{table} ends in the middle of a line (a truncated copy?)")
+    short = next((i for i, r in enumerate(rows, 2) if None in r.values() or None in r), None)
+    require(short is None, f"{table} line {short} does not have the table's {len(rows[0])} cells (a truncated copy?)")
+    require(args.runs or not args.curves_out, "--curves_out draws the curves of --runs: give --runs too")
     try:
         lines = report.forest_rows(rows, args.ewc_lambda)
     except ValueError as e:
         raise UserError(f"{table} has a cell that is not a number ({e})")
     require(lines, f"{table} has no row with a paired difference against scratch")
     out = Path(args.out or table.with_name(table.stem + "-forest.png"))
-    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
-    title = f"{args.title or table.stem}: test accuracy minus scratch's, paired per task, after the last epoch"
-    plots.forest(out, lines, title, provenance(argv=argv), [f"Drawn from {table} (the table's own numbers)."])
+    curves_out = Path(args.curves_out or table.with_name(table.stem + "-curves.png")) if args.runs else None
+    runs = None
+    if args.runs:
+        runs_file = Path(args.runs) / "runs.jsonl" if Path(args.runs).is_dir() else Path(args.runs)
+        require(runs_file.is_file(), f"--runs {runs_file}: no such file")
+        runs = read_runs(runs_file)
+        require(runs and all(isinstance(r.get("curve"), list) and r["curve"] for r in runs.values()),
+                f"{runs_file} holds no runs with learning curves")
+    for path in (out, curves_out):
+        require(path is None or args.overwrite or not path.exists(), f"{path} exists: pass --overwrite to replace it")
+    name = args.title or table.stem
+    prov = provenance(argv=argv)
+    plots.forest(out, lines, f"{name}: test accuracy minus scratch's, paired per task, after the last epoch", prov,
+                 [f"Drawn from {table} (the table's own numbers)."])
     print(f"wrote {out}")
+    if runs:
+        report.draw_curves(curves_out, runs, name, prov, [f"Drawn from the {len(runs)} runs of {runs_file}."])
+        print(f"wrote {curves_out}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from utils import learngene, report
-from utils.cli import nonneg_float, positive_float, positive_int, require, require_distinct
+from utils.cli import BATCH, COUNT, EWC_LAMBDA, LEARNING_RATE, MOMENTUM, SEED, WEIGHT_DECAY, require, require_distinct
 from utils.engine import PRECISIONS, resolve_precision
 from utils.ewc import RELEASED_LAMBDA
 from utils.fewshot import FewShotData, TrainSettings, plan_groups, train_grouped, train_run
@@ -26,37 +26,37 @@ def parser(family):
     p = argparse.ArgumentParser(description=f"Train individual models from a learngene on the {family}-family "
                                             f"target tasks, with the baselines, and write the results table.",
                                 epilog="methods: " + "; ".join(f"{m.name}: {m.about}" for m in METHODS.values()))
-    p.add_argument("--path", required=True, help="split directory from utils/data_*_mk.py")
-    p.add_argument("--learngene", required=True, help="learngene.pt from collective-model/val_lifelong_*.py")
-    p.add_argument("--collective", default=None, help="collective checkpoint for other-layers and "
+    p.add_argument("--path", required=True, metavar="SPLIT", help="split directory from utils/data_*_mk.py")
+    p.add_argument("--learngene", required=True, metavar="LEARNGENE", help="learngene.pt from collective-model/val_lifelong_*.py")
+    p.add_argument("--collective", default=None, metavar="CHECKPOINT", help="collective checkpoint for other-layers and "
                    "finetune-collective (default: the learngene's source, the model after the extraction task)")
-    p.add_argument("--out", default=None, help="results directory (default: results/<dataset>)")
-    p.add_argument("--batch_size", type=positive_int, default=TrainSettings.batch_size)
-    p.add_argument("--epochs", type=positive_int, default=TrainSettings.epochs)
-    p.add_argument("--lr", type=positive_float, default=TrainSettings.lr)
-    p.add_argument("--momentum", type=nonneg_float, default=TrainSettings.momentum)
-    p.add_argument("--weight_decay", type=nonneg_float, default=TrainSettings.weight_decay)
-    p.add_argument("--ewc_lambda", type=nonneg_float, default=RELEASED_LAMBDA,
+    p.add_argument("--out", default=None, metavar="OUTDIR", help="results directory (default: results/<dataset>)")
+    p.add_argument("--batch_size", type=BATCH, default=TrainSettings.batch_size)
+    p.add_argument("--epochs", type=COUNT, default=TrainSettings.epochs)
+    p.add_argument("--lr", type=LEARNING_RATE, default=TrainSettings.lr)
+    p.add_argument("--momentum", type=MOMENTUM, default=TrainSettings.momentum)
+    p.add_argument("--weight_decay", type=WEIGHT_DECAY, default=TrainSettings.weight_decay)
+    p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=RELEASED_LAMBDA,
                    help=f"EWC strength (default {RELEASED_LAMBDA}: the released 40 x 1000)")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 autocast where the device computes bf16 natively, fp32 elsewhere")
-    p.add_argument("--seed", dest="seeds", type=int, nargs="+", default=[0], help="one or more seeds")
-    p.add_argument("--num_works_tt", dest="num_target_tasks", type=positive_int, default=None,
+    p.add_argument("--seed", dest="seeds", type=SEED, nargs="+", default=[0], help="one or more seeds")
+    p.add_argument("--num_works_tt", dest="num_target_tasks", type=COUNT, default=None,
                    help="target tasks to use (default: all)")
-    p.add_argument("--num_imgs_per_cat_train", dest="shots", type=positive_int, nargs="+", default=None,
+    p.add_argument("--num_imgs_per_cat_train", dest="shots", type=COUNT, nargs="+", default=None,
                    help="shots per class (default: every shot count of the split)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--section", choices=["target", "validation"], default="target",
                    help="validation = the open-world tasks, the only ones to tune hyper-parameters on")
-    p.add_argument("--eval_every", type=positive_int, default=TrainSettings.eval_every,
+    p.add_argument("--eval_every", type=COUNT, default=TrainSettings.eval_every,
                    help="test accuracy every N epochs (curves)")
     p.add_argument("--grouped", action=argparse.BooleanOptionalAction, default=None,
                    help="train the runs of one shot count that share an architecture together as one grouped "
                         "network (same results up to float rounding; default: on with CUDA, off on CPU)")
-    p.add_argument("--name", default=None, help="what the figures' titles call this study (default: the dataset, "
+    p.add_argument("--name", default=None, metavar="TEXT", help="what the figures' titles call this study (default: the dataset, "
                    "image size and section)")
-    p.add_argument("--reuse", nargs="+", default=[], metavar="DIR",
+    p.add_argument("--reuse", nargs="+", default=[], metavar="RUNS",
                    help="results folders (or runs.jsonl files) whose runs to take instead of retraining them, "
                         "where a run read exactly the inputs and settings this one would (e.g. scratch runs of "
                         "another learngene of the same shapes)")

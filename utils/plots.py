@@ -167,7 +167,7 @@ def forest(path, rows, title, provenance=None, caption=()):
                                      "(Student t over tasks); red: the interval excludes 0."])
 
 
-def learning_curves(path, curves, title, provenance=None):
+def learning_curves(path, curves, title, provenance=None, caption=()):
     """Test accuracy (%) against epoch, one panel per shot count: per method the mean over tasks with its 95%
     interval as a band, markers at the evaluated epochs. curves: {(shots, method): (epochs, mean, ci)} (stats);
     a method evaluated once (the probes, trained to convergence, not by epochs) is a dashed horizontal line."""
@@ -183,6 +183,9 @@ def learning_curves(path, curves, title, provenance=None):
     d = ImageDraw.Draw(img)
     d.text((10, 10), title, fill="black", font=font(17))
     few = len(epochs_all) < 4
+    # the question's two methods get the shaded interval; five overlapping bands would hide every line (the
+    # table gives each method's interval)
+    banded = [m for m in methods if m in ("learngene", "scratch")] or methods
     for p, k in enumerate(shots):
         x0 = left + p * (pw + 100)
         panel = Panel(d, (x0, top, x0 + pw, top + ph), xticks, yticks, xlabel="epoch",
@@ -204,10 +207,11 @@ def learning_curves(path, curves, title, provenance=None):
             dodge = (methods.index(m) - (len(methods) - 1) / 2) * 7 if few else 0
             pts = [(panel.x(e) + dodge, panel.y(v)) for e, v in zip(epochs, mean)]
             if not few:
-                upper = [(panel.x(e), panel.y(v + c)) for e, v, c in zip(epochs, mean, ci)]
-                lower = [(panel.x(e), panel.y(v - c)) for e, v, c in zip(epochs, mean, ci)]
-                bd.polygon(upper + lower[::-1], fill=(*colour, 40))
-                d.line(pts, fill=colour, width=3 if m in ("learngene", "scratch") else 2)
+                if m in banded:
+                    upper = [(panel.x(e), panel.y(v + c)) for e, v, c in zip(epochs, mean, ci)]
+                    lower = [(panel.x(e), panel.y(v - c)) for e, v, c in zip(epochs, mean, ci)]
+                    bd.polygon(upper + lower[::-1], fill=(*colour, 40))
+                d.line(pts, fill=colour, width=3 if m in banded else 2)
             else:  # too few evaluated epochs for a curve: the measured points and their intervals only
                 for (x, y), e, v, c in zip(pts, epochs, mean, ci):
                     d.line([x, panel.y(v - c), x, panel.y(v + c)], fill=colour, width=2)
@@ -226,8 +230,9 @@ def learning_curves(path, curves, title, provenance=None):
     full.paste(legend, (0, img.height))
     note = (f"Only {len(epochs_all)} evaluated epochs ({', '.join(map(str, epochs_all))}): the measured points with "
             f"their 95% intervals, not a curve." if few else
-            "Line and markers: mean over tasks at the evaluated epochs; band: 95% interval over tasks.")
-    save_png(full, path, provenance, [note])
+            f"Line and markers: mean over tasks at the evaluated epochs; band: 95% interval over tasks "
+            f"({' and '.join(banded)}; the table gives every method's).")
+    save_png(full, path, provenance, [*caption, note])
 
 
 _VIRIDIS = np.array(  # viridis at 5 stops: a colour scale readable in grey

@@ -57,9 +57,13 @@ def draw_figures(out, rows, runs, name, ewc_lambda, prov):
     if lines:
         plots.forest(out / "forest.png", lines, f"{name}: test accuracy minus scratch's, paired per task, after the "
                      f"last epoch", prov)
+    draw_curves(out / "curves.png", runs, name, prov)
+
+
+def draw_curves(path, runs, name, prov, caption=()):
     curves = {(k, m): c for k in sorted({key.shots for key in runs}) for m in METHODS
               if (c := curve(runs, m, k)) is not None}
-    plots.learning_curves(out / "curves.png", curves, f"{name}: test accuracy per epoch, mean over tasks", prov)
+    plots.learning_curves(path, curves, f"{name}: test accuracy per epoch, mean over tasks", prov, caption)
 
 
 def forest_rows(rows, ewc_lambda=None):

@@ -67,6 +67,11 @@ class RunStore:
         return taken
 
 
+def read_runs(path):
+    """Every run of a runs.jsonl as {RunKey: result}, whatever its settings (for redrawing figures)."""
+    return {RunKey(r["method"], r["shots"], r["task"], r["seed"]): r for _, r in _lines(Path(path))}
+
+
 def _lines(path):
     lines = path.read_text(errors="replace").splitlines()
     rows = []

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -149,10 +150,19 @@ def tiny_imagenet100(root, verify=True):
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays[split] = {k: z[k] for k in ("jpeg", "offsets", "labels", "classes")}
-        except (OSError, ValueError, KeyError, EOFError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # a truncated copy: BadZipFile
             raise UserError(f"{path} is not a Tiny-ImageNet-100 npz ({type(e).__name__}: {e})")
     classes = [str(c) for c in arrays["train"]["classes"]]
     require(classes == [str(c) for c in arrays["test"]["classes"]], "train.npz and val.npz list different classes")
+    for split, path in files.items():  # the counts a reader relies on, before any image is decoded
+        a = arrays[split]
+        offsets, n = a["offsets"], len(a["labels"])
+        require(a["jpeg"].ndim == 1 and offsets.ndim == 1 and len(offsets) == n + 1 and n > 0,
+                f"{path} holds {len(offsets)} offsets for {n} labels, expected labels + 1")
+        require(offsets[0] == 0 and offsets[-1] == len(a["jpeg"]) and (np.diff(offsets) > 0).all(),
+                f"{path} has offsets that do not cut its {len(a['jpeg'])} jpeg bytes into images")
+        require(a["labels"].min() >= 0 and a["labels"].max() < len(classes),
+                f"{path} has labels outside 0..{len(classes) - 1}")
     labels = {s: arrays[s]["labels"].astype(np.int64) for s in SPLITS}
 
     def load(split, idx):
@@ -234,8 +244,11 @@ def _mini_imagenet_csv(root):
         path = root / f"{s}.csv"
         if not path.is_file():
             continue
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise UserError(f"{path} is not a mini-ImageNet csv ({type(e).__name__}: {e})")
         require(rows and [c.strip() for c in rows[0][:2]] == ["filename", "label"],
                 f"{path} is not a mini-ImageNet csv (its first line should be 'filename,label')")
         for row in rows[1:]:

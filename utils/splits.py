@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import sources
-from utils.cli import UserError, positive_int, require
+from utils.cli import COUNT, IMAGE_SIZE, SEED, UserError, require
 from utils.files import foreign_files, replace_dir, file_digest, write_json
 from utils.repro import command_line
 
@@ -302,21 +302,21 @@ class Split:
 # ---------------------------------------------------------------- the makers' command line
 def maker_parser(description, dataset_choices):
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--path", required=True, help="where the raw dataset is")
-    p.add_argument("--out", default=None, help="split directory to write (default: data/<dataset>-split)")
+    p.add_argument("--path", required=True, metavar="RAW", help="where the raw dataset is")
+    p.add_argument("--out", default=None, metavar="OUTDIR", help="split directory to write (default: data/<dataset>-split)")
     p.set_defaults(dataset=dataset_choices[0])
     if len(dataset_choices) > 1:
         p.add_argument("--dataset", choices=dataset_choices, default=dataset_choices[0],
                        help="imagenet100: ImageNet class folders or mini-ImageNet csv layout (84px); "
                             "tiny-imagenet-100: the offline npz set (64px)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num_tasks", type=positive_int, default=50, help="continual (source) tasks")
-    p.add_argument("--num_imgs_per_cat_train", dest="images_per_class", type=positive_int, default=None,
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--num_tasks", type=COUNT, default=50, help="continual (source) tasks")
+    p.add_argument("--num_imgs_per_cat_train", dest="images_per_class", type=COUNT, default=None,
                    help="images per class in a continual task (default: cifar100 600, imagenet100 400, tiny 550)")
-    p.add_argument("--num_target_tasks", type=positive_int, default=None,
+    p.add_argument("--num_target_tasks", type=COUNT, default=None,
                    help="target (and validation) tasks per shot count (default: cifar100 5, imagenet 10)")
-    p.add_argument("--shots", type=positive_int, nargs="+", default=[10, 20])
-    p.add_argument("--size", type=positive_int, default=None,
+    p.add_argument("--shots", type=COUNT, nargs="+", default=[10, 20])
+    p.add_argument("--size", type=IMAGE_SIZE, default=None,
                    help="image side in pixels (default: the dataset's native 32/84/64); e.g. 32 for CIFAR-like Tiny")
     p.add_argument("--continual_pool", choices=["base", "base+open_world"], default="base",
                    help="classes of the continual tasks; the released ImageNet script drew from base+open_world, "
@@ -345,16 +345,25 @@ def _content_command(argv):
     return command_line(kept)
 
 
-def run_maker(parser, argv, open_source):
-    """The makers' shared body: parse, open the raw data with `open_source(args)` (the script's own), build the
-    manifest, write the split, print a summary."""
+def open_raw(dataset, path, verify=True, download=False):
+    """The raw dataset as a `Source`, checked as it is read: a missing, truncated or foreign file is one line
+    naming it (the makers, and the pipeline before it starts any stage)."""
+    if dataset == "cifar100":
+        return sources.cifar100(path, verify=verify, download=download)
+    if dataset == "tiny-imagenet-100":
+        return sources.tiny_imagenet100(path, verify=verify)
+    return sources.imagenet100(path, [w for pool in class_split("imagenet100").values() for w in pool])
+
+
+def run_maker(parser, argv):
+    """The makers' shared body: parse, open the raw data, build the manifest, write the split, print a summary."""
     args = parser.parse_args(argv)
     config = DATASETS[args.dataset]
     settings = SplitSettings(num_tasks=args.num_tasks, images_per_class=args.images_per_class or
                              config["images_per_class"], num_target_tasks=args.num_target_tasks or
                              config["num_target_tasks"], shots=tuple(args.shots), seed=args.seed,
                              continual_pool=args.continual_pool)
-    source = open_source(args)
+    source = open_raw(args.dataset, args.path, args.verify, getattr(args, "download", False))
     out = Path(args.out or Path("data") / f"{args.dataset}-split")
     return make_split(args.dataset, source, settings, out, size=args.size or source.native_size,
                       raw_path=args.path, verified=args.verify, overwrite=args.overwrite,
