@@ -263,3 +263,35 @@ def test_continual_pool_with_open_world_classes(tmp_path):
     used = {c for task in m["continual"] for c in task["classes"]}
     assert used <= set(m["classes"]["base"]) | set(m["classes"]["open_world"])
     assert used & set(m["classes"]["open_world"]) and m["continual_pool"] == "base+open_world"
+
+
+def test_heldout_images_are_never_in_a_continual_task(cifar_root, tmp_path):
+    """--heldout_per_class keeps that many images of every continual class (test images first) out of every
+    continual task, disjoint from every image any task uses; without it the manifest is as before."""
+    base = ["--path", cifar_root, "--no-verify", "--num_tasks", "30", "--num_imgs_per_cat_train", "8",
+            "--num_target_tasks", "2", "--shots", "2", "3"]
+    assert run_script("utils/data_cifar_mk.py", *base, "--out", tmp_path / "held", "--heldout_per_class",
+                      "2").returncode == 0
+    m, images = load(tmp_path / "held")
+    assert m["heldout_per_class"] == 2 and set(m["heldout"]) == set(m["classes"]["base"])
+    held = {c: set(ids) for c, ids in m["heldout"].items()}
+    assert all(len(ids) == 2 and all(i.startswith("test:") for i in ids) for ids in held.values())  # 3 test images
+    for task in m["continual"]:
+        for c, ids in task["samples"].items():
+            assert len(ids) == 8 and not set(ids) & held[c]  # 11 images - 2 held out: 9 left, 8 drawn
+    every_task_id = {i for section in ("target", "validation") for tasks in m[section].values() for task in tasks
+                     for part in ("train", "test") for v in task[part].values() for i in v}
+    assert not every_task_id & set().union(*held.values())
+    split = splits.Split(tmp_path / "held")
+    x, y = split.heldout(0)
+    assert x.shape == (10, 32, 32, 3) and sorted(set(y.tolist())) == [0, 1, 2, 3, 4]
+    # off: no held-out section, the same tasks as a split made before the option existed
+    assert run_script("utils/data_cifar_mk.py", *base, "--out", tmp_path / "off").returncode == 0
+    off, _ = load(tmp_path / "off")
+    assert "heldout" not in off and splits.Split(tmp_path / "off").heldout(0) is None
+    assert run_script("utils/data_cifar_mk.py", *base, "--out", tmp_path / "zero", "--heldout_per_class",
+                      "0").returncode == 0
+    zero, _ = load(tmp_path / "zero")
+    assert {k: v for k, v in zero.items() if k != "command"} == {k: v for k, v in off.items() if k != "command"}
+    too_many = run_script("utils/data_cifar_mk.py", *base, "--out", tmp_path / "x", "--heldout_per_class", "11")
+    assert_clean_error(too_many, "leaves no image")

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import sources
-from utils.cli import COUNT, IMAGE_SIZE, SEED, UserError, require
+from utils.cli import COUNT, IMAGE_SIZE, INDEX, SEED, UserError, require
 from utils.files import foreign_files, replace_dir, file_digest, write_json
 from utils.repro import command_line
 
@@ -53,8 +53,10 @@ def _ids(split, indices):
 
 
 def build_manifest(source, classes, *, num_tasks, images_per_class, num_target_tasks, shots, seed,
-                   continual_pool="base"):
-    """Choose every task's classes and images. Pure: the same arguments give the same manifest."""
+                   continual_pool="base", heldout_per_class=0):
+    """Choose every task's classes and images. Pure: the same arguments give the same manifest. With
+    heldout_per_class > 0, that many images of every continual class (its test images first, in a seeded order)
+    are kept out of every continual task, to measure the source model on images it never trained on."""
     known = set(source.classes)
     for pool, names in classes.items():
         unknown = [c for c in names if c not in known]
@@ -66,6 +68,15 @@ def build_manifest(source, classes, *, num_tasks, images_per_class, num_target_t
     require(len(set(shots)) == len(shots), f"--shots has repeats: {shots}")
 
     pool = classes["base"] + (classes["open_world"] if continual_pool == "base+open_world" else [])
+    heldout = {}  # class -> its held-out images, as the signed indices below
+    if heldout_per_class:
+        rng = _rng(seed, "heldout")
+        for c in pool:
+            ordered = np.concatenate([-1 - rng.permutation(source.indices_of("test", c)),
+                                      rng.permutation(source.indices_of("train", c))])
+            require(heldout_per_class < len(ordered), f"--heldout_per_class {heldout_per_class} leaves no image of class "
+                    f"{c} ({len(ordered)} images) for the continual tasks")
+            heldout[c] = ordered[:heldout_per_class]
     rng = _rng(seed, "continual")
     continual = []
     for _ in range(num_tasks):
@@ -75,6 +86,8 @@ def build_manifest(source, classes, *, num_tasks, images_per_class, num_target_t
             # the class's train images as indices i >= 0 and its test images as -1 - i < 0, in one array, so a
             # single permutation draws from both (the released pool: all 600 CIFAR images of a class)
             available = np.concatenate([source.indices_of("train", c), -1 - source.indices_of("test", c)])
+            if heldout:
+                available = available[~np.isin(available, heldout[c])]
             require(images_per_class <= len(available), f"--num_imgs_per_cat_train {images_per_class} is more than "
                     f"the {len(available)} images class {c} has")
             chosen = rng.permutation(available)[:images_per_class]
@@ -101,6 +114,9 @@ def build_manifest(source, classes, *, num_tasks, images_per_class, num_target_t
         return tasks
 
     require(len(classes["novel"]) >= WAYS and len(classes["open_world"]) >= WAYS, "need at least 5 novel and open-world classes")
+    held = {"heldout_per_class": heldout_per_class,
+            "heldout": {c: _ids("train", h[h >= 0]) + _ids("test", -1 - h[h < 0]) for c, h in heldout.items()}
+            } if heldout else {}  # absent when off, so such splits keep the bytes (and hashes) they had
     return {
         "format": FORMAT,
         "dataset": source.dataset,
@@ -112,11 +128,12 @@ def build_manifest(source, classes, *, num_tasks, images_per_class, num_target_t
         "continual": continual,
         "target": few_shot_tasks("target", classes["novel"]),
         "validation": few_shot_tasks("validation", classes["open_world"]),
+        **held,
     }
 
 
 def used_ids(manifest):
-    ids = set()
+    ids = set(i for v in manifest.get("heldout", {}).values() for i in v)
     for task in manifest["continual"]:
         for v in task["samples"].values():
             ids.update(v)
@@ -231,6 +248,8 @@ def check_manifest(m, where):
         for section in ("target", "validation"):
             tasks += [(f"{section} {k}-shot task {t}", task, ("train", "test"))
                       for k, section_tasks in m[section].items() for t, task in enumerate(section_tasks)]
+        if "heldout" in m:
+            tasks.append(("held-out images", {"classes": list(m["heldout"]), "heldout": m["heldout"]}, ("heldout",)))
         for name, task, parts in tasks:
             for part in parts:
                 if list(task[part]) != list(task["classes"]):
@@ -287,6 +306,13 @@ class Split:
         task = self.manifest["continual"][t]
         return self._gather(task["classes"], task["samples"])
 
+    def heldout(self, t):
+        """(images, task-local labels) of continual task t's classes held out from every continual task, or None
+        for a split made without --heldout_per_class."""
+        if "heldout" not in self.manifest:
+            return None
+        return self._gather(self.manifest["continual"][t]["classes"], self.manifest["heldout"])
+
     def few_shot(self, section, shots, t):
         """(train images, train labels, test images, test labels) of a target or validation task."""
         tasks = self.manifest[section].get(str(shots))
@@ -318,6 +344,9 @@ def maker_parser(description, dataset_choices):
     p.add_argument("--shots", type=COUNT, nargs="+", default=[10, 20])
     p.add_argument("--size", type=IMAGE_SIZE, default=None,
                    help="image side in pixels (default: the dataset's native 32/84/64); e.g. 32 for CIFAR-like Tiny")
+    p.add_argument("--heldout_per_class", type=INDEX, default=0,
+                   help="images of every continual class (its test images first) kept out of every continual task, "
+                        "to measure the source model on images it never saw (default 0: none, the released pool)")
     p.add_argument("--continual_pool", choices=["base", "base+open_world"], default="base",
                    help="classes of the continual tasks; the released ImageNet script drew from base+open_world, "
                         "which leaves no clean validation classes")
@@ -362,7 +391,7 @@ def run_maker(parser, argv):
     settings = SplitSettings(num_tasks=args.num_tasks, images_per_class=args.images_per_class or
                              config["images_per_class"], num_target_tasks=args.num_target_tasks or
                              config["num_target_tasks"], shots=tuple(args.shots), seed=args.seed,
-                             continual_pool=args.continual_pool)
+                             continual_pool=args.continual_pool, heldout_per_class=args.heldout_per_class)
     source = open_raw(args.dataset, args.path, args.verify, getattr(args, "download", False))
     out = Path(args.out or Path("data") / f"{args.dataset}-split")
     return make_split(args.dataset, source, settings, out, size=args.size or source.native_size,
@@ -379,6 +408,7 @@ class SplitSettings:
     shots: tuple = (10, 20)
     seed: int = 0
     continual_pool: str = "base"  # or "base+open_world", the released ImageNet script's pool
+    heldout_per_class: int = 0  # images per continual class no continual task draws (the source's held-out test)
 
 
 def make_split(dataset, source, settings, out, *, size, raw_path, verified, overwrite=False,
@@ -387,7 +417,8 @@ def make_split(dataset, source, settings, out, *, size, raw_path, verified, over
     manifest = build_manifest(source, class_split(dataset), num_tasks=settings.num_tasks,
                               images_per_class=settings.images_per_class,
                               num_target_tasks=settings.num_target_tasks, shots=list(settings.shots),
-                              seed=settings.seed, continual_pool=settings.continual_pool)
+                              seed=settings.seed, continual_pool=settings.continual_pool,
+                              heldout_per_class=settings.heldout_per_class)
     manifest["source"] = {"path": str(raw_path), "checksums": source.checksums, "verified": verified}
     manifest["command"] = _content_command(sys.argv[1:] if argv is None else argv)
     write_split(out, manifest, source, size, overwrite=overwrite, export_imagefolder=export_imagefolder)
