@@ -6,27 +6,20 @@ difference (mean and 95% interval over the runs both hold).
         /tmp/quick-fp32/checkpoints/tiny-imagenet-100-quick
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import cli, require  # noqa: E402
+from utils.runstore import key_of, records  # noqa: E402
 from utils.stats import mean_ci95  # noqa: E402
 
 
 def final_accuracies(path):
     """{(method, shots, task, seed): final accuracy in %} of a runs.jsonl (older files hold fractions)."""
-    runs = {}
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        r, unit = row["result"], 1 if row["settings"].get("accuracy_unit") == "percent" else 100
-        runs[(r["method"], r["shots"], r["task"], r["seed"])] = unit * r["final_acc"]
-    return runs
+    return {key_of(r): (1 if settings.get("accuracy_unit") == "percent" else 100) * r["final_acc"]
+            for settings, r in records(path)}
 
 
 @cli

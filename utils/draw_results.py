@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import plots, report  # noqa: E402
+from utils import report  # noqa: E402
 from utils.cli import EWC_LAMBDA, UserError, cli, require  # noqa: E402
 from utils.repro import provenance  # noqa: E402
-from utils.runstore import read_runs  # noqa: E402
+from utils.runstore import read_runs, record_file  # noqa: E402
 
 
 @cli
@@ -56,7 +56,7 @@ def main(argv=None):
     curves_out = Path(args.curves_out or table.with_name(table.stem + "-curves.png")) if args.runs else None
     runs = None
     if args.runs:
-        runs_file = Path(args.runs) / "runs.jsonl" if Path(args.runs).is_dir() else Path(args.runs)
+        runs_file = record_file(args.runs)
         require(runs_file.is_file(), f"--runs {runs_file}: no such file")
         runs = read_runs(runs_file)
         require(runs and all(isinstance(r.get("curve"), list) and r["curve"] for r in runs.values()),
@@ -65,8 +65,7 @@ def main(argv=None):
         require(path is None or args.overwrite or not path.exists(), f"{path} exists: pass --overwrite to replace it")
     name = args.title or table.stem
     prov = provenance(argv=argv)
-    plots.forest(out, lines, f"{name}: test accuracy minus scratch's, paired per task, after the last epoch", prov,
-                 [f"Drawn from {table} (the table's own numbers)."])
+    report.draw_forest(out, lines, name, prov, [f"Drawn from {table} (the table's own numbers)."])
     print(f"wrote {out}")
     if runs:
         report.draw_curves(curves_out, runs, name, prov, [f"Drawn from the {len(runs)} runs of {runs_file}."])

@@ -18,7 +18,7 @@ from utils.fewshot import FewShotData, TrainSettings, plan_groups, train_grouped
 from utils.files import FolderLock, ensure_writable
 from utils.methods import METHODS, Inputs, load_collective
 from utils.repro import pick_device
-from utils.runstore import RunKey, RunStore, run_identity
+from utils.runstore import RunKey, RunStore, record_file, run_identity
 from utils.splits import Split
 
 
@@ -106,10 +106,10 @@ def run(family, argv=None):
     settings = TrainSettings(args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay,
                              args.ewc_lambda, args.eval_every, resolve_precision(args.precision, device))
     # results files are replaced only beside the runs.jsonl they summarise (same settings, checked below)
-    written = [n for n in ("results.md", "results.csv", "forest.png", "curves.png", "provenance.json") if (out / n).exists()]
+    written = [n for n in report.OUTPUTS if (out / n).exists()]
     require(not written or (out / "runs.jsonl").exists(), f"{out} holds {', '.join(written)} but no runs.jsonl: not results "
             f"of this script's runs, so they are not replaced; choose another --out")
-    reuse = [Path(r) / "runs.jsonl" if Path(r).is_dir() else Path(r) for r in args.reuse]
+    reuse = [record_file(r) for r in args.reuse]
     for r in reuse:
         require(r.is_file(), f"--reuse {r}: no runs.jsonl there")
     name = args.name or f"{split.dataset} ({split.image_size}px), {args.section} tasks"

@@ -74,10 +74,8 @@ def reads(method, identity):
         dropped |= {"learngene_sha256", "learngene_layers"}  # the individual architecture is learngene_shapes
     if start not in ("other-layers", "collective"):
         dropped.add("collective_sha256")
-    if start not in ("collective", "random-collective"):
-        dropped.add("collective_shapes")
-    if start in ("collective", "random-collective"):
-        dropped.add("learngene_shapes")
+    # the architecture a run builds: the individual one (the learngene's shapes) or the collective one
+    dropped.add("collective_shapes" if m.groupable else "learngene_shapes")
     return {k: v for k, v in identity.items() if k not in dropped}
 
 

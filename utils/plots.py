@@ -213,15 +213,14 @@ def learning_curves(path, curves, title, provenance=None, caption=()):
                     bd.polygon(upper + lower[::-1], fill=(*colour, 40))
                 d.line(pts, fill=colour, width=3 if m in banded else 2)
             else:  # too few evaluated epochs for a curve: the measured points and their intervals only
-                for (x, y), e, v, c in zip(pts, epochs, mean, ci):
+                for (x, _), v, c in zip(pts, mean, ci):
                     d.line([x, panel.y(v - c), x, panel.y(v + c)], fill=colour, width=2)
             for x, y in pts:
                 d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
         img.paste(Image.alpha_composite(img.convert("RGBA"), band).convert("RGB"))
         d = ImageDraw.Draw(img)
-    items = [(m + (" (probe: one accuracy, after training)" if any(len(curves[(k, m)][0]) == 1 for k in shots
-                                                                     if (k, m) in curves) else ""),
-              method_colour(m, methods), any(len(curves[(k, m)][0]) == 1 for k in shots if (k, m) in curves))
+    once = {m: any(len(curves[(k, m)][0]) == 1 for k in shots if (k, m) in curves) for m in methods}
+    items = [(m + (" (probe: one accuracy, after training)" if once[m] else ""), method_colour(m, methods), once[m])
              for m in methods]
     legend = Image.new("RGB", (img.width, 22 * ((len(items) + 1) // 2) + 10), "white")
     _legend(ImageDraw.Draw(legend), items, left, 4, per_row=2, width=max(420, (img.width - left) // 2))

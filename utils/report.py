@@ -10,6 +10,7 @@ from utils.repro import provenance
 from utils.stats import curve, mean_ci95, per_task
 
 
+OUTPUTS = ("results.md", "results.csv", "forest.png", "curves.png", "provenance.json")  # what summarize writes
 TABLE_HEADER = ["shots", "method", "runs", "tasks", "final_acc", "ci95", "diff_vs_scratch", "diff_ci95", "diverged",
                 "best_epoch_acc_test_selected", "parameters", "inherited_conv_layers", "train_seconds"]
 
@@ -55,9 +56,13 @@ def draw_figures(out, rows, runs, name, ewc_lambda, prov):
     tuning the EWC strength on the learngene alone) and curves.png (accuracy per epoch of the runs)."""
     lines = forest_rows(rows, ewc_lambda)
     if lines:
-        plots.forest(out / "forest.png", lines, f"{name}: test accuracy minus scratch's, paired per task, after the "
-                     f"last epoch", prov)
+        draw_forest(out / "forest.png", lines, name, prov)
     draw_curves(out / "curves.png", runs, name, prov)
+
+
+def draw_forest(path, lines, name, prov, caption=()):
+    plots.forest(path, lines, f"{name}: test accuracy minus scratch's, paired per task, after the last epoch", prov,
+                 caption)
 
 
 def draw_curves(path, runs, name, prov, caption=()):

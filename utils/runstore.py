@@ -20,6 +20,14 @@ class RunKey(NamedTuple):
     seed: int
 
 
+def key_of(result):
+    return RunKey(result["method"], result["shots"], result["task"], result["seed"])
+
+
+def record_file(path):
+    """The runs.jsonl a user names: the file itself, or the one in the results folder given."""
+    path = Path(path)
+    return path / "runs.jsonl" if path.is_dir() else path
 
 
 def run_identity(settings, section, split, inputs):
@@ -59,8 +67,8 @@ class RunStore:
         it came from (`reused_from`). Returns how many were taken."""
         taken = 0
         for other in others:
-            for identity, result in _lines(Path(other)):
-                key = RunKey(result["method"], result["shots"], result["task"], result["seed"])
+            for identity, result in records(Path(other)):
+                key = key_of(result)
                 if key in wanted and key not in self.runs and reads(key.method, identity) == reads(key.method, self.identity):
                     self.add(key, {**result, "reused_from": str(other)})
                     taken += 1
@@ -69,10 +77,11 @@ class RunStore:
 
 def read_runs(path):
     """Every run of a runs.jsonl as {RunKey: result}, whatever its settings (for redrawing figures)."""
-    return {RunKey(r["method"], r["shots"], r["task"], r["seed"]): r for _, r in _lines(Path(path))}
+    return {key_of(r): r for _, r in records(Path(path))}
 
 
-def _lines(path):
+def records(path):
+    """(settings, result) of every line of a runs.jsonl; a line cut short by an interruption is skipped."""
     lines = path.read_text(errors="replace").splitlines()
     rows = []
     for line in lines:
@@ -92,8 +101,8 @@ def _load(path, identity):
     runs = {}
     if not path.exists():
         return runs
-    for stored, r in _lines(path):
+    for stored, r in records(path):
         require(stored == identity, f"{path} holds runs made with other settings; use another --out or remove it "
                 f"(differs in: {', '.join(k for k in identity if stored.get(k) != identity[k])})")
-        runs[RunKey(r["method"], r["shots"], r["task"], r["seed"])] = r
+        runs[key_of(r)] = r
     return runs
