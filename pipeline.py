@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
+from utils.methods import CONTROLS, METHODS  # noqa: E402
+from utils import source  # noqa: E402
 from utils.repro import REPO_ROOT, command_line, git_commit  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
@@ -40,7 +42,8 @@ PRESETS = {
     # Small enough for a 2-core CPU in under 15 minutes: Tiny-ImageNet at 32px (CIFAR-like), 6 short collective
     # tasks, 3 target tasks, the paper's individual-model schedule (30 epochs).
     "quick": {
-        "split": ["--size", "32", "--num_tasks", "6", "--num_imgs_per_cat_train", "200", "--num_target_tasks", "3"],
+        "split": ["--size", "32", "--num_tasks", "6", "--num_imgs_per_cat_train", "200", "--num_target_tasks", "3",
+                  "--heldout_per_class", "50"],
         "collective": ["--epochs", "8"],
         "individual": ["--epochs", "30", "--eval_every", "5", "--seed", "0"],
         "tune_tasks": "2",  # of the 3 validation tasks, to stay well inside 15 minutes
@@ -50,7 +53,8 @@ PRESETS = {
     # 32px, the whole widening schedule (tasks 0-20, learngene after task 20) on 500 images of each of 5 base
     # classes per task, EWC tuned on 4 validation tasks, then as many target tasks as fit in 90 minutes on 2 cores.
     "cpu": {
-        "split": ["--size", "32", "--num_tasks", "21", "--num_imgs_per_cat_train", "500", "--num_target_tasks", "20"],
+        "split": ["--size", "32", "--num_tasks", "21", "--num_imgs_per_cat_train", "500", "--num_target_tasks", "20",
+                  "--heldout_per_class", "50"],
         "collective": ["--epochs", "6"],
         "individual": ["--epochs", "30", "--eval_every", "10", "--seed", "0"],
         "tune_tasks": "4",
@@ -58,11 +62,12 @@ PRESETS = {
     },
     # Every stage on a handful of images, for checking that the pipeline runs (its numbers mean nothing).
     "smoke": {
-        "split": ["--size", "32", "--num_tasks", "3", "--num_imgs_per_cat_train", "12", "--num_target_tasks", "2"],
+        "split": ["--size", "32", "--num_tasks", "3", "--num_imgs_per_cat_train", "12", "--num_target_tasks", "2",
+                  "--heldout_per_class", "4"],
         "collective": ["--epochs", "1", "--batch_size", "16"],
         "individual": ["--epochs", "2", "--eval_every", "1", "--seed", "0"],
         "tune_tasks": "1",
-        "studies": ["individual"],
+        "studies": ["individual", "source"],
     },
     # The paper: 50 tasks x 100 epochs, learngene after task 20, 30-epoch individual models, 3 seeds.
     "paper": {
@@ -74,6 +79,7 @@ PRESETS = {
     },
 }
 EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold steps down
+EWC_GRID_TOP = 4e8  # the grid grows upward in hundredfold steps while its largest strength is the best, up to this
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,17 @@ class Study:
     flags: tuple = ()    # individual-script flags beyond the preset's and the tuned EWC strength
     reuse: tuple = ()    # names of earlier studies of the preset whose matching runs are taken, not retrained
 
+    @property
+    def needs_joint(self):
+        return any(METHODS[m].needs_joint for m in self.methods)
+
 
 STUDIES = {s.name: s for s in (
-    Study("individual", "the learngene against scratch and the baselines, on the target tasks"),
+    Study("individual", "the learngene against scratch and the baselines, on the target tasks",
+          methods=tuple(m for m in METHODS if m not in CONTROLS)),
+    Study("source", "method or source? the learngene against its controls: its layers held fixed, its filters' "
+          "inputs shuffled (structure), and the same layers, fine-tune and probe of a source trained jointly on "
+          "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",)),
 )}
 
 
@@ -152,31 +166,50 @@ def _dies_with(parent):
     return set_parent_death_signal
 
 
-def best_lambda(tune_dir):
+def best_lambda(tune_dir, grid):
     """The EWC strength with the best mean final accuracy (%) of the learngene rows on the validation tasks, and
     a line that gives every strength's accuracy and its diverged runs (a lambda too strong for SGD shows there)."""
     scores, notes = {}, []
-    for lam in EWC_GRID:
+    for lam in grid:
         with open(tune_dir / f"lambda-{lam}" / "results.csv") as f:
             rows = list(csv.DictReader(f))
         scores[lam] = sum(float(r["final_acc"]) for r in rows) / len(rows)
         runs, diverged = sum(int(r["runs"]) for r in rows), sum(int(r["diverged"]) for r in rows)
         notes.append(f"{lam}: {scores[lam]:.1f}%" + (f" ({diverged} of {runs} runs diverged)" if diverged else ""))
-    best = max(EWC_GRID, key=lambda lam: scores[lam])
+    best = max(grid, key=lambda lam: scores[lam])
     return best, ", ".join(notes)
 
 
-RESULT_SUFFIXES = (".md", ".csv", "-forest.png", "-curves.png", "-heatmap.png")
+def tune_ewc(clock, individual_script, common, tune_tasks, work):
+    """Tune the EWC strength on the validation tasks over EWC_GRID, extended upward a hundredfold at a time while
+    its largest strength is the best (up to EWC_GRID_TOP), so the choice lies inside the grid where it can."""
+    grid = list(EWC_GRID)
+    while True:
+        for lam in grid:
+            out = work / "tune-ewc" / f"lambda-{lam}"
+            # tuning reads only the final accuracy: --eval_every beyond the last epoch skips the test curve
+            stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
+                  "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out],
+                  out / "results.csv")
+        lam, by_lambda = best_lambda(work / "tune-ewc", grid)
+        top = max(grid, key=float)
+        if lam != top or float(top) * 100 > EWC_GRID_TOP:
+            return lam, by_lambda + ("" if lam != top else " (the largest strength tried is the best)")
+        grid.append(str(int(float(top) * 100)))
 
 
-def outputs(root, dataset, preset):
-    """Where a preset writes: its split, its work folder and its result files. None of these is tracked by
-    git (tests/test_pipeline.py checks it): the README's reference results live in results/reference/,
-    where no preset writes, so a fresh clone's first run never meets them."""
+RESULT_SUFFIXES = (".md", ".csv", "-forest.png", "-curves.png", "-heatmap.png", "-heldout.png")
+
+
+def outputs(root, dataset, preset, studies=()):
+    """Where a preset writes: its split, its work folder and its result files (and the forest plot of every study
+    after the first). None of these is tracked by git (tests/test_pipeline.py checks it): the README's reference
+    results live in results/reference/, where no preset writes, so a fresh clone's first run never meets them."""
     name = f"{dataset}-{preset}"
     root = Path(root)
     return {"split": root / "data" / f"{name}-split", "work": root / "checkpoints" / name,
-            "results": [root / "results" / f"{name}{suffix}" for suffix in RESULT_SUFFIXES]}
+            "results": [root / "results" / f"{name}{suffix}" for suffix in RESULT_SUFFIXES]
+            + [root / "results" / f"{name}-{s.name}-forest.png" for s in studies[1:]]}
 
 
 @cli
@@ -189,6 +222,9 @@ def main(argv=None):
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="passed to every training stage (auto: bf16 where the device computes it natively)")
+    p.add_argument("--studies", nargs="+", choices=STUDIES, default=None, metavar="STUDY",
+                   help="the studies on the target tasks, in order (default: the preset's; "
+                        + "; ".join(f"{s.name}: {s.about}" for s in STUDIES.values()) + ")")
     p.add_argument("--overwrite", action="store_true", help="replace existing results/<dataset>-<preset>* files")
     p.add_argument("--root", default=None, metavar="OUTDIR", help="folder for data/, checkpoints/ and results/ (default: the repository)")
     args = p.parse_args(argv)
@@ -198,7 +234,8 @@ def main(argv=None):
     os.chdir(REPO_ROOT)  # every relative path below is relative to the repository
     require(data.is_dir(), f"--data {data}: no such folder (the raw {args.dataset} images)")
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
-    paths = outputs(root, args.dataset, args.preset)
+    studies = [STUDIES[s] for s in args.studies or preset["studies"]]
+    paths = outputs(root, args.dataset, args.preset, studies)
     finals = paths["results"]
     require(args.overwrite or not any(f.exists() for f in finals),
             f"{finals[0]} exists: pass --overwrite to replace the results of this preset")
@@ -222,18 +259,19 @@ def main(argv=None):
         individual_script = f"individual-model/inheritable_{scripts}_wEWC.py"
         common = ["--path", split, "--learngene", collective / "learngene.pt", *preset["individual"], *cuda]
         tune_tasks = ["--num_works_tt", preset["tune_tasks"]] if preset["tune_tasks"] else []
-        for lam in EWC_GRID:
-            out = work / "tune-ewc" / f"lambda-{lam}"
-            # tuning reads only the final accuracy: --eval_every beyond the last epoch skips the test curve
-            stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
-                  "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out],
-                  out / "results.csv")
-        lam, by_lambda = best_lambda(work / "tune-ewc")
+        lam, by_lambda = tune_ewc(clock, individual_script, common, tune_tasks, work)
         print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
-        for study in map(STUDIES.get, preset["studies"]):
-            reuse = ["--reuse", *(work / name for name in study.reuse)] if study.reuse else []
+        joint = work / "joint"
+        if any(s.needs_joint for s in studies):
+            stage(clock, "joint-source", "collective-model/joint_source.py", ["--path", split, "--learngene",
+                  collective / "learngene.pt", "--out", joint, *cuda], joint / "joint.pt")
+        for study in studies:
+            earlier = [work / name for name in study.reuse if (work / name / "runs.jsonl").exists()]
+            reuse = ["--reuse", *earlier] if earlier else []
             methods = ["--methods", *study.methods] if study.methods else []
-            stage(clock, study.name, individual_script, [*common, "--ewc_lambda", lam, *methods, *study.flags, *reuse,
+            inputs = ["--joint", joint / "joint.pt"] if study.needs_joint else []
+            stage(clock, study.name, individual_script, [*common, "--ewc_lambda", lam, *methods, *inputs, *study.flags,
+                                                         *reuse,
                                                          "--name", f"{args.dataset}, {args.preset} preset, "
                                                          f"{study.name}", "--out", work / study.name], None)
         header = (f"## {name}: Learngene pipeline results\n\n"
@@ -241,28 +279,50 @@ def main(argv=None):
                   f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
                   f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
                   f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
-                  f"{by_lambda} -> **{lam}**.\n\n")
-        write_report(finals, name, header, work, clock, [STUDIES[s] for s in preset["studies"]])
+                  f"{by_lambda} -> **{lam}**.\n\n" + source_lines(work))
+        write_report(finals, name, header, work, clock, studies)
+
+
+def source_lines(work):
+    """The source's held-out accuracy, for the results' header: the collective model's (utils/source.py) and, where
+    the joint source was trained, its own (utils/joint.py)."""
+    held = source.read_summary(work / "collective")
+    if held is None:
+        return ("The collective model was not measured on held-out images (its split was made without "
+                "--heldout_per_class).\n\n")
+    text = (f"Source on held-out images of its classes ({held['heldout_images_per_class']} per class, never trained "
+            f"on): collective model {source.describe(held['extraction'])}.")
+    joint = work / "joint" / "heldout_summary.json"
+    if joint.exists():
+        j = json.loads(joint.read_text())
+        text += (f" Joint source (same network, images and budget, all base classes at once): "
+                 f"{j['task_local_accuracy']:.1f}% task-local (5-way, as the collective model is read), "
+                 f"{j['all_classes_accuracy']:.1f}% over its {j['classes']} classes.")
+    return text + "\n\n"
 
 
 def write_report(finals, name, header, work, clock, studies):
     """The preset's results: the first study's table, curves and CSV, every further study's table as a section
     (its files stay in its folder), the collective stage's selection and heat map, and the time of each stage, as
     results/<dataset>-<preset>*."""
-    md, csv_out, forest, curves, heatmap = finals
+    md, csv_out, forest, curves, heatmap, heldout, *study_forests = finals
     collective, target = work / "collective", work / studies[0].name
-    for source, final in ((target / "results.csv", csv_out), (target / "forest.png", forest),
-                          (target / "curves.png", curves),
-                          (collective / "criterion_heatmap.png", heatmap)):
-        write_bytes(final, source.read_bytes())  # atomic, like every output
+    copies = [(target / "results.csv", csv_out), (target / "forest.png", forest), (target / "curves.png", curves),
+              (collective / "criterion_heatmap.png", heatmap), (collective / "heldout_matrix.png", heldout)]
+    copies += [(work / s.name / "forest.png", f) for s, f in zip(studies[1:], study_forests)]
+    for path, final in copies:
+        if path.exists():  # no held-out matrix without held-out images, no forest plot without scratch rows
+            write_bytes(final, path.read_bytes())  # atomic, like every output
     table = (target / "results.md").read_text() + "".join(
-        f"\n### Study {s.name}: {s.about}\n\n" + (work / s.name / "results.md").read_text() for s in studies[1:])
+        f"\n### Study {s.name}: {s.about}\n\n" + (work / s.name / "results.md").read_text()
+        + (f"\n![{s.name} paired differences]({f.name})\n" if f.exists() else "")
+        for s, f in zip(studies[1:], study_forests))
     selection = (collective / "selection.txt").read_text()
     write_text(md, header + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
                f"Wall-clock time of each stage (summed over the invocations that ran it; device: see "
                f"Provenance above):\n\n{clock.table()}\n"
                f"![paired differences]({name}-forest.png)\n![curves]({name}-curves.png)\n"
-               f"![criterion]({name}-heatmap.png)\n")
+               f"![criterion]({name}-heatmap.png)\n" + (f"![held-out]({heldout.name})\n" if heldout.exists() else ""))
     print(f"wall-clock time of each stage:\n{clock.table()}results: {md}")
 
 

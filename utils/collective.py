@@ -10,6 +10,8 @@ the dataset family they accept. Outputs, in --out:
   checkpoints/task_NNN.pt  the whole collective model after each task
   last.pt                everything --resume needs (written after every epoch)
   learngene.pt           the selected layers only, with provenance; selection.txt the rule's reasoning
+  heldout_accuracy.csv, heldout_summary.json, heldout_matrix.png  with a split made with --heldout_per_class:
+                         every task's checkpoint on every task's held-out images (utils/source.py)
 """
 import argparse
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils import learngene, plots
+from utils import learngene, plots, source
 from utils.criterion import DEFAULT_THRESHOLD, GradientCriterion, describe, task_layer_matrix
 from utils.cli import (BATCH, CONV_LAYER, COUNT, EWC_LAMBDA, INDEX, LEARNING_RATE, MOMENTUM, SEED, WEIGHT_DECAY,
                        require)
@@ -34,7 +36,8 @@ from utils.splits import DATASETS, Split
 
 NUM_OUTPUTS = {"cifar": 64, "imagenet": 100}  # the shared head's size by dataset family, as the released scripts
 RUN_OUTPUTS = ("config.json", "last.pt", "metrics.csv", "criterion.csv", "criterion_variants.csv",
-               "criterion_heatmap.png", "filters.csv", "selection.txt", "learngene.pt", "checkpoints/task_*.pt")
+               "criterion_heatmap.png", "filters.csv", "selection.txt", "learngene.pt", "checkpoints/task_*.pt",
+               *source.OUTPUTS)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,11 @@ def run(family, argv=None):
                                     f"{split.dataset}: fraction of conv weight-gradient entries with "
                                     f"{describe(settings.criterion_abs, DEFAULT_THRESHOLD)}", artifact["layers"],
                                     artifact["provenance"])
+        matrix = source.accuracy_matrix(out, split, num_tasks, device, settings.precision)
+        if matrix is not None:
+            source.write(out, matrix, artifact["source_task"], split.manifest["heldout_per_class"],
+                         f"{split.dataset}: collective model's accuracy (%) on held-out images",
+                         artifact["provenance"])
     return artifact
 
 

@@ -65,6 +65,9 @@ def prepare(key, inputs, train, settings, device):
     torch.manual_seed(derived_seed(key.seed, "individual", key.shots, key.task))  # same new layers for every method
     model, inherited_layers = build_model(key.method, inputs, inputs.learngene["image_size"])
     model.to(device)
+    if METHODS[key.method].frozen:  # the optimizer skips parameters without gradients
+        for p in model.inherited.parameters():
+            p.requires_grad_(False)
     ewc = None
     if METHODS[key.method].ewc and settings.ewc_lambda > 0:
         names = [n for n, _ in model.named_parameters() if n.startswith("inherited.")]
@@ -125,11 +128,14 @@ def conv_features(model, images, batch_size=256):
 
 
 def train_probe(key, inputs, train, test, settings, device):
-    """A linear classifier on frozen conv features (the collective model's, or a random one's) of the K shots and
+    """A linear classifier on frozen conv features (the collective model's, the joint source's, or a random
+    collective network's) of the K shots and
     their mirror images, standardised with the shots' statistics, trained full-batch with cross-entropy."""
     t0 = time.perf_counter()
     torch.manual_seed(derived_seed(key.seed, "individual", key.shots, key.task))
-    trunk = collective_net(inputs.collective, trained=METHODS[key.method].start == "collective").to(device)
+    start = METHODS[key.method].start
+    trunk = collective_net(inputs.joint if start == "joint" else inputs.collective,
+                           trained=start != "random-collective").to(device)
     f_train = conv_features(trunk, torch.cat([train.images, train.images.flip(3)]))
     y_train = train.labels.repeat(2)
     mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)

@@ -16,7 +16,7 @@ from utils.engine import PRECISIONS, resolve_precision
 from utils.ewc import RELEASED_LAMBDA
 from utils.fewshot import FewShotData, TrainSettings, plan_groups, train_grouped, train_run
 from utils.files import FolderLock, ensure_writable
-from utils.methods import METHODS, Inputs, load_collective
+from utils.methods import CONTROLS, METHODS, Inputs, load_collective
 from utils.repro import pick_device
 from utils.runstore import RunKey, RunStore, record_file, run_identity
 from utils.splits import Split
@@ -30,6 +30,8 @@ def parser(family):
     p.add_argument("--learngene", required=True, metavar="LEARNGENE", help="learngene.pt from collective-model/val_lifelong_*.py")
     p.add_argument("--collective", default=None, metavar="CHECKPOINT", help="collective checkpoint for other-layers and "
                    "finetune-collective (default: the learngene's source, the model after the extraction task)")
+    p.add_argument("--joint", default=None, metavar="CHECKPOINT", help="joint.pt from collective-model/joint_source.py, "
+                   "for learngene-joint, finetune-joint and probe-joint")
     p.add_argument("--out", default=None, metavar="OUTDIR", help="results directory (default: results/<dataset>)")
     p.add_argument("--batch_size", type=BATCH, default=TrainSettings.batch_size)
     p.add_argument("--epochs", type=COUNT, default=TrainSettings.epochs)
@@ -46,7 +48,8 @@ def parser(family):
                    help="target tasks to use (default: all)")
     p.add_argument("--num_imgs_per_cat_train", dest="shots", type=COUNT, nargs="+", default=None,
                    help="shots per class (default: every shot count of the split)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=[m for m in METHODS if m not in CONTROLS],
+                   help=f"default: all but the controls ({', '.join(CONTROLS)})")
     p.add_argument("--section", choices=["target", "validation"], default="target",
                    help="validation = the open-world tasks, the only ones to tune hyper-parameters on")
     p.add_argument("--eval_every", type=COUNT, default=TrainSettings.eval_every,
@@ -99,8 +102,15 @@ def run(family, argv=None):
     num_tasks = args.num_target_tasks or split.num_few_shot(args.section, shots[0])
     require(all(num_tasks <= split.num_few_shot(args.section, k) for k in shots),
             f"--num_works_tt {num_tasks} is more than the split's {split.num_few_shot(args.section, shots[0])} tasks")
+    joint = None
+    if any(METHODS[m].needs_joint for m in args.methods):
+        require(args.joint, f"--methods {' '.join(m for m in args.methods if METHODS[m].needs_joint)} need --joint "
+                f"(joint.pt from collective-model/joint_source.py)")
+        joint = load_collective(args.joint, art, split)
+        require(joint.get("classes") and joint["config"].get("split_hash") == split.hash,
+                f"{args.joint} is not a joint source made on split {split.path}")
     inputs = Inputs(art, str(args.learngene), load_collective(args.collective, art, split)
-                    if any(METHODS[m].needs_collective for m in args.methods) else None)
+                    if any(METHODS[m].needs_collective for m in args.methods) else None, joint)
     out = Path(args.out or Path("results") / split.dataset)
     device = pick_device(args.no_cuda)
     settings = TrainSettings(args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay,

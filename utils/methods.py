@@ -5,6 +5,7 @@ and, if it starts from something new, a branch in build_model."""
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from utils import learngene
@@ -16,11 +17,15 @@ from utils.models import HIDDEN, CollectiveNet, IndividualNet
 @dataclass(frozen=True)
 class Method:
     name: str
-    start: str        # what the model starts from: "random" (the individual architecture, every layer new),
-                      # "learngene" or "other-layers" (that architecture with inherited blocks), "collective"
-                      # (the learngene's source collective model) or "random-collective" (that shape, untrained)
+    start: str        # what the model starts from: "random" (the individual architecture, every layer new);
+                      # that architecture with inherited blocks: "learngene", "permuted-learngene" (the learngene
+                      # with each filter's input channels shuffled), "other-layers" (another window of the same
+                      # collective model) or "joint-learngene" (the learngene's layers of the joint source);
+                      # a whole network: "collective" (the learngene's source collective model), "joint" (the
+                      # joint source, utils/joint.py) or "random-collective" (the collective shape, untrained)
     ewc: bool = False  # an EWC penalty keeps the inherited blocks near their inherited values
     probe: bool = False  # a linear classifier on the start's frozen conv features instead of training it all
+    frozen: bool = False  # the inherited blocks' weights are not trained at all (BatchNorm statistics still adapt)
     about: str = ""
 
     @property
@@ -28,10 +33,22 @@ class Method:
         return self.start in ("other-layers", "collective", "random-collective")
 
     @property
+    def needs_joint(self):
+        return self.start in ("joint", "joint-learngene")
+
+    @property
+    def individual_architecture(self):
+        return self.start in INDIVIDUAL_STARTS
+
+    @property
     def groupable(self):
         """Trained with the others of its shot count as one grouped network (utils/grouped.py): the methods
-        of the individual architecture."""
-        return self.start in ("random", "learngene", "other-layers")
+        of the individual architecture that train every weight."""
+        return self.individual_architecture and not self.frozen
+
+
+INDIVIDUAL_STARTS = ("random", "learngene", "permuted-learngene", "other-layers", "joint-learngene")
+LEARNGENE_WEIGHTS = ("learngene", "permuted-learngene")  # starts that read the learngene's weights
 
 
 METHODS = {m.name: m for m in (
@@ -49,7 +66,19 @@ METHODS = {m.name: m for m in (
            "learn anything transferable?"),
     Method("probe-random", "random-collective", probe=True, about="the same on a randomly initialised collective "
            "network of the same shape: the floor"),
+    Method("learngene-frozen", "learngene", frozen=True, about="learngene blocks held fixed (their weights are not "
+           "trained; BatchNorm statistics adapt), new random front and head"),
+    Method("learngene-permuted", "permuted-learngene", ewc=True, about="structure control: the learngene with each "
+           "inherited filter's input channels shuffled (same tensors, norms and BatchNorm statistics, learned wiring "
+           "destroyed), EWC as learngene"),
+    Method("learngene-joint", "joint-learngene", ewc=True, about="strong-source control: the learngene's conv layers "
+           "cut from the joint source (the same network trained on all base classes at once, same images and "
+           "budget), EWC as learngene"),
+    Method("finetune-joint", "joint", about="the whole joint source, a new 5-way output layer, no EWC"),
+    Method("probe-joint", "joint", probe=True, about="a linear classifier on the joint source's frozen conv features"),
 )}
+# the methods of the plain individual study (the pipeline's `individual`); the controls above belong to `source`
+CONTROLS = ("learngene-frozen", "learngene-permuted", "learngene-joint", "finetune-joint", "probe-joint")
 BASELINE = "scratch"  # the paired differences are taken against it
 
 
@@ -60,6 +89,7 @@ class Inputs:
     learngene: dict
     learngene_path: str
     collective: dict = None
+    joint: dict = None  # the joint source's checkpoint (utils/joint.py), for the methods that read it
 
 
 def reads(method, identity):
@@ -70,12 +100,16 @@ def reads(method, identity):
     m = METHODS[method]
     start = m.start
     dropped = {"ewc_lambda"} if not m.ewc else set()
-    if start not in ("learngene", "other-layers"):
-        dropped |= {"learngene_sha256", "learngene_layers"}  # the individual architecture is learngene_shapes
+    if start not in LEARNGENE_WEIGHTS:
+        dropped.add("learngene_sha256")
+    if start not in LEARNGENE_WEIGHTS + ("other-layers", "joint-learngene"):
+        dropped.add("learngene_layers")  # the individual architecture is learngene_shapes
     if start not in ("other-layers", "collective"):
         dropped.add("collective_sha256")
+    if not m.needs_joint:
+        dropped.add("joint_sha256")
     # the architecture a run builds: the individual one (the learngene's shapes) or the collective one
-    dropped.add("collective_shapes" if m.groupable else "learngene_shapes")
+    dropped.add("collective_shapes" if m.individual_architecture else "learngene_shapes")
     return {k: v for k, v in identity.items() if k not in dropped}
 
 
@@ -108,13 +142,21 @@ def collective_net(collective, trained=True):
 def build_model(method, inputs, image_size):
     """A method's fresh model and the collective model's conv layers it inherits (None: none, or all of them)."""
     art, start = inputs.learngene, METHODS[method].start
-    if start == "collective":
-        model = collective_net(inputs.collective)
+    if start in ("collective", "joint"):
+        model = collective_net(inputs.joint if start == "joint" else inputs.collective)
         model.head[-1] = nn.Linear(HIDDEN, 5)
         return model, None
-    model = IndividualNet(art["blocks"], image_size)
-    if start == "learngene":
+    model = IndividualNet(art["blocks"], image_size)  # the new layers' initialisation: the same for every method
+    if start in LEARNGENE_WEIGHTS:
         learngene.inherit(model, art)
+        if start == "permuted-learngene":
+            permute_input_channels(model)
+        return model, art["layers"]
+    if start == "joint-learngene":
+        joint = inputs.joint
+        learngene.inherit(model, learngene.make_artifact(joint["model"], joint["widths"], art["layers"],
+                                                         dataset=art["dataset"], image_size=image_size,
+                                                         source_task=joint["task"]))
         return model, art["layers"]
     if start == "other-layers":
         collective = inputs.collective
@@ -124,6 +166,18 @@ def build_model(method, inputs, image_size):
                                                          source_task=collective["task"]))
         return model, other
     return model, None  # random
+
+
+@torch.no_grad()
+def permute_input_channels(model):
+    """Shuffle the input channels of every inherited filter, each filter by its own permutation (from the global
+    generator, after the new layers were initialised): every tensor keeps its values per filter, so each filter's
+    norm, its bias and the BatchNorm parameters and statistics are unchanged, while which input each weight reads,
+    the structure learned, is destroyed."""
+    for block in model.inherited:
+        w = block.conv.weight
+        order = torch.argsort(torch.rand(w.shape[0], w.shape[1]), dim=1).to(w.device)
+        w.copy_(torch.gather(w, 1, order[:, :, None, None].expand_as(w)))
 
 
 def other_layers(art, collective):

@@ -269,3 +269,45 @@ def criterion_heatmap(tasks, m, path, title, chosen=(), provenance=None):
     d.text((bx + 20, top), f"{hi:.3g}", fill="black")
     d.text((bx + 20, top + 190), f"{lo:.3g}", fill="black")
     save_png(img, path, provenance)
+
+
+def accuracy_matrix(path, m, title, provenance=None, caption=()):
+    """The continual-learning accuracy matrix m[i, j] (%; after training task i, on task j's held-out images) as
+    a heat map on a fixed 0-100% scale, each cell's value written in it when the cells are large enough."""
+    n = len(m)
+    cell = max(14, min(44, 640 // n))
+    left, top = 110, 50
+    width, height = left + cell * n + 130, top + cell * n + 70
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    f, small = font(15), font(max(9, min(13, cell // 3)))
+    d.text((left, 12), title, fill="black", font=f)
+    for i in range(n):
+        for j in range(n):
+            box = [left + cell * j, top + cell * i, left + cell * (j + 1) - 1, top + cell * (i + 1) - 1]
+            d.rectangle(box, fill=_colour(m[i, j] / 100))
+            if cell >= 26:
+                label = f"{m[i, j]:.0f}"
+                d.text((box[0] + (cell - d.textlength(label, font=small)) / 2, box[1] + cell / 2 - 7), label,
+                       fill="white" if m[i, j] < 60 else "black", font=small)
+    step = max(1, n // 12)
+    for k in range(0, n, step):
+        label = str(k)
+        d.text((left + cell * k + (cell - d.textlength(label, font=small)) / 2, top + cell * n + 4), label,
+               fill="black", font=small)
+        d.text((left - 8 - d.textlength(label, font=small), top + cell * k + cell / 2 - 7), label, fill="black",
+               font=small)
+    d.text((left, top + cell * n + 24), "task evaluated (its held-out images)", fill="black", font=f)
+    ylabel = "after training task"
+    w = int(d.textlength(ylabel, font=f)) + 4
+    rotated = Image.new("RGB", (w, 20), "white")
+    ImageDraw.Draw(rotated).text((2, 1), ylabel, fill="black", font=f)
+    img.paste(rotated.rotate(90, expand=True), (left - 62, int(top + (cell * n - w) / 2)))
+    bx, bh = left + cell * n + 24, cell * n
+    for k in range(bh):  # colour bar, top = 100%
+        d.line([bx, top + k, bx + 15, top + k], fill=_colour(1 - k / max(bh - 1, 1)))
+    for v in range(0, 101, 20):
+        y = top + bh - v / 100 * (bh - 1)
+        d.line([bx + 15, y, bx + 20, y], fill="black")
+        d.text((bx + 23, y - 7), f"{v}%", fill="black", font=small)
+    save_png(img, path, provenance, caption)

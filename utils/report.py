@@ -42,7 +42,7 @@ def summarize(out, runs, study, argv):
     prov = {**provenance(study.device, argv, study.seeds), "dataset": study.split.dataset,
             "split": str(study.split.path), "split_hash": study.split.hash, "learngene": inputs.learngene_path,
             "learngene_layers": inputs.learngene["layers"], "collective": collective["path"] if collective else None,
-            "section": study.section}
+            "section": study.section, **({"joint": inputs.joint["path"]} if inputs.joint else {})}
     write_json(out / "provenance.json", prov)
     draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov)
     table = results_markdown(rows, study, prov)
@@ -123,6 +123,11 @@ def results_markdown(rows, study, prov):
     lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
               + (f"; baselines from {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
                  f"parameters)" if collective else "") + "."]
+    joint = study.inputs.joint
+    if joint:
+        lines.append(f"Joint source (learngene-joint, finetune-joint, probe-joint): {joint['path']}, the same network "
+                     f"trained on the {len(joint['classes'])} base classes of tasks 0-{joint['task']} at once, with the "
+                     f"same images and image presentations as the collective model up to task {joint['task']}.")
     if shared:
         lines.append(f"other-layers inherits conv {other}, sharing conv {shared} with the learngene: no window of the "
                      f"same shapes avoids it in this collective model.")

@@ -41,7 +41,9 @@ def run_identity(settings, section, split, inputs):
             "learngene_shapes": [list(b) for b in art["blocks"]] + [art["image_size"]],
             "collective_sha256": file_digest(collective["path"]) if collective else None,
             "collective_shapes": list(collective["widths"]) + [collective["config"]["image_size"]] if collective else None,
-            "accuracy_unit": "percent"}
+            "accuracy_unit": "percent",
+            # only where a joint source is given, so the runs recorded before it existed keep their identity
+            **({"joint_sha256": file_digest(inputs.joint["path"])} if inputs.joint else {})}
 
 
 class RunStore:

@@ -1,0 +1,111 @@
+"""The source measured: the collective model's accuracy on held-out images of the continual classes.
+
+A split made with --heldout_per_class keeps some images of every continual class out of every continual task
+(Split.heldout). After training, every task's checkpoint is evaluated on every task's held-out images: the
+continual-learning accuracy matrix R[i][j] = accuracy (%) of the model after task i on task j's held-out images.
+Every task labels its 5 classes 0..4 on the shared head, so a task's images are read as a 5-way question, the
+argmax over outputs 0..4 (chance 20%). From R, as in GEM (Lopez-Paz & Ranzato, 2017), at a task T: the average
+accuracy over tasks 0..T, R[T][j] averaged; backward transfer, the mean of R[T][j] - R[j][j] over j < T
+(negative: forgetting); and the just-learned accuracy, the mean of the diagonal R[j][j], j <= T. Columns j > i
+(tasks not yet trained) are kept so the figure shows where each task starts."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils import plots
+from utils.engine import DeviceData, autocast, normalize
+from utils.files import torch_load, write_csv, write_json
+from utils.methods import collective_net
+
+OUTPUTS = ("heldout_accuracy.csv", "heldout_summary.json", "heldout_matrix.png")
+
+
+def heldout_data(split, tasks, device):
+    """Each task's held-out images on the device, or None for a split without them."""
+    if "heldout" not in split.manifest:
+        return None
+    return [DeviceData.from_numpy(*split.heldout(t), device) for t in tasks]
+
+
+def accuracy_matrix(run_dir, split, num_tasks, device, precision):
+    """R[i][j] in % for the checkpoints after tasks 0..num_tasks-1 of a collective run, or None without held-out
+    images."""
+    data = heldout_data(split, range(num_tasks), device)
+    if data is None:
+        return None
+    matrix = np.zeros((num_tasks, num_tasks))
+    for i in range(num_tasks):
+        ck = torch_load(Path(run_dir) / "checkpoints" / f"task_{i:03d}.pt", "collective checkpoint")
+        model = collective_net(ck).to(device)
+        for j, d in enumerate(data):
+            matrix[i, j] = 100 * choice_accuracy(model, d, torch.arange(5, device=device), precision)[0]
+    return matrix
+
+
+@torch.no_grad()
+def choice_accuracy(model, data, outputs, precision, batch_size=256):
+    """In eval mode: the accuracy of the argmax over the given outputs (label y is outputs[y]), and of the argmax
+    over all outputs, as fractions."""
+    model.eval()
+    local = overall = 0
+    for start in range(0, len(data), batch_size):
+        with autocast(data.images.device, precision):
+            logits = model(normalize(data.images[start:start + batch_size])).float()
+        y = data.labels[start:start + batch_size]
+        local += (logits[:, outputs].argmax(1) == y).sum().item()
+        overall += (logits.argmax(1) == outputs[y]).sum().item()
+    return local / max(len(data), 1), overall / max(len(data), 1)
+
+
+def summary(matrix, task):
+    """GEM's average accuracy and backward transfer at `task`, and the mean just-learned accuracy, in % / points."""
+    row, diagonal = matrix[task, :task + 1], np.diag(matrix)[:task + 1]
+    return {"after_task": int(task), "average_accuracy": float(row.mean()),
+            "backward_transfer": float((row[:-1] - diagonal[:-1]).mean()) if task else 0.0,
+            "just_learned_accuracy": float(diagonal.mean()), "tasks": int(task + 1)}
+
+
+def describe(s):
+    return (f"after task {s['after_task']}: {s['average_accuracy']:.1f}% on the held-out images of tasks "
+            f"0-{s['after_task']} (each task's accuracy right after learning it: {s['just_learned_accuracy']:.1f}%; "
+            f"backward transfer {s['backward_transfer']:+.1f} points); chance 20%")
+
+
+def write(run_dir, matrix, extract_task, images_per_class, title, prov):
+    """heldout_accuracy.csv (one row per checkpoint and task), heldout_summary.json (at the extraction task and
+    after the last) and heldout_matrix.png."""
+    run_dir = Path(run_dir)
+    n = len(matrix)
+    write_csv(run_dir / "heldout_accuracy.csv", ["after_task", "task", "accuracy"],
+              [[i, j, round(float(matrix[i, j]), 4)] for i in range(n) for j in range(n)])
+    at = {"extraction": summary(matrix, min(extract_task, n - 1)), "last": summary(matrix, n - 1),
+          "heldout_images_per_class": images_per_class}
+    write_json(run_dir / "heldout_summary.json", at)
+    plots.accuracy_matrix(run_dir / "heldout_matrix.png", matrix, title, provenance=prov,
+                          caption=[describe(at["extraction"]) + " (extraction task)", describe(at["last"])])
+    print("held-out accuracy of the collective model " + describe(at["extraction"]))
+    return at
+
+
+def read_summary(run_dir):
+    path = Path(run_dir) / "heldout_summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def joint_heldout(model, split, tasks, class_index, device, precision):
+    """A jointly trained model (one output per base class) on each task's held-out images: the task-local accuracy,
+    the argmax over that task's 5 classes' outputs (the question the collective model is asked), and the argmax
+    over all base classes (its own, harder question), both in %."""
+    data = heldout_data(split, tasks, device)
+    if data is None:
+        return None
+    local, overall = [], []
+    for t, d in zip(tasks, data):
+        outputs = torch.tensor([class_index[c] for c in split.manifest["continual"][t]["classes"]], device=device)
+        local_acc, overall_acc = choice_accuracy(model, d, outputs, precision)
+        local.append(100 * local_acc)
+        overall.append(100 * overall_acc)
+    return {"task_local_accuracy": float(np.mean(local)), "all_classes_accuracy": float(np.mean(overall)),
+            "per_task_local_accuracy": local, "classes": len(class_index)}
