@@ -67,13 +67,14 @@ needs_tiny = pytest.mark.skipif(not (TINY / "train.npz").exists(), reason="../sh
 
 @pytest.fixture(scope="session")
 def tiny_split(tmp_path_factory):
-    """A small split of the real offline images at 32px: 3 continual tasks of 5 x 12 images, 2 target tasks."""
+    """A small split of the real offline images at 32px: 3 continual tasks of 5 x 12 images, 3 held-out images of
+    each continual class, 2 target tasks."""
     if not (TINY / "train.npz").exists():
         pytest.skip("../shared/data/tiny-imagenet-100 absent")
     out = tmp_path_factory.mktemp("splits") / "tiny32"
     proc = run_script("utils/data_imagenet_mk.py", "--dataset", "tiny-imagenet-100", "--path", TINY, "--out", out,
                       "--size", "32", "--num_tasks", "3", "--num_imgs_per_cat_train", "12",
-                      "--num_target_tasks", "2", "--shots", "2", "4")
+                      "--num_target_tasks", "2", "--shots", "2", "4", "--heldout_per_class", "3")
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -84,5 +85,15 @@ def collective_run(tiny_split, tmp_path_factory):
     out = tmp_path_factory.mktemp("collective") / "run"
     proc = run_script("collective-model/val_lifelong_imagenet.py", "--path", tiny_split, "--out", out, "--epochs",
                       "1", "--num_works", "3", "--batch_size", "16", "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def joint_run(collective_run, tiny_split, tmp_path_factory):
+    """The joint-source control of collective_run (1 epoch, as the collective run)."""
+    out = tmp_path_factory.mktemp("joint") / "run"
+    proc = run_script("collective-model/joint_source.py", "--path", tiny_split, "--learngene",
+                      collective_run / "learngene.pt", "--out", out, "--no-cuda")
     assert proc.returncode == 0, proc.stderr
     return out

@@ -21,18 +21,22 @@ def settings(**kw):
     return fewshot.TrainSettings(**{"epochs": 2, "batch_size": 4, "ewc_lambda": 40.0, "precision": "fp32", **kw})
 
 
-def test_model_construction(collective_run):
+def test_model_construction(collective_run, joint_run):
     art = learngene.load(collective_run / "learngene.pt")
     split = Split(json.loads((collective_run / "config.json").read_text())["args"]["path"])
     collective = methods.load_collective(None, art, split)
+    joint = methods.load_collective(joint_run / "joint.pt", art, split)
     for method in [name for name, m in methods.METHODS.items() if not m.probe]:
         torch.manual_seed(0)
-        model, layers = methods.build_model(method, Inputs(art, "", collective), 32)
+        model, layers = methods.build_model(method, Inputs(art, "", collective, joint), 32)
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
-        if method.startswith("learngene"):
+        if method in ("learngene", "learngene-noewc", "learngene-frozen"):
             assert layers == art["layers"]
             for j in range(3):
                 assert torch.equal(model.inherited[j].conv.weight, art["state"][f"{j}.conv.weight"])
+        if method == "learngene-joint":
+            assert layers == art["layers"]
+            assert torch.equal(model.inherited[0].conv.weight, joint["model"][f"features.{layers[0]}.conv.weight"])
         if method == "other-layers":
             assert layers != art["layers"] and len(layers) == 3
             assert torch.equal(model.inherited[0].conv.weight, collective["model"][f"features.{layers[0]}.conv.weight"])
@@ -63,7 +67,8 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     proc = run_script(script, *common)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "res" / "results.csv")))
-    assert {(r["shots"], r["method"]) for r in rows} == {(s, m) for s in ("2", "4") for m in methods.METHODS}
+    assert {(r["shots"], r["method"]) for r in rows} == {(s, m) for s in ("2", "4") for m in methods.METHODS
+                                                                    if m not in methods.CONTROLS}
     assert all(0 <= float(r["final_acc"]) <= 100 and r["runs"] == "1" for r in rows)
     assert (tmp_path / "res" / "curves.png").exists() and "| shots | method |" in (tmp_path / "res" / "results.md").read_text()
     again = run_script(script, *common)
@@ -221,10 +226,11 @@ def test_other_layers_share_as_few_layers_as_possible():
     assert methods.other_layers(art, {"widths": widths}) == [7, 8, 9]  # disjoint windows first
 
 
-def test_probes_read_frozen_features(collective_run, tiny_split):
+def test_probes_read_frozen_features(collective_run, joint_run, tiny_split):
     art = learngene.load(collective_run / "learngene.pt")
     split, cpu = Split(tiny_split), torch.device("cpu")
     collective = methods.load_collective(None, art, split)
+    joint = methods.load_collective(joint_run / "joint.pt", art, split)
     train, test = fewshot.FewShotData(split, "target", cpu)(4, 0)
     trained = methods.collective_net(collective)
     before = {k: v.clone() for k, v in trained.state_dict().items()}
@@ -232,7 +238,7 @@ def test_probes_read_frozen_features(collective_run, tiny_split):
     assert features.shape == (len(train), collective["widths"][-1])  # 32px: 1x1 after the last pooling
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())  # frozen, running stats too
     for method in [name for name, m in methods.METHODS.items() if m.probe]:
-        r = fewshot.train_probe(Key(method, 4, 0, 0), Inputs(art, "", collective), train, test, settings(), cpu)
+        r = fewshot.train_probe(Key(method, 4, 0, 0), Inputs(art, "", collective, joint), train, test, settings(), cpu)
         assert r["method"] == method and not r["diverged"] and 0 <= r["final_acc"] <= 100
         assert r["curve"][-1][2] >= 95  # 20 shots and their mirrors in 256 dimensions: separable
         assert r["parameters"] == 5 * (collective["widths"][-1] + 1)

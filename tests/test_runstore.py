@@ -9,7 +9,7 @@ from utils.methods import METHODS, reads
 
 IDENTITY = {"epochs": 30, "lr": 0.005, "ewc_lambda": 40000.0, "section": "target", "split_hash": "s",
             "learngene_layers": [10, 11, 12], "learngene_sha256": "L", "learngene_shapes": [[512, 512, False], 32],
-            "collective_sha256": "C", "collective_shapes": [64, 512, 32], "accuracy_unit": "percent"}
+            "collective_sha256": "C", "collective_shapes": [64, 512, 32], "accuracy_unit": "percent", "joint_sha256": "J"}
 
 
 def differs(method, **change):
@@ -28,6 +28,13 @@ def test_a_run_reads_only_its_methods_inputs():
     assert not differs("finetune-collective", **another_learngene)
     assert differs("probe-collective", collective_sha256="C2")
     assert not differs("probe-random", collective_sha256="C2") and differs("probe-random", collective_shapes=[1])
+    # the controls: the structure control reads the learngene's weights, the joint-source rows the joint source's
+    assert differs("learngene-permuted", **another_learngene) and differs("learngene-permuted", ewc_lambda=4.0)
+    assert not differs("learngene-permuted", joint_sha256="J2") and not differs("scratch", joint_sha256="J2")
+    for method in ("learngene-joint", "finetune-joint", "probe-joint"):
+        assert differs(method, joint_sha256="J2") and not differs(method, **another_learngene)
+    assert differs("learngene-joint", learngene_layers=[9, 10, 11]) and differs("learngene-joint", ewc_lambda=4.0)
+    assert not differs("learngene-frozen", ewc_lambda=4.0) and differs("learngene-frozen", **another_learngene)
     for method in METHODS:  # the settings and the tasks are read by every method
         assert differs(method, lr=0.1) and differs(method, split_hash="t") and differs(method, section="validation")
 

@@ -277,11 +277,12 @@ def accuracy_matrix(path, m, title, provenance=None, caption=()):
     n = len(m)
     cell = max(14, min(44, 640 // n))
     left, top = 110, 50
-    width, height = left + cell * n + 130, top + cell * n + 70
+    f, small = font(15), font(max(9, min(13, cell // 3)))
+    title_width = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=f)
+    width, height = int(max(left + cell * n + 130, 20 + title_width + 20)), top + cell * n + 70
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
-    f, small = font(15), font(max(9, min(13, cell // 3)))
-    d.text((left, 12), title, fill="black", font=f)
+    d.text((20, 12), title, fill="black", font=f)
     for i in range(n):
         for j in range(n):
             box = [left + cell * j, top + cell * i, left + cell * (j + 1) - 1, top + cell * (i + 1) - 1]

@@ -1,0 +1,147 @@
+"""The source measured and controlled: held-out accuracy of the collective model, the joint-source control, the
+structure control, the frozen learngene and the EWC grid's upward extension."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import pipeline
+from utils import fewshot, learngene, methods, source
+from utils.engine import normalize, sgd, train_epoch, seeded_generator
+from utils.runstore import RunKey
+from utils.splits import Split
+
+
+def test_continual_learning_summary_by_hand():
+    m = np.array([[60.0, 20.0, 21.0],
+                  [50.0, 70.0, 19.0],
+                  [40.0, 65.0, 80.0]])
+    s = source.summary(m, 2)
+    assert s["average_accuracy"] == pytest.approx((40 + 65 + 80) / 3)
+    assert s["backward_transfer"] == pytest.approx(((40 - 60) + (65 - 70)) / 2)  # forgetting is negative
+    assert s["just_learned_accuracy"] == pytest.approx((60 + 70 + 80) / 3)
+    assert source.summary(m, 1)["backward_transfer"] == pytest.approx(50 - 60)
+    assert source.summary(m, 0) == {"after_task": 0, "average_accuracy": 60.0, "backward_transfer": 0.0,
+                                    "just_learned_accuracy": 60.0, "tasks": 1}
+
+
+def test_collective_run_is_measured_on_held_out_images(collective_run, tiny_split):
+    split = Split(tiny_split)
+    rows = list(csv.DictReader(open(collective_run / "heldout_accuracy.csv")))
+    assert [(int(r["after_task"]), int(r["task"])) for r in rows] == [(i, j) for i in range(3) for j in range(3)]
+    summary = json.loads((collective_run / "heldout_summary.json").read_text())
+    art = learngene.load(collective_run / "learngene.pt")
+    assert summary["extraction"]["after_task"] == art["source_task"] and summary["heldout_images_per_class"] == 3
+    assert (collective_run / "heldout_matrix.png").stat().st_size > 1000
+    # one cell recomputed from first principles: the checkpoint, the held-out images, the 5 outputs the tasks use
+    ck = torch.load(collective_run / "checkpoints" / "task_001.pt", weights_only=True)
+    model = methods.collective_net(ck).eval()
+    x, y = split.heldout(0)
+    with torch.no_grad():
+        predicted = model(normalize(torch.from_numpy(x).permute(0, 3, 1, 2)))[:, :5].argmax(1).numpy()
+    cell = next(float(r["accuracy"]) for r in rows if r["after_task"] == "1" and r["task"] == "0")
+    assert abs(cell - 100 * (predicted == y).mean()) <= 100 / len(y) + 1e-6  # one image of float slack
+
+
+def ids_of(per_class):
+    return {i for ids in per_class.values() for i in ids}
+
+
+def test_held_out_images_are_disjoint_from_every_training_image(tiny_split):
+    m = Split(tiny_split).manifest
+    held = ids_of(m["heldout"])
+    assert len(held) == 3 * len(m["heldout"])
+    assert {c for t in m["continual"] for c in t["classes"]} <= set(m["heldout"]) <= set(m["classes"]["base"])
+    for task in m["continual"]:
+        assert not held & ids_of(task["samples"])
+    for section in ("target", "validation"):
+        for tasks in m[section].values():
+            for task in tasks:
+                assert not held & (ids_of(task["train"]) | ids_of(task["test"]))
+
+
+def test_joint_source_reads_base_classes_only(joint_run, collective_run, tiny_split):
+    m = Split(tiny_split).manifest
+    joint = torch.load(joint_run / "joint.pt", weights_only=True)
+    art = learngene.load(collective_run / "learngene.pt")
+    seen = [c for t in m["continual"][:art["source_task"] + 1] for c in t["classes"]]
+    assert joint["classes"] == list(dict.fromkeys(seen)) and joint["config"]["num_outputs"] == len(joint["classes"])
+    assert set(joint["classes"]) <= set(m["classes"]["base"])
+    for section in ("target", "validation"):  # never an open-world or novel class
+        for tasks in m[section].values():
+            assert not set(joint["classes"]) & {c for task in tasks for c in task["classes"]}
+    # the same budget and settings as the collective model up to the extraction task, at its widths
+    collective = art["provenance"]["collective_config"]
+    assert joint["widths"] == torch.load(art["collective_checkpoint"], weights_only=True)["widths"]
+    for k in ("epochs", "lr", "batch_size", "momentum", "weight_decay", "seed"):
+        assert joint["config"][k] == collective[k]
+    images = sum(len(t["samples"][c]) for t in m["continual"][:art["source_task"] + 1] for c in t["classes"])
+    metrics = list(csv.DictReader(open(joint_run / "metrics.csv")))
+    assert len(metrics) == collective["epochs"]
+    assert joint["config"]["epochs"] * images == sum(collective["epochs"] * len(x) for x in
+                                                     (Split(tiny_split).continual(t)[1] for t in range(art["source_task"] + 1)))
+    held = json.loads((joint_run / "heldout_summary.json").read_text())
+    assert 0 <= held["task_local_accuracy"] <= 100 and held["classes"] == len(joint["classes"])
+
+
+def test_permuted_learngene_keeps_every_filters_values_and_the_batchnorm(collective_run):
+    art = learngene.load(collective_run / "learngene.pt")
+    inputs = methods.Inputs(art, "")
+    torch.manual_seed(3)
+    plain, _ = methods.build_model("learngene", inputs, 32)
+    torch.manual_seed(3)
+    permuted, layers = methods.build_model("learngene-permuted", inputs, 32)
+    assert layers == art["layers"]
+    for name, p in plain.state_dict().items():
+        q = permuted.state_dict()[name]
+        if name.startswith("inherited.") and name.endswith("conv.weight"):
+            a, b = p.double(), q.double()
+            assert not torch.equal(a, b)  # the wiring is gone ...
+            assert torch.equal(a.sort(1).values, b.sort(1).values)  # ... each filter's values per position stay
+            assert torch.allclose(a.flatten(1).norm(dim=1), b.flatten(1).norm(dim=1), rtol=1e-12, atol=0)
+        else:  # biases, BatchNorm weights and statistics, and the new layers' initialisation: untouched
+            assert torch.equal(p, q), name
+
+
+def test_frozen_learngene_trains_nothing_it_inherits(collective_run, tiny_split):
+    art = learngene.load(collective_run / "learngene.pt")
+    cpu = torch.device("cpu")
+    train, _ = fewshot.FewShotData(Split(tiny_split), "target", cpu)(4, 0)
+    key = RunKey("learngene-frozen", 4, 0, 0)
+    settings = fewshot.TrainSettings(epochs=1, batch_size=4, precision="fp32")
+    model, _, ewc = fewshot.prepare(key, methods.Inputs(art, ""), train, settings, cpu)
+    assert ewc is None
+    front = model.front[0].conv.weight.detach().clone()
+    train_epoch(model, sgd(model, 0.05, 0.9, 5e-4), train, 4, seeded_generator(0, cpu))
+    for j in range(len(art["layers"])):
+        assert torch.equal(model.inherited[j].conv.weight, art["state"][f"{j}.conv.weight"])
+        assert torch.equal(model.inherited[j].bn.weight, art["state"][f"{j}.bn.weight"])
+    assert not torch.equal(model.front[0].conv.weight, front)  # the rest trains
+    assert not methods.METHODS["learngene-frozen"].groupable  # the grouped network trains every weight
+
+
+@pytest.mark.parametrize("peak", [4e6, None])
+def test_ewc_grid_grows_upward_only_while_its_top_is_best_and_on_validation_tasks(tmp_path, monkeypatch, peak):
+    calls = []
+
+    def fake_stage(clock, name, script, args, done):
+        if done.exists():  # as the real stage: a finished stage is not run again
+            return
+        args = list(map(str, args))
+        calls.append(args)
+        lam = float(args[args.index("--ewc_lambda") + 1])
+        score = -abs(np.log10(lam) - np.log10(peak)) if peak else np.log10(lam)  # rises up to the peak
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(f"final_acc,runs,diverged\n{50 + score},2,0\n")
+
+    monkeypatch.setattr(pipeline, "stage", fake_stage)
+    lam, note = pipeline.tune_ewc(None, "script.py", ["--path", "s"], [], tmp_path)
+    assert all(a[a.index("--section") + 1] == "validation" for a in calls)
+    tried = [float(a[a.index("--ewc_lambda") + 1]) for a in calls]
+    if peak:
+        assert float(lam) == peak and tried == [4e4, 4e2, 4, 4e6, 4e8]  # the best lies inside the grid
+    else:
+        assert float(lam) == pipeline.EWC_GRID_TOP and max(tried) == pipeline.EWC_GRID_TOP
+        assert "largest strength tried is the best" in note
