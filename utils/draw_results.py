@@ -1,9 +1,11 @@
 """Draw a results table's figures again, with no retraining: the forest plot of its paired differences against
 scratch (from the table alone: a results.csv of the individual script or a preset's
-results/<dataset>-<preset>.csv) and, given the runs.jsonl the table summarises, the learning curves.
+results/<dataset>-<preset>.csv) and, given the runs.jsonl the table summarises, the learning curves; or a
+collective run's held-out accuracy matrix from its heldout_accuracy.csv.
 
     python utils/draw_results.py results/reference/tiny-imagenet-100-cpu.csv --ewc_lambda 40000 \
         --title "tiny-imagenet-100, cpu preset"
+    python utils/draw_results.py --heldout checkpoints/tiny-imagenet-100-quick/collective --out matrix.png
 """
 import argparse
 import csv
@@ -13,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import report  # noqa: E402
+from utils import report, source  # noqa: E402
 from utils.cli import EWC_LAMBDA, UserError, cli, require  # noqa: E402
 from utils.repro import provenance  # noqa: E402
 from utils.runstore import read_runs, record_file  # noqa: E402
@@ -22,7 +24,10 @@ from utils.runstore import read_runs, record_file  # noqa: E402
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("table", metavar="TABLE", help="a results CSV with the columns of utils/report.py's TABLE_HEADER")
+    p.add_argument("table", metavar="TABLE", nargs="?", help="a results CSV with the columns of utils/report.py's "
+                   "TABLE_HEADER")
+    p.add_argument("--heldout", default=None, metavar="RUNS", help="instead of a table: a collective run folder, "
+                   "whose held-out accuracy matrix to draw (to --out, default heldout_matrix.png in the folder)")
     p.add_argument("--out", default=None, metavar="OUTFILE", help="PNG to write (default: the table's name with -forest.png)")
     p.add_argument("--title", default=None, metavar="TEXT", help="what the figure shows (default: the table's file name)")
     p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=None, help="the EWC strength of the table's EWC rows, "
@@ -33,6 +38,9 @@ def main(argv=None):
                    help="PNG for the curves (default: the table's name with -curves.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out and --curves_out if they exist")
     args = p.parse_args(argv)
+    require((args.table is None) != (args.heldout is None), "give a results TABLE or --heldout RUN, one of them")
+    if args.heldout:
+        return draw_heldout(Path(args.heldout), args, argv)
     table = Path(args.table)
     require(table.is_file(), f"{table}: no such file")
     try:
@@ -70,6 +78,21 @@ def main(argv=None):
     if runs:
         report.draw_curves(curves_out, runs, name, prov, [f"Drawn from the {len(runs)} runs of {runs_file}."])
         print(f"wrote {curves_out}")
+
+
+def draw_heldout(run_dir, args, argv):
+    require(run_dir.is_dir(), f"--heldout {run_dir}: no such folder")
+    try:
+        matrix, at = source.read_matrix(run_dir), source.read_summary(run_dir)
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"--heldout {run_dir}: its heldout_accuracy.csv or heldout_summary.json is damaged ({e})")
+    require(matrix is not None and at is not None, f"--heldout {run_dir}: no heldout_accuracy.csv and "
+            f"heldout_summary.json there (a collective run on a split made with --heldout_per_class writes them)")
+    out = Path(args.out or run_dir / "heldout_matrix.png")
+    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
+    source.draw(out, matrix, at, args.title or f"{run_dir}: collective model's accuracy (%) on held-out images",
+                provenance(argv=argv))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

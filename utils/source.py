@@ -8,6 +8,7 @@ argmax over outputs 0..4 (chance 20%). From R, as in GEM (Lopez-Paz & Ranzato, 2
 accuracy over tasks 0..T, R[T][j] averaged; backward transfer, the mean of R[T][j] - R[j][j] over j < T
 (negative: forgetting); and the just-learned accuracy, the mean of the diagonal R[j][j], j <= T. Columns j > i
 (tasks not yet trained) are kept so the figure shows where each task starts."""
+import csv
 import json
 from pathlib import Path
 
@@ -73,6 +74,25 @@ def describe(s):
             f"backward transfer {s['backward_transfer']:+.1f} points); chance 20%")
 
 
+def read_matrix(run_dir):
+    """The matrix of a run's heldout_accuracy.csv (to draw it again), or None if the run has none."""
+    path = Path(run_dir) / "heldout_accuracy.csv"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        rows = [(int(r["after_task"]), int(r["task"]), float(r["accuracy"])) for r in csv.DictReader(f)]
+    n = max(i for i, _, _ in rows) + 1
+    matrix = np.zeros((n, n))
+    for i, j, v in rows:
+        matrix[i, j] = v
+    return matrix
+
+
+def draw(path, matrix, at, title, prov):
+    plots.accuracy_matrix(path, matrix, title, provenance=prov,
+                          caption=[describe(at["extraction"]) + " (extraction task)", describe(at["last"])])
+
+
 def write(run_dir, matrix, extract_task, images_per_class, title, prov):
     """heldout_accuracy.csv (one row per checkpoint and task), heldout_summary.json (at the extraction task and
     after the last) and heldout_matrix.png."""
@@ -83,8 +103,7 @@ def write(run_dir, matrix, extract_task, images_per_class, title, prov):
     at = {"extraction": summary(matrix, min(extract_task, n - 1)), "last": summary(matrix, n - 1),
           "heldout_images_per_class": images_per_class}
     write_json(run_dir / "heldout_summary.json", at)
-    plots.accuracy_matrix(run_dir / "heldout_matrix.png", matrix, title, provenance=prov,
-                          caption=[describe(at["extraction"]) + " (extraction task)", describe(at["last"])])
+    draw(run_dir / "heldout_matrix.png", matrix, at, title, prov)
     print("held-out accuracy of the collective model " + describe(at["extraction"]))
     return at
 
