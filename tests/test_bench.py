@@ -43,7 +43,9 @@ def test_individual_phase_bench(tiny_split, collective_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = rows(out)
     assert int(row["runs"]) == 4 and float(row["sequential_s"]) > 0 and float(row["grouped_s"]) > 0
-    assert float(row["max_acc_diff_points"]) <= 20  # one 5-way test set: at most a few images apart (float order)
+    # one epoch of the same runs, grouped or not: the same up to float summation order, a few test images at most
+    # (a 5-way test set of 250 images here: 0.4 points each)
+    assert float(row["max_acc_diff_points"]) <= 2
 
 
 def test_paired_runs_pairs_by_run_and_reads_either_unit(tmp_path):

@@ -211,9 +211,15 @@ def test_paired_differences_by_hand():
 
 
 def test_baselines_start_from_the_learngenes_source(collective_run, tiny_split):
+    """By default the collective baselines read the very checkpoint the learngene was cut from."""
     art = learngene.load(collective_run / "learngene.pt")
-    art["collective_checkpoint"] = str(collective_run / "checkpoints" / "task_001.pt")
-    assert methods.load_collective(None, art, Split(tiny_split))["task"] == 1
+    collective = methods.load_collective(None, art, Split(tiny_split))
+    assert collective["task"] == art["source_task"]
+    for j, i in enumerate(art["layers"]):
+        assert torch.equal(collective["model"][f"features.{i}.conv.weight"], art["state"][f"{j}.conv.weight"])
+    other = methods.load_collective(collective_run / "checkpoints" / "task_000.pt", art, Split(tiny_split))
+    assert other["task"] == 0 and not torch.equal(other["model"]["features.10.conv.weight"],
+                                                  collective["model"]["features.10.conv.weight"])
 
 
 def test_other_layers_share_as_few_layers_as_possible():

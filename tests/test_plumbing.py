@@ -32,3 +32,13 @@ def test_csv_cells_are_quoted_as_the_csv_module_reads_them(tmp_path):
     with open(tmp_path / "t.csv", newline="") as f:
         back = list(csv.reader(f))
     assert back == [["x", "y", "z", "n", "w"], ['a"b', "c,d", "0.123457", "3", "line\nbreak"]]
+
+
+def test_every_mutation_still_applies_to_the_code():
+    """tests/mutations.py breaks each promise by changing one line; a line that moved would silently test nothing."""
+    import mutations
+    assert len({m.name for m in mutations.MUTATIONS}) == len(mutations.MUTATIONS)
+    assert [m.name for m in mutations.MUTATIONS if mutations.stale(m)] == []
+    for m in mutations.MUTATIONS:
+        for guard in m.guards:
+            assert (mutations.REPO / guard.split("::")[0]).is_file(), guard

@@ -14,17 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY, assert_clean_error, run_script
+from conftest import REPO, TINY, Hostile, assert_clean_error, hostile_code_ran, run_script
 from utils.files import FolderLock
 
 MAKER = "utils/data_imagenet_mk.py"
 COLLECTIVE = "collective-model/val_lifelong_imagenet.py"
 INDIVIDUAL = "individual-model/inheritable_imagenet_wEWC.py"
-
-
-class Evil:
-    def __reduce__(self):
-        return (os.system, ("echo pwned",))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +42,7 @@ def inputs(tiny_split, collective_run, tmp_path_factory):
         (split / "manifest.json").write_text(json.dumps(manifest))
         manifests[name] = split
     evil = root / "evil.pt"
-    torch.save({"format": "learngene-v1", "x": Evil()}, evil)
+    torch.save({"format": "learngene-v1", "x": Hostile()}, evil)
     return SimpleNamespace(split=tiny_split, learngene=collective_run / "learngene.pt", file=a_file, root=root,
                            manifests=manifests, evil=evil, tiny=TINY)
 
@@ -153,6 +148,10 @@ CASES = {
 }
 
 
+OS_ERRORS = {"maker: --out under a file", "collective: --out under a file", "individual: --out under a file",
+             "pipeline: --root a file"}
+
+
 def run_in_process(script, argv, capsys):
     """main(argv) of a script in this process (a subprocess per case would spend most of its time importing
     torch); returns what a subprocess would: exit status, stdout, stderr."""
@@ -173,8 +172,9 @@ def test_bad_input_is_one_line_before_any_work(case, inputs, tmp_path, capsys, m
     before = sorted(p.name for p in inputs.root.iterdir())
     argv = args(inputs, out) if callable(args) else [*GOOD_ARGS[script](inputs, out), *args]
     proc = run_in_process(script, argv, capsys)
-    assert_clean_error(proc, fragment)
-    assert "pwned" not in proc.stdout
+    # a path that cannot be a folder is the operating system's refusal: exit status 1, as the README says
+    assert_clean_error(proc, fragment, status=1 if case in OS_ERRORS else 2)
+    assert not hostile_code_ran()
     assert not out.exists() or not any(out.iterdir()), "a refused command left outputs"
     assert sorted(p.name for p in inputs.root.iterdir()) == before, "a refused command touched its inputs"
 
@@ -203,18 +203,26 @@ def test_wrong_typed_resume_and_run_files_are_one_line(inputs, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- locks, signals, interrupted makers
-def test_a_folder_in_use_is_refused(tiny_split, tmp_path, capsys):
+def test_a_folder_in_use_is_refused(tiny_split, collective_run, tmp_path, capsys):
     out = tmp_path / "run"
     with FolderLock(out):
         proc = run_in_process(COLLECTIVE, ["--path", tiny_split, "--out", out, "--epochs", "1", "--no-cuda"], capsys)
         assert_clean_error(proc, "in use by another process")
-        proc = run_in_process(INDIVIDUAL, ["--path", tiny_split, "--learngene", tmp_path / "none.pt", "--out", out],
-                              capsys)
-        assert_clean_error(proc, "not found")  # inputs are checked first; the lock only guards the training
+        proc = run_in_process(INDIVIDUAL, ["--path", tiny_split, "--learngene", collective_run / "learngene.pt",
+                                           "--out", out, "--epochs", "1", "--no-cuda"], capsys)
+        assert_clean_error(proc, "in use by another process")
     assert not out.exists()  # made by the lock, empty, so removed with it
+    work = tmp_path / "root" / "checkpoints" / "tiny-imagenet-100-smoke"
+    with FolderLock(work):  # the pipeline's own lock, on the preset's work folder
+        proc = run_in_process("pipeline.py", ["--preset", "smoke", "--root", tmp_path / "root"], capsys)
+        assert_clean_error(proc, "in use by another process")
+    assert not (tmp_path / "root" / "data").exists()  # refused before the split stage
 
 
-def test_sigterm_stops_the_collective_script_with_a_message_and_it_resumes(tiny_split, tmp_path):
+@pytest.mark.parametrize("signum, status, message", [(signal.SIGTERM, 143, "stopped by SIGTERM"),
+                                                     (signal.SIGINT, 130, "interrupted")])  # Ctrl-C
+def test_a_signal_stops_the_collective_script_with_a_message_and_it_resumes(tiny_split, tmp_path, signum, status,
+                                                                            message):
     out = tmp_path / "run"
     args = [sys.executable, str(REPO / COLLECTIVE), "--path", str(tiny_split), "--out", str(out), "--epochs", "40",
             "--num_works", "1", "--batch_size", "16", "--no-cuda"]
@@ -222,9 +230,9 @@ def test_sigterm_stops_the_collective_script_with_a_message_and_it_resumes(tiny_
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(signum)
     _, err = child.communicate(timeout=60)
-    assert child.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err, err
+    assert child.returncode == status and message in err and "Traceback" not in err, err
     assert not list(out.glob(".*.tmp")), "a half-written file was left"
     resumed = run_script(COLLECTIVE, *args[2:], "--resume", "--epochs", "40")
     assert resumed.returncode == 0, resumed.stderr

@@ -100,7 +100,7 @@ def reads(method, identity):
     m = METHODS[method]
     start = m.start
     dropped = {"ewc_lambda"} if not m.ewc else set()
-    if start not in LEARNGENE_WEIGHTS:
+    if start not in LEARNGENE_WEIGHTS + ("other-layers",):  # other-layers: the learngene's criterion picks its window
         dropped.add("learngene_sha256")
     if start not in LEARNGENE_WEIGHTS + ("other-layers", "joint-learngene"):
         dropped.add("learngene_layers")  # the individual architecture is learngene_shapes

@@ -1,0 +1,249 @@
+"""Break the method on purpose and check that the test suite notices: each mutation below is a one-line change to
+the code that breaks one of the README's scientific promises. For each, a throwaway copy of the repository (with
+../shared beside it, as CI has it) gets the change and the suite runs on it; a mutation the suite passes is a
+promise no test guards. Not part of the normal test run (pytest collects test_*.py only).
+
+    .venv/bin/python tests/mutations.py                       # every mutation
+    .venv/bin/python tests/mutations.py --only criterion-mean-minus-std --report /tmp/mutations.md
+
+Each mutation first runs the tests named as its guards (fast); if they fail, the suite fails and the mutation is
+caught. If they pass, the whole suite runs (`pytest -x`): caught by another test, or not caught at all. The report
+lists every mutation, whether and by what it was caught, and the minutes each took.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    promise: str
+    file: str
+    old: str
+    new: str
+    guards: tuple = ()  # the tests expected to catch it, run first
+
+
+P = "tests/test_promises.py::"
+MUTATIONS = [
+    # the criterion, its default, its per-layer statistics
+    Mutation("criterion-mean-minus-std", "score = mean + std over tasks", "utils/criterion.py",
+             "    score = mean + std\n", "    score = mean - std\n", (P + "test_criterion_scores_are_mean_plus_std_over_tasks_of_per_task_means",)),
+    Mutation("criterion-no-std", "score = mean + std over tasks", "utils/criterion.py",
+             "mean, std = m.mean(0), m.std(0)", "mean, std = m.mean(0), 0 * m.std(0)",
+             (P + "test_criterion_scores_are_mean_plus_std_over_tasks_of_per_task_means",)),
+    Mutation("criterion-flat-threshold", "the default criterion is signed g > 5e-4", "utils/criterion.py",
+             "DEFAULT_THRESHOLD = 5e-4", "DEFAULT_THRESHOLD = 5e-10",
+             ("tests/test_models.py::test_criterion_counts_gradient_entries_above_the_threshold",)),
+    Mutation("criterion-absolute", "the default criterion is signed", "utils/criterion.py",
+             "torch.count_nonzero((g.abs() if absolute else g) > threshold)", "torch.count_nonzero(g.abs() > threshold)",
+             ("tests/test_models.py::test_criterion_counts_gradient_entries_above_the_threshold",)),
+    # the selection rule and its margin
+    Mutation("selection-conv0-candidate", "the first conv is never a candidate", "utils/criterion.py",
+             "windows = {s: float(score[s:s + k].mean()) for s in range(1, num_layers - k + 1)}",
+             "windows = {s: float(score[s:s + k].mean()) for s in range(0, num_layers - k + 1)}",
+             (P + "test_criterion_scores_are_mean_plus_std_over_tasks_of_per_task_means",)),
+    Mutation("selection-tie-shallower", "an exact tie goes to the deeper window", "utils/criterion.py",
+             "return sorted(windows, key=lambda s: (windows[s], -s))", "return sorted(windows, key=lambda s: (windows[s], s))",
+             (P + "test_an_exact_tie_goes_to_the_deeper_window",)),
+    Mutation("selection-highest", "the learngene is the lowest-scoring window", "utils/criterion.py",
+             "return sorted(windows, key=lambda s: (windows[s], -s))", "return sorted(windows, key=lambda s: (-windows[s], -s))",
+             ("tests/test_models.py::test_selection_rule_picks_the_settled_window",)),
+    Mutation("margin-sign", "the margin is the second window's score minus the best's", "utils/criterion.py",
+             "return windows[order[1]] - windows[order[0]] if len(order) > 1 else 0.0",
+             "return windows[order[0]] - windows[order[1]] if len(order) > 1 else 0.0",
+             ("tests/test_models.py::test_selection_reports_a_tie_instead_of_hiding_it",)),
+    # the extraction task
+    Mutation("extract-last-task", "the learngene is cut after --extract_after_task", "utils/learngene.py",
+             "source_task = min(selection.after_task, num_tasks - 1)", "source_task = num_tasks - 1",
+             (P + "test_the_learngene_is_cut_from_the_checkpoint_after_the_extraction_task",)),
+    # the Fisher
+    Mutation("fisher-initial-batchnorm", "the Fisher is taken on re-estimated BatchNorm statistics", "utils/ewc.py",
+             "def fisher_diagonal(model, data, names, chunk=16, estimate_batchnorm=True):",
+             "def fisher_diagonal(model, data, names, chunk=16, estimate_batchnorm=False):",
+             ("tests/test_individual.py::test_fisher_follows_the_normalisation_of_training",)),
+    Mutation("fisher-abs", "the Fisher is the mean squared per-sample gradient", "utils/ewc.py",
+             "fisher[k] += g[k].pow(2).sum(0)", "fisher[k] += g[k].abs().sum(0)",
+             ("tests/test_models.py::test_fisher_is_the_mean_of_per_sample_squared_gradients",)),
+    # EWC's effect on training and its scope
+    Mutation("ewc-detached", "EWC pulls the inherited weights back", "utils/ewc.py",
+             "term = f * (params[k] - self.anchor[k]).pow(2)", "term = f * (params[k].detach() - self.anchor[k]).pow(2)",
+             (P + "test_ewc_holds_the_inherited_blocks_only_and_pulls_them_back",)),
+    Mutation("ewc-no-lambda", "EWC's strength is lambda", "utils/ewc.py",
+             "return 0.5 * self.lam * total", "return 0.5 * total",
+             (P + "test_ewc_holds_the_inherited_blocks_only_and_pulls_them_back",)),
+    Mutation("ewc-every-layer", "EWC holds the inherited blocks only", "utils/fewshot.py",
+             'names = [n for n, _ in model.named_parameters() if n.startswith("inherited.")]',
+             "names = [n for n, _ in model.named_parameters()]",
+             (P + "test_ewc_holds_the_inherited_blocks_only_and_pulls_them_back",)),
+    # widening
+    Mutation("widening-equal-shares", "widening splits outgoing weights unequally", "utils/models.py",
+             "weight = 0.5 + torch.rand(len(mapping), generator=generator, dtype=torch.float64)",
+             "weight = torch.ones(len(mapping), dtype=torch.float64)",
+             ("tests/test_models.py::test_widened_copies_drift_apart_after_one_step",)),
+    Mutation("widening-no-running-stats", "widening copies BatchNorm running statistics", "utils/models.py",
+             'for name in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):',
+             'for name in ("conv.weight", "conv.bias", "bn.weight", "bn.bias"):',
+             ("tests/test_models.py::test_widening_copies_every_new_channel_including_batchnorm",)),
+    # inheritance
+    Mutation("inherit-nothing", "the individual model inherits the learngene's blocks", "utils/learngene.py",
+             'individual.inherited.load_state_dict({k: v.to(own[k].device) for k, v in art["state"].items()})',
+             "individual.inherited.load_state_dict(own)",
+             ("tests/test_individual.py::test_model_construction",)),
+    Mutation("cut-shifted-layer", "the learngene holds the chosen layers' weights", "utils/learngene.py",
+             '"state": {f"{j}.{name}": model_state[f"features.{i}.{name}"].clone()',
+             '"state": {f"{j}.{name}": model_state[f"features.{min(i + 1, 12)}.{name}"].clone()',
+             (P + "test_the_learngene_is_cut_from_the_checkpoint_after_the_extraction_task",)),
+    # the shared initialisation and batch order
+    Mutation("init-per-method", "paired methods share the new layers' initialisation", "utils/fewshot.py",
+             'torch.manual_seed(derived_seed(key.seed, "individual", key.shots, key.task))  # same new layers for every method',
+             'torch.manual_seed(derived_seed(key.seed, "individual", key.shots, key.task, key.method))',
+             (P + "test_paired_methods_share_the_new_layers_and_the_batch_order",)),
+    Mutation("batches-per-method", "paired methods share the batch order", "utils/fewshot.py",
+             'return seeded_generator(derived_seed(key.seed, "individual-batches", key.shots, key.task, epoch), device)',
+             'return seeded_generator(derived_seed(key.seed, "individual-batches", key.method, key.shots, key.task, epoch), device)',
+             (P + "test_paired_methods_share_the_new_layers_and_the_batch_order",)),
+    # labels and test accuracy
+    Mutation("test-labels-shifted", "test images carry their class's label", "utils/splits.py",
+             'return (*self._gather(task["classes"], task["train"]), *self._gather(task["classes"], task["test"]))',
+             'return (*self._gather(task["classes"], task["train"]), '
+             '*self._gather(task["classes"][1:] + task["classes"][:1], task["test"]))',
+             (P + "test_every_task_image_carries_the_label_of_its_raw_class",)),
+    Mutation("continual-labels-shifted", "continual images carry their class's label", "utils/splits.py",
+             "labels = [y for y, c in enumerate(classes) for _ in per_class[c]]",
+             "labels = [(y + 1) % len(classes) for y, c in enumerate(classes) for _ in per_class[c]]",
+             (P + "test_every_task_image_carries_the_label_of_its_raw_class",)),
+    Mutation("evaluate-wrong-labels", "test accuracy compares predictions with the labels", "utils/engine.py",
+             "correct += (model(x).argmax(1) == data.labels[start:start + batch_size]).sum()",
+             "correct += (model(x).argmax(1) == (data.labels[start:start + batch_size] + 1) % 5).sum()",
+             (P + "test_test_accuracy_is_the_share_of_predictions_equal_to_the_labels",)),
+    # what each method and probe reads
+    Mutation("reads-scratch-learngene", "scratch does not read the learngene's weights", "utils/methods.py",
+             '        dropped.add("learngene_sha256")\n', "        pass\n",
+             ("tests/test_runstore.py::test_a_run_reads_only_its_methods_inputs",)),
+    Mutation("probe-untrained", "probe-collective reads the trained collective model", "utils/fewshot.py",
+             'trained=start != "random-collective"', "trained=False",
+             ("tests/test_individual.py::test_probes_read_frozen_features",)),
+    Mutation("probe-random-trained", "probe-random reads an untrained network", "utils/fewshot.py",
+             'trained=start != "random-collective"', "trained=True",
+             ("tests/test_individual.py::test_probes_read_frozen_features",)),
+    # paired statistics
+    Mutation("paired-sign", "differences are method minus scratch", "utils/stats.py",
+             'r["final_acc"] - runs[key._replace(method=baseline)]["final_acc"]',
+             'runs[key._replace(method=baseline)]["final_acc"] - r["final_acc"]',
+             ("tests/test_individual.py::test_paired_differences_by_hand",)),
+    Mutation("interval-normal", "intervals are Student t over tasks", "utils/stats.py",
+             "t = T975[max(d for d in T975 if d <= df)]", "t = 1.96",
+             ("tests/test_individual.py::test_paired_differences_by_hand",)),
+    # split disjointness and independence
+    Mutation("split-shared-stream", "each split section has its own random stream", "utils/splits.py",
+             "rng = _rng(seed, section)", 'rng = _rng(seed, "continual")',
+             (P + "test_each_split_section_draws_its_own_random_stream",)),
+    Mutation("heldout-not-excluded", "held-out images are in no continual task", "utils/splits.py",
+             "available = available[~np.isin(available, heldout[c])]", "available = available",
+             ("tests/test_source.py::test_held_out_images_are_disjoint_from_every_training_image",)),
+    Mutation("shots-from-test", "few-shot training images are never test images", "utils/splits.py",
+             '"train": {c: _ids("train", order[c][:k]) for c in task_classes},',
+             '"train": {c: _ids("test", source.indices_of("test", c)[:k]) for c in task_classes},',
+             ("tests/test_data_makers.py::test_cifar_split_follows_the_protocol",)),
+    # the source and its controls
+    Mutation("joint-extra-epoch", "the joint source has the collective model's budget", "utils/joint.py",
+             'epochs = args.epochs or cfg["epochs"]', 'epochs = args.epochs or cfg["epochs"] + 1',
+             ("tests/test_source.py::test_joint_source_reads_base_classes_only",)),
+    Mutation("permute-nothing", "the structure control shuffles the learngene's wiring", "utils/methods.py",
+             "            permute_input_channels(model)\n", "            pass\n",
+             ("tests/test_source.py::test_permuted_learngene_keeps_every_filters_values_and_the_batchnorm",)),
+    Mutation("frozen-trains", "learngene-frozen trains nothing it inherits", "utils/fewshot.py",
+             "p.requires_grad_(False)", "p.requires_grad_(True)",
+             ("tests/test_source.py::test_frozen_learngene_trains_nothing_it_inherits",)),
+    Mutation("bwt-sign", "backward transfer is later minus just-learned accuracy", "utils/source.py",
+             '"backward_transfer": float((row[:-1] - diagonal[:-1]).mean()) if task else 0.0',
+             '"backward_transfer": float((diagonal[:-1] - row[:-1]).mean()) if task else 0.0',
+             ("tests/test_source.py::test_continual_learning_summary_by_hand",)),
+    Mutation("heldout-all-outputs", "a task's held-out images are read as a 5-way question", "utils/source.py",
+             "torch.arange(5, device=device)", "torch.arange(ck['config']['num_outputs'], device=device)",
+             ("tests/test_source.py::test_collective_run_is_measured_on_held_out_images",)),
+    Mutation("ewc-grid-on-target", "the EWC strength is tuned on the validation tasks", "pipeline.py",
+             '"--section", "validation", "--methods",', '"--section", "target", "--methods",',
+             ("tests/test_source.py::test_ewc_grid_grows_upward_only_while_its_top_is_best_and_on_validation_tasks",)),
+]
+
+
+def copy_repo(root):
+    """The repository's files (tracked and untracked-but-not-ignored) under root/repo, ../shared beside it."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    dest = root / "repo"
+    for f in filter(None, files):
+        if (REPO / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+    (root / "shared").symlink_to(REPO.parent / "shared")
+    (dest / ".venv").symlink_to(REPO / ".venv")
+    return dest
+
+
+def pytest(repo, targets):
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *targets], cwd=repo,
+                          capture_output=True, text=True)
+    failed = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return proc.returncode, failed, time.time() - t0
+
+
+def stale(m):
+    """Why the mutation no longer applies to the code (its line changed), or None."""
+    count = (REPO / m.file).read_text().count(m.old)
+    return None if count == 1 else f"the line to change occurs {count} times in {m.file}"
+
+
+def try_mutation(m):
+    with tempfile.TemporaryDirectory(prefix=f"mutation-{m.name}-") as tmp:
+        repo = copy_repo(Path(tmp))
+        path = repo / m.file
+        text = path.read_text()
+        if text.count(m.old) != 1:
+            return "stale", f"the line to change occurs {text.count(m.old)} times in {m.file}", 0.0
+        path.write_text(text.replace(m.old, m.new))
+        code, failed, seconds = pytest(repo, list(m.guards))
+        if code not in (0, 5):  # 5: no test collected
+            return "caught", f"by its guard {', '.join(failed) or '(an error)'}", seconds
+        code, failed, more = pytest(repo, ["tests"])
+        if code != 0:
+            return "caught", f"by {', '.join(failed) or 'an error'} (not by its guard)", seconds + more
+        return "NOT CAUGHT", "the whole suite passes", seconds + more
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", default=None, choices=[m.name for m in MUTATIONS], metavar="NAME")
+    p.add_argument("--report", default=None, metavar="OUTFILE", help="also write the report (markdown) here")
+    args = p.parse_args(argv)
+    chosen = [m for m in MUTATIONS if args.only is None or m.name in args.only]
+    lines = ["| mutation | promise | result | how | minutes |", "|---|---|---|---|---:|"]
+    t0, caught = time.time(), 0
+    for m in chosen:
+        result, how, seconds = try_mutation(m)
+        caught += result == "caught"
+        lines.append(f"| {m.name} | {m.promise} | {result} | {how} | {seconds / 60:.1f} |")
+        print(lines[-1], flush=True)
+    lines.append(f"\n{caught} of {len(chosen)} mutations caught in {(time.time() - t0) / 60:.1f} minutes "
+                 f"(commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()}).")
+    print(lines[-1])
+    if args.report:
+        Path(args.report).write_text("\n".join(lines) + "\n")
+    return 0 if caught == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    os.environ.pop("PYTEST_ADDOPTS", None)
+    sys.exit(main())
