@@ -291,13 +291,16 @@ def source_lines(work):
         return ("The collective model was not measured on held-out images (its split was made without "
                 "--heldout_per_class).\n\n")
     text = (f"Source on held-out images of its classes ({held['heldout_images_per_class']} per class, never trained "
-            f"on): collective model {source.describe(held['extraction'])}.")
+            f"on): collective model {source.describe(held['extraction'])}"
+            + (f"; {source.describe_features(held['features'])}" if "features" in held else "") + ".")
     joint = work / "joint" / "heldout_summary.json"
     if joint.exists():
         j = json.loads(joint.read_text())
         text += (f" Joint source (same network, images and budget, all base classes at once): "
                  f"{j['task_local_accuracy']:.1f}% task-local (5-way, as the collective model is read), "
-                 f"{j['all_classes_accuracy']:.1f}% over its {j['classes']} classes.")
+                 f"{j['all_classes_accuracy']:.1f}% over its {j['classes']} classes"
+                 + (f"; its conv features, nearest class mean: {j['nearest_mean_accuracy']:.1f}%"
+                    if "nearest_mean_accuracy" in j else "") + ".")
     return text + "\n\n"
 
 

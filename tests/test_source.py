@@ -2,12 +2,14 @@
 structure control, the frozen learngene and the EWC grid's upward extension."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 import pipeline
+from conftest import run_script
 from utils import fewshot, learngene, methods, source
 from utils.engine import normalize, sgd, train_epoch, seeded_generator
 from utils.runstore import RunKey
@@ -35,6 +37,9 @@ def test_collective_run_is_measured_on_held_out_images(collective_run, tiny_spli
     art = learngene.load(collective_run / "learngene.pt")
     assert summary["extraction"]["after_task"] == art["source_task"] and summary["heldout_images_per_class"] == 3
     assert (collective_run / "heldout_matrix.png").stat().st_size > 1000
+    features = summary["features"]
+    assert features["after_task"] == art["source_task"] and len(features["per_task"]) == art["source_task"] + 1
+    assert all(0 <= v <= 100 for v in features["per_task"] + features["random_network_per_task"])
     # one cell recomputed from first principles: the checkpoint, the held-out images, the 5 outputs the tasks use
     ck = torch.load(collective_run / "checkpoints" / "task_001.pt", weights_only=True)
     model = methods.collective_net(ck).eval()
@@ -84,6 +89,22 @@ def test_joint_source_reads_base_classes_only(joint_run, collective_run, tiny_sp
                                                      (Split(tiny_split).continual(t)[1] for t in range(art["source_task"] + 1)))
     held = json.loads((joint_run / "heldout_summary.json").read_text())
     assert 0 <= held["task_local_accuracy"] <= 100 and held["classes"] == len(joint["classes"])
+    assert 0 <= held["nearest_mean_accuracy"] <= 100 and len(held["nearest_mean_per_task"]) == art["source_task"] + 1
+
+
+def test_measure_source_redoes_the_measurements_of_a_finished_run(collective_run, joint_run, tiny_split, tmp_path):
+    run, joint = tmp_path / "run", tmp_path / "joint"
+    shutil.copytree(collective_run, run)
+    shutil.copytree(joint_run, joint)
+    for f in ("heldout_accuracy.csv", "heldout_summary.json"):
+        (run / f).unlink()
+    (joint / "heldout_summary.json").unlink()
+    proc = run_script("collective-model/measure_source.py", "--path", tiny_split, "--run", run, "--joint", joint,
+                      "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "heldout_accuracy.csv").read_text() == (collective_run / "heldout_accuracy.csv").read_text()
+    assert json.loads((joint / "heldout_summary.json").read_text()) == json.loads(
+        (joint_run / "heldout_summary.json").read_text())
 
 
 def test_permuted_learngene_keeps_every_filters_values_and_the_batchnorm(collective_run):

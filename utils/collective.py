@@ -130,11 +130,8 @@ def run(family, argv=None):
                                     f"{split.dataset}: fraction of conv weight-gradient entries with "
                                     f"{describe(settings.criterion_abs, DEFAULT_THRESHOLD)}", artifact["layers"],
                                     artifact["provenance"])
-        matrix = source.accuracy_matrix(out, split, num_tasks, device, settings.precision)
-        if matrix is not None:
-            source.write(out, matrix, artifact["source_task"], split.manifest["heldout_per_class"],
-                         f"{split.dataset}: collective model's accuracy (%) on held-out images",
-                         artifact["provenance"])
+        source.measure(out, split, num_tasks, artifact["source_task"], device, settings.precision, settings.seed,
+                       f"{split.dataset}: collective model's accuracy (%) on held-out images", artifact["provenance"])
     return artifact
 
 

@@ -96,14 +96,24 @@ def run(argv=None):
         joint = {"config": config, "widths": config["widths"], "model": {k: v.detach().cpu() for k, v in
                  model.state_dict().items()}, "task": last_task, "classes": classes,
                  "provenance": provenance(device, argv, cfg["seed"])}
-        heldout = source.joint_heldout(model, split, range(last_task + 1), class_index, device, precision)
-        if heldout is not None:
-            write_json(out / "heldout_summary.json", {**heldout, "after_task": last_task})
-            print(f"held-out accuracy of the joint source: {heldout['task_local_accuracy']:.1f}% task-local (5-way, "
-                  f"as the collective model is read), {heldout['all_classes_accuracy']:.1f}% over all "
-                  f"{len(classes)} classes")
+        measure(out, model, split, last_task, class_index, device, precision)
         torch_save(out / "joint.pt", joint)  # last: its presence means the run is complete
         return joint
+
+
+def measure(out, model, split, last_task, class_index, device, precision):
+    """heldout_summary.json: the joint source on the held-out images of tasks 0..last_task, through its head and
+    through its features (utils/source.py); nothing for a split without held-out images."""
+    heldout = source.joint_heldout(model, split, range(last_task + 1), class_index, device, precision)
+    if heldout is None:
+        return None
+    features = source.feature_accuracy(model, split, range(last_task + 1), device)
+    heldout.update(after_task=last_task, nearest_mean_accuracy=float(np.mean(features)), nearest_mean_per_task=features)
+    write_json(out / "heldout_summary.json", heldout)
+    print(f"held-out accuracy of the joint source: {heldout['task_local_accuracy']:.1f}% task-local (5-way, as the "
+          f"collective model is read), {heldout['all_classes_accuracy']:.1f}% over all {len(class_index)} classes; "
+          f"its conv features, nearest class mean: {heldout['nearest_mean_accuracy']:.1f}%")
+    return heldout
 
 
 def _train(config, out, data, state, device):

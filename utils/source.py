@@ -7,18 +7,28 @@ Every task labels its 5 classes 0..4 on the shared head, so a task's images are 
 argmax over outputs 0..4 (chance 20%). From R, as in GEM (Lopez-Paz & Ranzato, 2017), at a task T: the average
 accuracy over tasks 0..T, R[T][j] averaged; backward transfer, the mean of R[T][j] - R[j][j] over j < T
 (negative: forgetting); and the just-learned accuracy, the mean of the diagonal R[j][j], j <= T. Columns j > i
-(tasks not yet trained) are kept so the figure shows where each task starts."""
+(tasks not yet trained) are kept so the figure shows where each task starts.
+
+Because every task reuses outputs 0..4 for new classes, the head of a later model answers an earlier task with
+the later task's mapping: off the diagonal the matrix measures the head's interference as much as what the
+features still know. The features are measured apart, at the extraction task: a nearest-class-mean classifier
+on the frozen conv features (cosine; each class's mean over the task's training images, each held-out image
+given the nearest mean), for the collective model, a randomly initialised network of the same widths (the
+floor) and, in utils/joint.py, the joint source."""
 import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from utils import plots
 from utils.engine import DeviceData, autocast, normalize
+from utils.fewshot import conv_features
 from utils.files import torch_load, write_csv, write_json
 from utils.methods import collective_net
+from utils.repro import derived_seed
 
 OUTPUTS = ("heldout_accuracy.csv", "heldout_summary.json", "heldout_matrix.png")
 
@@ -60,6 +70,38 @@ def choice_accuracy(model, data, outputs, precision, batch_size=256):
     return local / max(len(data), 1), overall / max(len(data), 1)
 
 
+def feature_accuracy(model, split, tasks, device):
+    """Per task, in %: nearest class mean (cosine) on the model's frozen conv features, the class means from the
+    task's training images, read on its held-out images."""
+    accuracies = []
+    for t in tasks:
+        train = DeviceData.from_numpy(*split.continual(t), device)
+        held = DeviceData.from_numpy(*split.heldout(t), device)
+        f = F.normalize(conv_features(model, train.images).double(), dim=1)
+        means = F.normalize(torch.stack([f[train.labels == c].mean(0) for c in range(int(train.labels.max()) + 1)]), dim=1)
+        g = F.normalize(conv_features(model, held.images).double(), dim=1)
+        accuracies.append(100 * ((g @ means.T).argmax(1) == held.labels).double().mean().item())
+    return accuracies
+
+
+def features_summary(run_dir, split, extract_task, device, seed):
+    """The nearest-class-mean accuracy over tasks 0..extract_task of the collective model after extract_task and of
+    a randomly initialised network of its widths."""
+    ck = torch_load(Path(run_dir) / "checkpoints" / f"task_{extract_task:03d}.pt", "collective checkpoint")
+    tasks = range(extract_task + 1)
+    trained = feature_accuracy(collective_net(ck).to(device), split, tasks, device)
+    torch.manual_seed(derived_seed(seed, "random-features"))
+    floor = feature_accuracy(collective_net(ck, trained=False).to(device), split, tasks, device)
+    return {"after_task": extract_task, "nearest_mean_accuracy": float(np.mean(trained)),
+            "random_network_nearest_mean_accuracy": float(np.mean(floor)), "per_task": trained,
+            "random_network_per_task": floor}
+
+
+def describe_features(f):
+    return (f"its conv features, nearest class mean over tasks 0-{f['after_task']}: {f['nearest_mean_accuracy']:.1f}% "
+            f"(a random network of the same widths: {f['random_network_nearest_mean_accuracy']:.1f}%)")
+
+
 def summary(matrix, task):
     """GEM's average accuracy and backward transfer at `task`, and the mean just-learned accuracy, in % / points."""
     row, diagonal = matrix[task, :task + 1], np.diag(matrix)[:task + 1]
@@ -89,22 +131,33 @@ def read_matrix(run_dir):
 
 
 def draw(path, matrix, at, title, prov):
-    plots.accuracy_matrix(path, matrix, title, provenance=prov,
-                          caption=[describe(at["extraction"]) + " (extraction task)", describe(at["last"])])
+    caption = [describe(at["extraction"]) + " (extraction task)", describe(at["last"])]
+    if "features" in at:
+        caption.append("after task {}: {}".format(at["features"]["after_task"], describe_features(at["features"])))
+    plots.accuracy_matrix(path, matrix, title, provenance=prov, caption=caption)
 
 
-def write(run_dir, matrix, extract_task, images_per_class, title, prov):
+def measure(run_dir, split, num_tasks, extract_task, device, precision, seed, title, prov):
+    """The collective run's source measurements (written by write), or None for a split without held-out images."""
+    matrix = accuracy_matrix(run_dir, split, num_tasks, device, precision)
+    if matrix is None:
+        return None
+    features = features_summary(run_dir, split, extract_task, device, seed)
+    return write(run_dir, matrix, features, split.manifest["heldout_per_class"], title, prov)
+
+
+def write(run_dir, matrix, features, images_per_class, title, prov):
     """heldout_accuracy.csv (one row per checkpoint and task), heldout_summary.json (at the extraction task and
-    after the last) and heldout_matrix.png."""
+    after the last, and the features') and heldout_matrix.png."""
     run_dir = Path(run_dir)
     n = len(matrix)
     write_csv(run_dir / "heldout_accuracy.csv", ["after_task", "task", "accuracy"],
               [[i, j, round(float(matrix[i, j]), 4)] for i in range(n) for j in range(n)])
-    at = {"extraction": summary(matrix, min(extract_task, n - 1)), "last": summary(matrix, n - 1),
-          "heldout_images_per_class": images_per_class}
+    at = {"extraction": summary(matrix, features["after_task"]), "last": summary(matrix, n - 1),
+          "features": features, "heldout_images_per_class": images_per_class}
     write_json(run_dir / "heldout_summary.json", at)
     draw(run_dir / "heldout_matrix.png", matrix, at, title, prov)
-    print("held-out accuracy of the collective model " + describe(at["extraction"]))
+    print("held-out accuracy of the collective model " + describe(at["extraction"]) + "; " + describe_features(features))
     return at
 
 
