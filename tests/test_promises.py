@@ -196,3 +196,52 @@ def test_test_accuracy_is_the_share_of_predictions_equal_to_the_labels(monkeypat
     shifted = torch.tensor([5, 6, 7, 8, 9])
     local, overall = source.choice_accuracy(Oracle(answers + 5, 10), data, shifted, "fp32", batch_size=3)
     assert local == overall == 5 / 8
+
+
+def test_the_default_criterion_is_the_signed_gradient_above_5e_4():
+    """Without options the criterion counts entries with g > 5e-4 (signed, as the released scripts published)."""
+    from utils.models import CollectiveNet
+    model = CollectiveNet(image_size=32)
+    values = torch.tensor([1e-3, 6e-4, -1e-3, 4e-4, 1e-9, -1e-9, 0.0, 0.0])  # 2 of 8 above 5e-4, signed
+    for w in model.conv_weights():
+        w.grad = values.repeat(w.numel() // 8 + 1)[:w.numel()].view_as(w)
+    c = criterion.GradientCriterion()
+    c.start_epoch()
+    c(model)
+    first = c.end_epoch()[0]
+    for w, v in zip(model.conv_weights(), first):
+        assert v == pytest.approx((w.grad > 5e-4).double().mean().item()) and v == pytest.approx(0.25, abs=0.01)
+    assert collective_defaults()["threshold"] == 5e-4 and collective_defaults()["judgement_abs"] is False
+
+
+def collective_defaults():
+    from utils.collective import CollectiveSettings
+    from types import SimpleNamespace
+    split = SimpleNamespace(dataset="tiny-imagenet-100", hash="h", image_size=32)
+    return CollectiveSettings().config(split)
+
+
+def test_each_probe_reads_the_network_its_name_says(collective_run, joint_run, tiny_split, monkeypatch):
+    """probe-collective: the trained collective checkpoint; probe-random: a network of its shape, untrained;
+    probe-joint: the joint source."""
+    art = learngene.load(collective_run / "learngene.pt")
+    split, cpu = Split(tiny_split), torch.device("cpu")
+    collective = methods.load_collective(None, art, split)
+    joint = methods.load_collective(joint_run / "joint.pt", art, split)
+    train, test = fewshot.FewShotData(split, "target", cpu)(2, 0)
+    seen = []
+    real = fewshot.conv_features
+    monkeypatch.setattr(fewshot, "conv_features", lambda model, images: seen.append(model.state_dict()) or real(model, images))
+    expected = {"probe-collective": collective["model"], "probe-joint": joint["model"]}
+    for method in ("probe-collective", "probe-random", "probe-joint"):
+        seen.clear()
+        fewshot.train_probe(RunKey(method, 2, 0, 0), methods.Inputs(art, "", collective, joint), train, test,
+                            fewshot.TrainSettings(precision="fp32"), cpu)
+        assert seen, method
+        for state in seen:
+            for name in ("features.0.conv.weight", "features.12.conv.weight", "features.12.bn.running_var"):
+                if method in expected:
+                    assert torch.equal(state[name], expected[method][name]), (method, name)
+                else:
+                    assert not torch.equal(state[name], collective["model"][name]), (method, name)
+                    assert not torch.equal(state[name], joint["model"][name]), (method, name)

@@ -131,7 +131,9 @@ def read_matrix(run_dir):
 
 
 def draw(path, matrix, at, title, prov):
-    caption = [describe(at["extraction"]) + " (extraction task)", describe(at["last"])]
+    caption = [describe(at["extraction"]) + " (extraction task)"]
+    if at["last"]["after_task"] != at["extraction"]["after_task"]:
+        caption.append(describe(at["last"]))
     if "features" in at:
         caption.append("after task {}: {}".format(at["features"]["after_task"], describe_features(at["features"])))
     plots.accuracy_matrix(path, matrix, title, provenance=prov, caption=caption)
