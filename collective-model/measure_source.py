@@ -38,15 +38,17 @@ def main(argv=None):
     num_tasks = len(list((run / "checkpoints").glob("task_*.pt")))
     device = pick_device(args.no_cuda)
     precision = resolve_precision(args.precision, device)
-    with FolderLock(run):
-        source.measure(run, split, num_tasks, art["source_task"], device, precision, config["seed"],
-                       f"{split.dataset}: collective model's accuracy (%) on held-out images",
-                       provenance(device, argv, config["seed"]))
-    if args.joint:
+    ck = None
+    if args.joint:  # checked before anything is measured and written
         folder = Path(args.joint)
         ck = methods.load_collective(folder / "joint.pt", art, split)
         require(ck.get("classes") and ck["config"].get("split_hash") == split.hash,
                 f"{folder / 'joint.pt'} is not a joint source made on split {split.path}")
+    with FolderLock(run):
+        source.measure(run, split, num_tasks, art["source_task"], device, precision, config["seed"],
+                       f"{split.dataset}: collective model's accuracy (%) on held-out images",
+                       provenance(device, argv, config["seed"]))
+    if ck is not None:
         with FolderLock(folder):
             joint.measure(folder, methods.collective_net(ck).to(device), split, ck["task"],
                           {c: i for i, c in enumerate(ck["classes"])}, device, precision)

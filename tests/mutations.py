@@ -64,7 +64,7 @@ MUTATIONS = [
     Mutation("margin-sign", "the margin is the second window's score minus the best's", "utils/criterion.py",
              "return windows[order[1]] - windows[order[0]] if len(order) > 1 else 0.0",
              "return windows[order[0]] - windows[order[1]] if len(order) > 1 else 0.0",
-             ("tests/test_models.py::test_selection_reports_a_tie_instead_of_hiding_it",)),
+             (P + "test_the_margin_is_the_second_best_windows_score_minus_the_best",)),
     # the extraction task
     Mutation("extract-last-task", "the learngene is cut after --extract_after_task", "utils/learngene.py",
              "source_task = min(selection.after_task, num_tasks - 1)", "source_task = num_tasks - 1",

@@ -43,6 +43,13 @@ def test_criterion_scores_are_mean_plus_std_over_tasks_of_per_task_means(collect
         assert f"{layer:5d}  " in table and f"{score[layer]:.4f}" in table
 
 
+def test_the_margin_is_the_second_best_windows_score_minus_the_best():
+    windows = {1: 0.30, 2: 0.50, 3: 0.42}
+    assert criterion.margin(windows) == pytest.approx(0.12)
+    assert "the criterion decides it" in criterion.margin_sentence(windows)
+    assert "BELOW the tolerance" in criterion.margin_sentence({1: 0.300, 2: 0.305})
+
+
 def test_an_exact_tie_goes_to_the_deeper_window():
     assert criterion.ranked({1: 0.5, 2: 0.5, 3: 0.7}) == [2, 1, 3]
     record = [[t, 0, layer, 0.3] for t in range(2) for layer in range(6)]  # every window ties

@@ -102,13 +102,14 @@ def run(family, argv=None):
     num_tasks = args.num_target_tasks or split.num_few_shot(args.section, shots[0])
     require(all(num_tasks <= split.num_few_shot(args.section, k) for k in shots),
             f"--num_works_tt {num_tasks} is more than the split's {split.num_few_shot(args.section, shots[0])} tasks")
-    joint = None
-    if any(METHODS[m].needs_joint for m in args.methods):
-        require(args.joint, f"--methods {' '.join(m for m in args.methods if METHODS[m].needs_joint)} need --joint "
-                f"(joint.pt from collective-model/joint_source.py)")
+    joint, needs_joint = None, any(METHODS[m].needs_joint for m in args.methods)
+    require(args.joint or not needs_joint, f"--methods {' '.join(m for m in args.methods if METHODS[m].needs_joint)} "
+            f"need --joint (joint.pt from collective-model/joint_source.py)")
+    if args.joint:  # checked whenever given; kept (and part of the runs' identity) only where a method reads it
         joint = load_collective(args.joint, art, split)
         require(joint.get("classes") and joint["config"].get("split_hash") == split.hash,
                 f"{args.joint} is not a joint source made on split {split.path}")
+        joint = joint if needs_joint else None
     inputs = Inputs(art, str(args.learngene), load_collective(args.collective, art, split)
                     if any(METHODS[m].needs_collective for m in args.methods) else None, joint)
     out = Path(args.out or Path("results") / split.dataset)
