@@ -157,7 +157,7 @@ MUTATIONS = [
              (P + "test_each_split_section_draws_its_own_random_stream",)),
     Mutation("heldout-not-excluded", "held-out images are in no continual task", "utils/splits.py",
              "available = available[~np.isin(available, heldout[c])]", "available = available",
-             ("tests/test_source.py::test_held_out_images_are_disjoint_from_every_training_image",)),
+             ("tests/test_data_makers.py::test_heldout_images_are_never_in_a_continual_task",)),
     Mutation("shots-from-test", "few-shot training images are never test images", "utils/splits.py",
              '"train": {c: _ids("train", order[c][:k]) for c in task_classes},',
              '"train": {c: _ids("test", source.indices_of("test", c)[:k]) for c in task_classes},',
