@@ -226,7 +226,10 @@ def test_a_signal_stops_the_collective_script_with_a_message_and_it_resumes(tiny
     out = tmp_path / "run"
     args = [sys.executable, str(REPO / COLLECTIVE), "--path", str(tiny_split), "--out", str(out), "--epochs", "40",
             "--num_works", "1", "--batch_size", "16", "--no-cuda"]
-    child = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a background job (nohup, CI) starts with SIGINT ignored, and Python then leaves it ignored: restore the
+    # default in the child so it gets a Ctrl-C as a terminal would deliver it
+    child = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
