@@ -41,9 +41,7 @@ def main(argv=None):
     ck = None
     if args.joint:  # checked before anything is measured and written
         folder = Path(args.joint)
-        ck = methods.load_collective(folder / "joint.pt", art, split)
-        require(ck.get("classes") and ck["config"].get("split_hash") == split.hash,
-                f"{folder / 'joint.pt'} is not a joint source made on split {split.path}")
+        ck = joint.load(folder / "joint.pt", art, split)
     with FolderLock(run):
         source.measure(run, split, num_tasks, art["source_task"], device, precision, config["seed"],
                        f"{split.dataset}: collective model's accuracy (%) on held-out images",

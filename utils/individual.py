@@ -16,6 +16,7 @@ from utils.engine import PRECISIONS, resolve_precision
 from utils.ewc import RELEASED_LAMBDA
 from utils.fewshot import FewShotData, TrainSettings, plan_groups, train_grouped, train_run
 from utils.files import FolderLock, ensure_writable
+from utils.joint import load as load_joint
 from utils.methods import CONTROLS, METHODS, Inputs, load_collective
 from utils.repro import pick_device
 from utils.runstore import RunKey, RunStore, record_file, run_identity
@@ -106,9 +107,7 @@ def run(family, argv=None):
     require(args.joint or not needs_joint, f"--methods {' '.join(m for m in args.methods if METHODS[m].needs_joint)} "
             f"need --joint (joint.pt from collective-model/joint_source.py)")
     if args.joint:  # checked whenever given; kept (and part of the runs' identity) only where a method reads it
-        joint = load_collective(args.joint, art, split)
-        require(joint.get("classes") and joint["config"].get("split_hash") == split.hash,
-                f"{args.joint} is not a joint source made on split {split.path}")
+        joint = load_joint(args.joint, art, split)
         joint = joint if needs_joint else None
     inputs = Inputs(art, str(args.learngene), load_collective(args.collective, art, split)
                     if any(METHODS[m].needs_collective for m in args.methods) else None, joint)

@@ -48,6 +48,14 @@ def parser():
     return p
 
 
+def load(path, art, split):
+    """A joint-source checkpoint made on this split (the collective checkpoint's checks, then its own)."""
+    ck = load_collective(path, art, split)
+    require(ck.get("classes") and ck["config"].get("split_hash") == split.hash,
+            f"{path} is not a joint source made on split {split.path}")
+    return ck
+
+
 def base_classes(split, last_task):
     """The distinct classes of continual tasks 0..last_task, in order of first appearance."""
     return list(dict.fromkeys(c for t in range(last_task + 1) for c in split.manifest["continual"][t]["classes"]))
@@ -107,7 +115,7 @@ def measure(out, model, split, last_task, class_index, device, precision):
     heldout = source.joint_heldout(model, split, range(last_task + 1), class_index, device, precision)
     if heldout is None:
         return None
-    features = source.feature_accuracy(model, split, range(last_task + 1), device)
+    features = source.feature_accuracy(model, source.feature_data(split, range(last_task + 1), device))
     heldout.update(after_task=last_task, nearest_mean_accuracy=float(np.mean(features)), nearest_mean_per_task=features)
     write_json(out / "heldout_summary.json", heldout)
     print(f"held-out accuracy of the joint source: {heldout['task_local_accuracy']:.1f}% task-local (5-way, as the "

@@ -70,13 +70,17 @@ def choice_accuracy(model, data, outputs, precision, batch_size=256):
     return local / max(len(data), 1), overall / max(len(data), 1)
 
 
-def feature_accuracy(model, split, tasks, device):
-    """Per task, in %: nearest class mean (cosine) on the model's frozen conv features, the class means from the
-    task's training images, read on its held-out images."""
+def feature_data(split, tasks, device):
+    """Each task's (training images, held-out images) on the device, read once for every model measured on them."""
+    return [(DeviceData.from_numpy(*split.continual(t), device), DeviceData.from_numpy(*split.heldout(t), device))
+            for t in tasks]
+
+
+def feature_accuracy(model, data):
+    """Per task of `data` (feature_data), in %: nearest class mean (cosine) on the model's frozen conv features, the
+    class means from the task's training images, read on its held-out images."""
     accuracies = []
-    for t in tasks:
-        train = DeviceData.from_numpy(*split.continual(t), device)
-        held = DeviceData.from_numpy(*split.heldout(t), device)
+    for train, held in data:
         f = F.normalize(conv_features(model, train.images).double(), dim=1)
         means = F.normalize(torch.stack([f[train.labels == c].mean(0) for c in range(int(train.labels.max()) + 1)]), dim=1)
         g = F.normalize(conv_features(model, held.images).double(), dim=1)
@@ -88,10 +92,10 @@ def features_summary(run_dir, split, extract_task, device, seed):
     """The nearest-class-mean accuracy over tasks 0..extract_task of the collective model after extract_task and of
     a randomly initialised network of its widths."""
     ck = torch_load(Path(run_dir) / "checkpoints" / f"task_{extract_task:03d}.pt", "collective checkpoint")
-    tasks = range(extract_task + 1)
-    trained = feature_accuracy(collective_net(ck).to(device), split, tasks, device)
+    data = feature_data(split, range(extract_task + 1), device)
+    trained = feature_accuracy(collective_net(ck).to(device), data)
     torch.manual_seed(derived_seed(seed, "random-features"))
-    floor = feature_accuracy(collective_net(ck, trained=False).to(device), split, tasks, device)
+    floor = feature_accuracy(collective_net(ck, trained=False).to(device), data)
     return {"after_task": extract_task, "nearest_mean_accuracy": float(np.mean(trained)),
             "random_network_nearest_mean_accuracy": float(np.mean(floor)), "per_task": trained,
             "random_network_per_task": floor}
