@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.methods import CONTROLS, METHODS  # noqa: E402
-from utils import source  # noqa: E402
-from utils.repro import REPO_ROOT, command_line, git_commit  # noqa: E402
+from utils import budget, source  # noqa: E402
+from utils.repro import REPO_ROOT, command_line, git_commit, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
@@ -48,6 +48,9 @@ PRESETS = {
         "individual": ["--epochs", "30", "--eval_every", "5", "--seed", "0"],
         "tune_tasks": "2",  # of the 3 validation tasks, to stay well inside 15 minutes
         "studies": ["individual"],
+        # the source-budget study: the collective model again at 2 and 18 epochs per task (a 9x span around the
+        # preset's 8), and at 8 epochs with lr 3 and 10 times the preset's 0.001 (README, "Would more training...")
+        "budget": {"epochs": [2, 18], "lrs": [0.003, 0.01]},
     },
     # The CPU's real answer, sized from bench/preset_costs.py (README, "Sizing the cpu preset"): Tiny-ImageNet at
     # 32px, the whole widening schedule (tasks 0-20, learngene after task 20) on 500 images of each of 5 base
@@ -59,6 +62,7 @@ PRESETS = {
         "individual": ["--epochs", "30", "--eval_every", "10", "--seed", "0"],
         "tune_tasks": "4",
         "studies": ["individual"],
+        "budget": {"epochs": [2, 18], "lrs": [0.003, 0.01]},
     },
     # Every stage on a handful of images, for checking that the pipeline runs (its numbers mean nothing).
     "smoke": {
@@ -68,6 +72,7 @@ PRESETS = {
         "individual": ["--epochs", "2", "--eval_every", "1", "--seed", "0"],
         "tune_tasks": "1",
         "studies": ["individual", "source"],
+        "budget": {"epochs": [2], "lrs": [0.01]},
     },
     # The paper: 50 tasks x 100 epochs, learngene after task 20, 30-epoch individual models, 3 seeds.
     "paper": {
@@ -93,6 +98,8 @@ class Study:
     methods: tuple = ()  # empty: every method of utils/methods.py
     flags: tuple = ()    # individual-script flags beyond the preset's and the tuned EWC strength
     reuse: tuple = ()    # names of earlier studies of the preset whose matching runs are taken, not retrained
+    sources: bool = False  # run once per source of the preset's `budget` entry (utils/budget.py), not once
+    files: tuple = (("forest.png", "-forest.png"),)  # (file of its folder, suffix): results/<dataset>-<preset>-<name><suffix>
 
     @property
     def needs_joint(self):
@@ -105,6 +112,9 @@ STUDIES = {s.name: s for s in (
     Study("source", "method or source? the learngene against its controls: its layers held fixed, its filters' "
           "inputs shuffled (structure), and the same layers, fine-tune and probe of a source trained jointly on "
           "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",)),
+    Study("budget", "would more training change the answer? the learngene and the baselines at other source budgets "
+          "(utils/budget.py)", methods=budget.METHODS, reuse=("individual", "source"), sources=True,
+          files=(("budget.png", ".png"), ("budget.csv", ".csv"))),
 )}
 
 
@@ -209,7 +219,7 @@ def outputs(root, dataset, preset, studies=()):
     root = Path(root)
     return {"split": root / "data" / f"{name}-split", "work": root / "checkpoints" / name,
             "results": [root / "results" / f"{name}{suffix}" for suffix in RESULT_SUFFIXES]
-            + [root / "results" / f"{name}-{s.name}-forest.png" for s in studies[1:]]}
+            + [root / "results" / f"{name}-{s.name}{suffix}" for s in studies[1:] for _, suffix in s.files]}
 
 
 @cli
@@ -235,6 +245,10 @@ def main(argv=None):
     require(data.is_dir(), f"--data {data}: no such folder (the raw {args.dataset} images)")
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
     studies = [STUDIES[s] for s in args.studies or preset["studies"]]
+    require(not studies[0].sources, f"--studies {studies[0].name} cannot come first: the results' table is the first "
+            f"study's, on the preset's own learngene (e.g. --studies individual {studies[0].name})")
+    require(not any(s.sources for s in studies) or "budget" in preset,
+            f"the {args.preset} preset has no source budgets for the budget study")
     paths = outputs(root, args.dataset, args.preset, studies)
     finals = paths["results"]
     require(args.overwrite or not any(f.exists() for f in finals),
@@ -253,11 +267,13 @@ def main(argv=None):
                                       *([] if scripts == "cifar100" else ["--dataset", args.dataset])],
               split / "manifest.json")
         collective = work / "collective"
-        resume = ["--resume"] if (collective / "last.pt").exists() else []
-        stage(clock, "collective", f"collective-model/val_lifelong_{scripts}.py",
-              ["--path", split, "--out", collective, *preset["collective"], *cuda, *resume], collective / "learngene.pt")
+        collective_script = f"collective-model/val_lifelong_{scripts}.py"
+        train_collective(clock, "collective", collective_script, [split, collective, *preset["collective"], *cuda])
         individual_script = f"individual-model/inheritable_{scripts}_wEWC.py"
-        common = ["--path", split, "--learngene", collective / "learngene.pt", *preset["individual"], *cuda]
+
+        def individual_args(learngene):
+            return ["--path", split, "--learngene", learngene, *preset["individual"], *cuda]
+        common = individual_args(collective / "learngene.pt")
         tune_tasks = ["--num_works_tt", preset["tune_tasks"]] if preset["tune_tasks"] else []
         lam, by_lambda = tune_ewc(clock, individual_script, common, tune_tasks, work)
         print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
@@ -267,6 +283,11 @@ def main(argv=None):
                   collective / "learngene.pt", "--out", joint, *cuda], joint / "joint.pt")
         for study in studies:
             earlier = [work / name for name in study.reuse if (work / name / "runs.jsonl").exists()]
+            if study.sources:
+                sources = SourceStages(clock, collective_script, split, preset["collective"], cuda)
+                budget_study(study, preset["budget"], work, sources, individual_script, individual_args, lam,
+                             earlier, argv, f"{args.dataset}, {args.preset} preset")
+                continue
             reuse = ["--reuse", *earlier] if earlier else []
             methods = ["--methods", *study.methods] if study.methods else []
             inputs = ["--joint", joint / "joint.pt"] if study.needs_joint else []
@@ -281,6 +302,69 @@ def main(argv=None):
                   f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
                   f"{by_lambda} -> **{lam}**.\n\n" + source_lines(work))
         write_report(finals, name, header, work, clock, studies)
+
+
+def train_collective(clock, name, script, args):
+    """The collective stage into args' run folder (split, out, flags...), resumed where it stopped. It is done when
+    its last output is written: the held-out measurement where the split has held-out images (it follows the
+    learngene, and a run stopped between the two resumes to measure)."""
+    split, out, *flags = args
+    resume = ["--resume"] if (Path(out) / "last.pt").exists() else []
+    heldout = "heldout" in json.loads((Path(split) / "manifest.json").read_text())
+    stage(clock, name, script, ["--path", split, "--out", out, *flags, *resume],
+          Path(out) / ("heldout_summary.json" if heldout else "learngene.pt"))
+
+
+@dataclass
+class SourceStages:
+    """How the pipeline trains a collective model: its script, split, the preset's flags and the device's."""
+    clock: StageClock
+    script: str
+    split: Path
+    flags: list
+    cuda: list
+
+    def train(self, name, out, **changed):
+        """The preset's collective stage into `out`, with flags `changed` ({"epochs": 2}) set instead of its own."""
+        flags = list(self.flags)
+        for flag, value in changed.items():
+            flag = f"--{flag}"
+            if flag in flags:
+                flags[flags.index(flag) + 1] = str(value)
+            else:
+                flags += [flag, str(value)]
+        train_collective(self.clock, name, self.script, [self.split, out, *flags, *self.cuda])
+
+
+def budget_study(study, plan, work, sources, individual_script, individual_args, lam, reuse, argv, title):
+    """The source-budget study (utils/budget.py): the collective model at the preset's other budgets, the learning
+    rate kept on held-out images of the source's classes (never a target task), then the study's methods on the
+    target tasks from every point's learngene, each point reusing the runs that read nothing it changed."""
+    config = json.loads((work / "collective" / "config.json").read_text())
+    require(source.read_summary(work / "collective") is not None, f"the {study.name} study measures every source on "
+            f"held-out images: make the split with --heldout_per_class")
+    points = budget.plan(config["epochs"], config["lr"], plan)
+    folder = work / study.name
+    run_dir = {p: work / "collective" if p.role == "preset" else folder / p.tag for p in points}
+    for p in points[1:]:
+        sources.train(f"collective {p.tag}", run_dir[p], epochs=p.epochs, lr=p.lr)
+    kept, lr_note = budget.choose_lr({p: (source.read_summary(run_dir[p]),
+                                          budget.last_epoch_drops(run_dir[p] / "metrics.csv"))
+                                      for p in points if p.role != "epochs"})
+    print(f"[{study.name}] {lr_note}")
+    chosen = [p for p in points if p.role != "lr" or p == kept]
+    targets, earlier = {}, list(reuse)
+    for p in chosen:
+        out = targets[p.tag] = folder / p.tag / "target"
+        stage(sources.clock, f"{study.name} {p.tag}", individual_script,
+              [*individual_args(run_dir[p] / "learngene.pt"), "--ewc_lambda", lam, "--methods", *study.methods,
+               *(["--reuse", *earlier] if earlier else []), "--name", f"{title}, source {p.tag}", "--out", out], None)
+        earlier.append(out)
+    manifest = json.loads((sources.split / "manifest.json").read_text())
+    records = [budget.point_record(p, run_dir[p], manifest) for p in chosen]
+    device = json.loads((targets[chosen[0].tag] / "provenance.json").read_text())["device"]
+    budget.report(folder, records, targets, lr_note, f"{title}, source budget", {**provenance(None, argv),
+                                                                                "device": device})
 
 
 def source_lines(work):
@@ -308,18 +392,20 @@ def write_report(finals, name, header, work, clock, studies):
     """The preset's results: the first study's table, curves and CSV, every further study's table as a section
     (its files stay in its folder), the collective stage's selection and heat map, and the time of each stage, as
     results/<dataset>-<preset>*."""
-    md, csv_out, forest, curves, heatmap, heldout, *study_forests = finals
+    md, csv_out, forest, curves, heatmap, heldout, *study_files = finals
     collective, target = work / "collective", work / studies[0].name
     copies = [(target / "results.csv", csv_out), (target / "forest.png", forest), (target / "curves.png", curves),
               (collective / "criterion_heatmap.png", heatmap), (collective / "heldout_matrix.png", heldout)]
-    copies += [(work / s.name / "forest.png", f) for s, f in zip(studies[1:], study_forests)]
+    further = [(s, f, study_files.pop(0)) for s in studies[1:] for f, _ in s.files]  # in outputs()' order
+    copies += [(work / s.name / f, final) for s, f, final in further]
     for path, final in copies:
         if path.exists():  # no held-out matrix without held-out images, no forest plot without scratch rows
             write_bytes(final, path.read_bytes())  # atomic, like every output
+    figures = {s.name: [final for t, f, final in further if t is s and f.endswith(".png") and final.exists()]
+               for s in studies[1:]}
     table = (target / "results.md").read_text() + "".join(
         f"\n### Study {s.name}: {s.about}\n\n" + (work / s.name / "results.md").read_text()
-        + (f"\n![{s.name} paired differences]({f.name})\n" if f.exists() else "")
-        for s, f in zip(studies[1:], study_forests))
+        + "".join(f"\n![{s.name}]({f.name})\n" for f in figures[s.name]) for s in studies[1:])
     selection = (collective / "selection.txt").read_text()
     write_text(md, header + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"
                f"Wall-clock time of each stage (summed over the invocations that ran it; device: see "

@@ -144,3 +144,41 @@ def test_pipeline_bad_data_is_a_clean_error(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_budget_study_trains_the_sources_and_reuses_what_reads_none(clone):
+    """The source-budget study on the smoke preset: the collective model again at the preset's other budgets, every
+    point's target runs, and what reads no source (scratch) trained once: every point takes the individual study's
+    scratch runs, and the preset's own point takes all of its runs from the earlier studies."""
+    proc = rerun(clone, "--studies", "individual", "source", "budget", "--overwrite")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    work = clone / "checkpoints" / "tiny-imagenet-100-smoke"
+    times = json.loads((work / "stage_times.json").read_text())
+    assert {"collective epochs-2-lr-0.001", "collective epochs-1-lr-0.01", "budget epochs-1-lr-0.001",
+            "budget epochs-2-lr-0.001"} <= set(times)
+    with open(clone / "results" / "tiny-imagenet-100-smoke-budget.csv") as f:
+        rows = list(csv.DictReader(f))
+    seen = {r["point"]: int(r["images_seen"]) for r in rows}
+    assert seen["epochs-2-lr-0.001"] == 2 * seen["epochs-1-lr-0.001"] and set(seen) <= {
+        "epochs-1-lr-0.001", "epochs-2-lr-0.001", "epochs-1-lr-0.01"}
+    for point in seen:
+        runs = [json.loads(line)["result"] for line in (work / "budget" / point / "target" / "runs.jsonl").open()]
+        scratch = [r for r in runs if r["method"] == "scratch"]
+        assert len(scratch) == 4 and all(r["reused_from"].endswith("individual/runs.jsonl") for r in scratch)
+        if point == "epochs-1-lr-0.001":  # the preset's own source: nothing to train
+            assert all("reused_from" in r for r in runs)
+        else:  # another source: its learngene is trained here
+            assert not any("reused_from" in r for r in runs if r["method"] == "learngene")
+    assert (clone / "results" / "tiny-imagenet-100-smoke-budget.png").read_bytes()[:4] == b"\x89PNG"
+    md = (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
+    assert "### Study budget" in md and "learning rate at 1 epochs per task" in md
+
+
+def test_budget_study_cannot_come_first(tmp_path):
+    if not (TINY / "train.npz").exists():
+        pytest.skip("../shared/data/tiny-imagenet-100 absent")
+    assert_clean_error(run_script("pipeline.py", "--preset", "smoke", "--root", tmp_path, "--studies", "budget"),
+                       "cannot come first")
+    assert_clean_error(run_script("pipeline.py", "--preset", "paper", "--root", tmp_path, "--studies", "individual",
+                                  "budget"), "no source budgets")
+    assert not any(tmp_path.iterdir())

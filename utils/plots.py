@@ -61,8 +61,9 @@ def _tick_label(v):
 class Panel:
     """A plotting rectangle with data ranges: maps data to pixels and draws its axes, ticks and labels."""
 
-    def __init__(self, draw, box, xticks, yticks=None, xlabel="", ylabel="", title=""):
-        """yticks None: a panel with no y scale (the forest plot's rows), spanning 0..1."""
+    def __init__(self, draw, box, xticks, yticks=None, xlabel="", ylabel="", title="", xformat=_tick_label):
+        """yticks None: a panel with no y scale (the forest plot's rows), spanning 0..1; xformat: a tick value's
+        label (a log-scale axis passes log10 values and labels them with the value itself)."""
         self.d, (self.x0, self.y0, self.x1, self.y1) = draw, box
         self.xlo, self.xhi = xticks[0], xticks[-1]
         self.ylo, self.yhi = (yticks[0], yticks[-1]) if yticks else (0, 1)
@@ -76,7 +77,7 @@ class Panel:
         for v in xticks:
             x = self.x(v)
             d.line([x, self.y1, x, self.y1 + 5], fill="black")
-            label = _tick_label(v)
+            label = xformat(v)
             d.text((x - d.textlength(label, font=small) / 2, self.y1 + 7), label, fill="black", font=small)
         d.rectangle([self.x0, self.y0, self.x1, self.y1], outline="black")
         if xlabel:
@@ -312,3 +313,83 @@ def accuracy_matrix(path, m, title, provenance=None, caption=()):
         d.line([bx + 15, y, bx + 20, y], fill="black")
         d.text((bx + 23, y - 7), f"{v}%", fill="black", font=small)
     save_png(img, path, provenance, caption)
+
+
+def _log_ticks(lo, hi):
+    """log10 tick positions at 1, 2 and 5 x 10^k covering [lo, hi] (values, not logs)."""
+    ticks = [m * 10 ** e for e in range(int(math.floor(math.log10(lo))), int(math.ceil(math.log10(hi))) + 1)
+             for m in (1, 2, 5)]
+    inside = [t for t in ticks if lo <= t <= hi]
+    below, above = [t for t in ticks if t < lo], [t for t in ticks if t > hi]
+    return [math.log10(t) for t in ([below[-1]] if below else []) + inside + ([above[0]] if above else [])]
+
+
+def _count_label(log_v):
+    v = 10 ** log_v
+    return f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"
+
+
+def source_budget(path, diffs, source, title, provenance=None, caption=()):
+    """The source-budget study's figure: per shot count a panel of each method's paired difference against scratch
+    (points; marker and 95% interval bar) and a last panel of the source's held-out accuracies (%), all against
+    the images the source saw before the extraction (log scale). diffs: {shots: {method: [(images, diff, ci,
+    hollow)]}}; source: {label: [(images, accuracy, hollow)]}; hollow points are drawn unjoined and hollow."""
+    shots = sorted(diffs)
+    xs = [p[0] for per in diffs.values() for pts in per.values() for p in pts] + \
+         [p[0] for pts in source.values() for p in pts]
+    xticks = _log_ticks(min(xs) / 1.2, max(xs) * 1.2)
+    ends = [p[1] + s * (0 if math.isnan(p[2]) else p[2]) for per in diffs.values() for pts in per.values()
+            for p in pts for s in (-1, 1)]
+    dticks = nice_ticks(min(ends + [0.0]), max(ends + [0.0]), 7)
+    accs = [p[1] for pts in source.values() for p in pts]
+    aticks = nice_ticks(max(0.0, min(accs) - 5), min(100.0, max(accs) + 5), 7)
+    pw, ph, left, top, gap = 420, 330, 90, 60, 110
+    img = Image.new("RGB", (left + (len(shots) + 1) * (pw + gap), top + ph + 70), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 10), title, fill="black", font=font(17))
+    xlabel = "images the source trained on (log scale)"
+
+    def series(panel, pts, colour, dodge, dashed=False):
+        joined = [(panel.x(x) + dodge, panel.y(v)) for x, v, *_ in pts if not _[-1]]
+        for (xa, ya), (xb, yb) in zip(joined, joined[1:]):
+            steps = max(1, int(math.hypot(xb - xa, yb - ya) // 12)) if dashed else 1
+            for i in range(steps):  # a dashed line: every other twelfth-pixel stretch left out
+                f0, f1 = i / steps, (i + (0.5 if dashed else 1)) / steps
+                d.line([xa + f0 * (xb - xa), ya + f0 * (yb - ya), xa + f1 * (xb - xa), ya + f1 * (yb - ya)],
+                       fill=colour, width=3)
+        for x, v, *rest in pts:
+            cx, cy, hollow = panel.x(x) + dodge, panel.y(v), rest[-1]
+            if len(rest) == 2 and not math.isnan(rest[0]):  # a difference with its interval
+                d.line([cx, panel.y(v - rest[0]), cx, panel.y(v + rest[0])], fill=colour, width=2)
+            d.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill="white" if hollow else colour, outline=colour, width=2)
+
+    methods = list(dict.fromkeys(m for per in diffs.values() for m in per))
+    for p, k in enumerate(shots):
+        x0 = left + p * (pw + gap)
+        panel = Panel(d, (x0, top, x0 + pw, top + ph), xticks, dticks, xlabel=xlabel,
+                      ylabel="vs scratch (points of accuracy)", title=f"{k} shots per class: paired difference",
+                      xformat=_count_label)
+        zero = panel.y(0)
+        for x in range(int(panel.x0), int(panel.x1), 10):
+            d.line([x, zero, x + 5, zero], fill=(120, 120, 120))
+        for i, m in enumerate(methods):
+            pts = [(math.log10(x), v, c, h) for x, v, c, h in diffs[k].get(m, [])]
+            series(panel, pts, method_colour(m, methods), (i - (len(methods) - 1) / 2) * 6)
+    x0 = left + len(shots) * (pw + gap)
+    panel = Panel(d, (x0, top, x0 + pw, top + ph), xticks, aticks, xlabel=xlabel, ylabel="held-out accuracy (%)",
+                  title="the source on held-out images of its classes", xformat=_count_label)
+    # colours no method uses, so that the source's lines are not read as methods; the floor dashed
+    source_colours = [(148, 103, 189), (140, 86, 75), (23, 190, 207), (150, 150, 150)]
+    for i, ((label, pts), colour) in enumerate(zip(source.items(), source_colours)):
+        series(panel, [(math.log10(x), v, h) for x, v, h in pts], colour, 0, dashed=i == len(source) - 1)
+    legend = Image.new("RGB", (img.width, 22 * (math.ceil(len(methods) / 3) + math.ceil(len(source) / 2)) + 14),
+                       "white")
+    ld = ImageDraw.Draw(legend)
+    y = _legend(ld, [(m, method_colour(m, methods), False) for m in methods], left, 4, per_row=3, width=300)
+    _legend(ld, [(label, c, i == len(source) - 1) for i, (label, c) in enumerate(zip(source, source_colours))], left,
+            y + 4, per_row=2, width=480)
+    full = Image.new("RGB", (img.width, img.height + legend.height), "white")
+    full.paste(img, (0, 0))
+    full.paste(legend, (0, img.height))
+    save_png(full, path, provenance, [*caption, "Marker: mean over target tasks; bar: 95% interval of the paired "
+                                      "difference (Student t over tasks); markers of one point sit a little apart."])

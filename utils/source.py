@@ -161,8 +161,8 @@ def write(run_dir, matrix, features, images_per_class, title, prov):
               [[i, j, round(float(matrix[i, j]), 4)] for i in range(n) for j in range(n)])
     at = {"extraction": summary(matrix, features["after_task"]), "last": summary(matrix, n - 1),
           "features": features, "heldout_images_per_class": images_per_class}
-    write_json(run_dir / "heldout_summary.json", at)
     draw(run_dir / "heldout_matrix.png", matrix, at, title, prov)
+    write_json(run_dir / "heldout_summary.json", at)  # last: the pipeline reads it as the collective stage's end
     print("held-out accuracy of the collective model " + describe(at["extraction"]) + "; " + describe_features(features))
     return at
 
