@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.methods import CONTROLS, METHODS  # noqa: E402
-from utils import budget, source  # noqa: E402
+from utils import budget, released, source  # noqa: E402
 from utils.repro import REPO_ROOT, command_line, git_commit, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
@@ -73,6 +73,7 @@ PRESETS = {
         "tune_tasks": "1",
         "studies": ["individual", "source"],
         "budget": {"epochs": [2], "lrs": [0.01]},
+        "released_scratch_epochs": 4,  # not the released 100: the smoke preset checks the plumbing, in seconds
     },
     # The paper: 50 tasks x 100 epochs, learngene after task 20, 30-epoch individual models, 3 seeds.
     "paper": {
@@ -99,6 +100,7 @@ class Study:
     flags: tuple = ()    # individual-script flags beyond the preset's and the tuned EWC strength
     reuse: tuple = ()    # names of earlier studies of the preset whose matching runs are taken, not retrained
     sources: bool = False  # run once per source of the preset's `budget` entry (utils/budget.py), not once
+    protocols: bool = False  # run once per released choice (utils/released.py) beside the individual study's runs
     files: tuple = (("forest.png", "-forest.png"),)  # (file of its folder, suffix): results/<dataset>-<preset>-<name><suffix>
 
     @property
@@ -115,6 +117,9 @@ STUDIES = {s.name: s for s in (
     Study("budget", "would more training change the answer? the learngene and the baselines at other source budgets "
           "(utils/budget.py)", methods=budget.METHODS, reuse=("individual", "source"), sources=True,
           files=(("budget.png", ".png"), ("budget.csv", ".csv"))),
+    Study("released", "why did the paper see a gain? the released script's protocol beside the clean one, one choice "
+          "at a time, with chained scratch (utils/released.py)", methods=("learngene", "scratch"), protocols=True,
+          files=(("chain.png", "-chain.png"), ("released.csv", ".csv"))),
 )}
 
 
@@ -245,8 +250,11 @@ def main(argv=None):
     require(data.is_dir(), f"--data {data}: no such folder (the raw {args.dataset} images)")
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
     studies = [STUDIES[s] for s in args.studies or preset["studies"]]
-    require(not studies[0].sources, f"--studies {studies[0].name} cannot come first: the results' table is the first "
-            f"study's, on the preset's own learngene (e.g. --studies individual {studies[0].name})")
+    require(not (studies[0].sources or studies[0].protocols), f"--studies {studies[0].name} cannot come first: the "
+            f"results' table is the first study's, on the preset's own learngene (e.g. --studies individual "
+            f"{studies[0].name})")
+    require(not any(s.protocols for s in studies) or "individual" in [s.name for s in studies],
+            "the released study compares with the individual study's runs: --studies individual released")
     require(not any(s.sources for s in studies) or "budget" in preset,
             f"the {args.preset} preset has no source budgets for the budget study")
     paths = outputs(root, args.dataset, args.preset, studies)
@@ -287,6 +295,11 @@ def main(argv=None):
                 sources = SourceStages(clock, collective_script, split, preset["collective"], cuda)
                 budget_study(study, preset["budget"], work, sources, individual_script, individual_args, lam,
                              earlier, argv, f"{args.dataset}, {args.preset} preset")
+                continue
+            if study.protocols:
+                released_study(clock, study, work, split, individual_script, [*common, "--ewc_lambda", lam], argv,
+                               f"{args.dataset}, {args.preset} preset",
+                               preset.get("released_scratch_epochs", released.RELEASED_SCRATCH_EPOCHS))
                 continue
             reuse = ["--reuse", *earlier] if earlier else []
             methods = ["--methods", *study.methods] if study.methods else []
@@ -365,6 +378,20 @@ def budget_study(study, plan, work, sources, individual_script, individual_args,
     device = json.loads((targets[chosen[0].tag] / "provenance.json").read_text())["device"]
     budget.report(folder, records, targets, lr_note, f"{title}, source budget", {**provenance(None, argv),
                                                                                 "device": device})
+
+
+def released_study(clock, study, work, split, individual_script, common, argv, title, scratch_epochs):
+    """The released-protocol study (utils/released.py): each released choice as its own invocation of the
+    individual script, the clean protocol's runs being the individual study's."""
+    chain = released.chain_length(json.loads((split / "manifest.json").read_text()))
+    folder, dirs = work / study.name, {"clean": work / "individual"}
+    for run in released.runs(chain, scratch_epochs):
+        dirs[run.folder] = folder / run.folder
+        stage(clock, f"{study.name} {run.folder}", individual_script,
+              [*common, "--methods", *run.methods, *run.flags, "--name", f"{title}, {run.folder}", "--out",
+               dirs[run.folder]], None)
+    device = json.loads((dirs["released"] / "provenance.json").read_text())["device"]
+    released.report(folder, dirs, chain, scratch_epochs, f"{title}, released protocol", {**provenance(None, argv), "device": device})
 
 
 def source_lines(work):

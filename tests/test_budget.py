@@ -41,7 +41,9 @@ def test_convergence_reads_each_tasks_last_epoch(tmp_path):
     write_metrics(tmp_path / "m.csv", [[2.0, 1.0, 0.97], [2.0, 1.0, 0.8], [1.5]])
     drops = budget.last_epoch_drops(tmp_path / "m.csv")
     assert drops[0] == pytest.approx(0.03) and drops[1] == pytest.approx(0.2) and math.isnan(drops[2])
-    assert budget.converged_tasks(drops) == 1  # 3% < 5%; 20% is still learning; one epoch says nothing
+    assert budget.converged_tasks(drops) == 1  # 0.03 < 0.05 nats; 0.2 is still learning; one epoch says nothing
+    write_metrics(tmp_path / "m.csv", [[2.0, 0.02, 0.01]])  # halved, but a loss near 0 has converged
+    assert budget.converged_tasks(budget.last_epoch_drops(tmp_path / "m.csv")) == 1
 
 
 def summary(ncm):

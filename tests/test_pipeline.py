@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, SHARED, TINY, assert_clean_error, run_script
 
 import pipeline
+from utils import released
 
 # the smoke preset's stages: the EWC grid may grow upward (hundredfold) by what the validation tasks say, so the
 # tuning stages after the first three depend on the data; the studies always come last
@@ -182,3 +183,28 @@ def test_budget_study_cannot_come_first(tmp_path):
     assert_clean_error(run_script("pipeline.py", "--preset", "paper", "--root", tmp_path, "--studies", "individual",
                                   "budget"), "no source budgets")
     assert not any(tmp_path.iterdir())
+
+
+def test_released_study_runs_each_released_choice_beside_the_clean_runs(clone):
+    """The released-protocol study on the smoke preset: one individual-script stage per released choice, the clean
+    protocol's row read from the individual study's own runs, the released learngene chained (the smoke preset's 2
+    target tasks make one chain) with a new optimizer every epoch and no EWC."""
+    proc = rerun(clone, "--studies", "individual", "released", "--overwrite")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    work = clone / "checkpoints" / "tiny-imagenet-100-smoke"
+    times = json.loads((work / "stage_times.json").read_text())
+    assert {f"released {r.folder}" for r in released.runs(2)} <= set(times)
+    with open(clone / "results" / "tiny-imagenet-100-smoke-released.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(released.ROWS) * 2 * 2  # rows x shot counts x (final, best epoch)
+    with open(clone / "results" / "tiny-imagenet-100-smoke.csv") as f:
+        individual = {(r["shots"], r["method"]): float(r["final_acc"]) for r in csv.DictReader(f)}
+    for r in rows:
+        if r["row"] == "clean protocol" and r["metric"] == "final_acc":
+            assert float(r["learngene"]) == pytest.approx(individual[(r["shots"], "learngene")])
+            assert float(r["scratch"]) == pytest.approx(individual[(r["shots"], "scratch")])
+    lines = [json.loads(line) for line in (work / "released" / "released" / "runs.jsonl").open()]
+    assert {(r["settings"]["protocol"]["chain"], r["settings"]["protocol"]["optimizer_per_epoch"],
+             r["settings"]["ewc_lambda"]) for r in lines} == {(2, True, 0.0)}
+    assert (clone / "results" / "tiny-imagenet-100-smoke-released-chain.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### Study released" in (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()

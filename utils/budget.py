@@ -29,8 +29,10 @@ from utils.stats import mean_ci95, per_task
 
 # the paper's source before extraction: tasks 0-20 of CIFAR-100, 100 epochs each of 3,000 images (600 x 5 classes)
 PAPER_IMAGES = 21 * 100 * 3000
-# a task's training loss has converged when its last epoch lowers it by less than this fraction (the loss is
-# measured on the epoch's augmented, dropout-on batches, so a tighter tolerance would read noise)
+# a task's training loss has converged when its last epoch lowers it by less than this many nats (about 3% of
+# ln 5 = 1.61, the loss of a uniform guess among a task's 5 classes). Absolute, not relative: a task fitted to a
+# loss near 0 keeps shrinking it by a steady fraction per epoch, and the loss is measured on augmented batches
+# with dropout on, so a relative tolerance there reads noise.
 CONVERGED_DROP = 0.05
 METHODS = ("scratch", "learngene", "finetune-collective", "probe-collective", "learngene-permuted")
 HEADER = ["point", "epochs_per_task", "lr", "images_seen", "extraction_task", "tasks_converged", "tasks_trained",
@@ -67,13 +69,13 @@ def images_seen(manifest, extraction_task, epochs):
 
 
 def last_epoch_drops(metrics_csv):
-    """Per task, the relative drop of the training loss over its last epoch, (loss[-2] - loss[-1]) / loss[-2];
-    nan for a task trained one epoch."""
+    """Per task, how much its last epoch lowered the training loss, loss[-2] - loss[-1] (nats); nan for a task
+    trained one epoch."""
     by_task = {}
     with open(metrics_csv) as f:
         for row in csv.DictReader(f):
             by_task.setdefault(int(row["task"]), []).append(float(row["loss"]))
-    return [(l[-2] - l[-1]) / l[-2] if len(l) > 1 else float("nan") for _, l in sorted(by_task.items())]
+    return [l[-2] - l[-1] if len(l) > 1 else float("nan") for _, l in sorted(by_task.items())]
 
 
 def converged_tasks(drops):
@@ -95,7 +97,7 @@ def choose_lr(candidates):
            "no candidate's every task converged: the best held-out feature accuracy of all")
     return best, f"learning rate at {best.epochs} epochs per task, held-out features (nearest class mean): {scores} " \
                  f"-> lr {best.lr:g}, {why} (a task converged: its last epoch lowers its training loss by less " \
-                 f"than {CONVERGED_DROP:.0%})"
+                 f"than {CONVERGED_DROP:g} nats)"
 
 
 def point_record(point, run_dir, manifest):

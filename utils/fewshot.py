@@ -2,7 +2,12 @@
 the inherited blocks where the method has it), the same for many runs at once as one grouped network, or a
 linear probe on frozen features. Every run starts from a fresh model and optimizer seeded by (seed, shots,
 task) alone, so no task sees another's weights, the order of runs does not matter, and every method shares
-the new layers' initialisation and the batch order: the basis of the paired comparisons."""
+the new layers' initialisation and the batch order: the basis of the paired comparisons.
+
+The released individual script ran its target tasks otherwise, and `Protocol` reproduces that behind explicit
+switches (the default is the clean protocol above): tasks chained, each starting from the model the previous
+task ended with, and a new optimizer at every epoch."""
+import dataclasses
 import functools
 import math
 import time
@@ -30,6 +35,30 @@ class TrainSettings:
     ewc_lambda: float = RELEASED_LAMBDA  # the released 40 x 1000; the pipeline picks it on validation tasks
     eval_every: int = 1  # test accuracy every N epochs, for the curves (the last epoch always)
     precision: str = "fp32"  # resolved: "fp32" or "bf16" autocast
+
+
+RELEASED_CHAIN = 5  # the released command's --num_works_tt 5: five target tasks, one chain
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the target tasks follow one another. The defaults are the clean protocol; each switch is one choice of
+    the released inheritable_*_wEWC.py."""
+    chain: int = 0  # 0: every task starts from a fresh model; L: the tasks, in `order`, form consecutive chains of L,
+                    # each task starting from the model (head included) the previous one ended with (released:
+                    # `model_v = copy.deepcopy(model_vgg); model_vgg = model_v`, the same object across tasks)
+    order: tuple = ()  # the chains' task order (default: 0, 1, 2, ...)
+    optimizer_per_epoch: bool = False  # released: the SGD optimizer is created inside the epoch loop, so its
+                                       # momentum restarts every epoch
+
+    def identity(self):
+        """What a run's identity adds: nothing for the clean protocol, so runs recorded before it existed keep
+        theirs."""
+        return {} if self == Protocol() else {"protocol": dataclasses.asdict(self)}
+
+    def chains(self, num_tasks):
+        order = list(self.order) or list(range(num_tasks))
+        return [order[i:i + self.chain] for i in range(0, len(order), self.chain)]
 
 
 class FewShotData:
@@ -93,19 +122,29 @@ def evaluate_now(epoch, settings):
     return (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs
 
 
-def train_run(key, inputs, train, test, settings, device):
-    """One run, as its method says: SGD on the whole model, or a linear probe."""
-    return (train_probe if METHODS[key.method].probe else train_one)(key, inputs, train, test, settings, device)
+def train_run(key, inputs, train, test, settings, device, protocol=Protocol()):
+    """One run, as its method says: SGD on the whole model, or a linear probe (which has no epochs to change)."""
+    if METHODS[key.method].probe:
+        return train_probe(key, inputs, train, test, settings, device)
+    return train_one(key, inputs, train, test, settings, device, protocol)
 
 
-def train_one(key, inputs, train, test, settings, device):
+def train_one(key, inputs, train, test, settings, device, protocol=Protocol()):
     t0 = time.perf_counter()
     model, inherited_layers, ewc = prepare(key, inputs, train, settings, device)
     if uses_channels_last(device, settings.precision):
         model = model.to(memory_format=torch.channels_last)
+    curve, diverged = fit(model, ewc, key, train, test, settings, device, protocol)
+    return result_row(key, curve, time.perf_counter() - t0, count_parameters(model), inherited_layers, diverged)
+
+
+def fit(model, ewc, key, train, test, settings, device, protocol):
+    """The epochs of one task on `model`; returns (curve, diverged) as result_row takes them."""
     optimizer = sgd(model, settings.lr, settings.momentum, settings.weight_decay)
     curve, diverged = [], False
     for epoch in range(settings.epochs):
+        if protocol.optimizer_per_epoch and epoch > 0:
+            optimizer = sgd(model, settings.lr, settings.momentum, settings.weight_decay)
         torch.manual_seed(derived_seed(key.seed, "individual-dropout", key.shots, key.task, epoch))
         stats = train_epoch(model, optimizer, train, settings.batch_size, batch_generator(key, epoch, device),
                             extra_loss=ewc, precision=settings.precision)
@@ -113,7 +152,24 @@ def train_one(key, inputs, train, test, settings, device):
         if evaluate_now(epoch, settings):
             curve.append([epoch + 1, stats.loss, 100 * stats.accuracy,
                           100 * evaluate(model, test, settings.precision), stats.penalty])
-    return result_row(key, curve, time.perf_counter() - t0, count_parameters(model), inherited_layers, diverged)
+    return curve, diverged
+
+
+def train_chain(chain, inputs, data, settings, device, protocol):
+    """The runs of one chain (keys of one method, shot count and seed, in chain order): the first task's model
+    is built as its method says (its initialisation, and its EWC term, anchored at the inherited weights with the
+    Fisher of the first task's images, kept along the chain); every later task trains that same model on, head
+    included, as the released script did. Each result records its position in the chain."""
+    model, inherited_layers, ewc = prepare(chain[0], inputs, data(chain[0].shots, chain[0].task)[0], settings, device)
+    if uses_channels_last(device, settings.precision):
+        model = model.to(memory_format=torch.channels_last)
+    results = []
+    for position, key in enumerate(chain):
+        t0 = time.perf_counter()
+        curve, diverged = fit(model, ewc, key, *data(key.shots, key.task), settings, device, protocol)
+        row = result_row(key, curve, time.perf_counter() - t0, count_parameters(model), inherited_layers, diverged)
+        results.append({**row, "chain": [k.task for k in chain], "chain_position": position})
+    return results
 
 
 PROBE_STEPS = 300  # full-batch Adam steps of the linear probe, lr 0.01: its loss has long flattened by then

@@ -14,7 +14,7 @@ from utils import learngene, report
 from utils.cli import BATCH, COUNT, EWC_LAMBDA, LEARNING_RATE, MOMENTUM, SEED, WEIGHT_DECAY, require, require_distinct
 from utils.engine import PRECISIONS, resolve_precision
 from utils.ewc import RELEASED_LAMBDA
-from utils.fewshot import FewShotData, TrainSettings, plan_groups, train_grouped, train_run
+from utils.fewshot import RELEASED_CHAIN, FewShotData, Protocol, TrainSettings, plan_groups, train_chain, train_grouped, train_run
 from utils.files import FolderLock, ensure_writable
 from utils.joint import load as load_joint
 from utils.methods import CONTROLS, METHODS, Inputs, load_collective
@@ -34,8 +34,8 @@ def parser(family):
     p.add_argument("--joint", default=None, metavar="CHECKPOINT", help="joint.pt from collective-model/joint_source.py, "
                    "for learngene-joint, finetune-joint and probe-joint")
     p.add_argument("--out", default=None, metavar="OUTDIR", help="results directory (default: results/<dataset>)")
-    p.add_argument("--batch_size", type=BATCH, default=TrainSettings.batch_size)
-    p.add_argument("--epochs", type=COUNT, default=TrainSettings.epochs)
+    p.add_argument("--batch_size", type=BATCH, default=None, help=f"default {TrainSettings.batch_size}")
+    p.add_argument("--epochs", type=COUNT, default=None, help=f"default {TrainSettings.epochs}")
     p.add_argument("--lr", type=LEARNING_RATE, default=TrainSettings.lr)
     p.add_argument("--momentum", type=MOMENTUM, default=TrainSettings.momentum)
     p.add_argument("--weight_decay", type=WEIGHT_DECAY, default=TrainSettings.weight_decay)
@@ -60,6 +60,20 @@ def parser(family):
                         "network (same results up to float rounding; default: on with CUDA, off on CPU)")
     p.add_argument("--name", default=None, metavar="TEXT", help="what the figures' titles call this study (default: the dataset, "
                    "image size and section)")
+    released = p.add_argument_group("the released script's protocol, one switch per choice (default: the clean one)")
+    released.add_argument("--chain", type=COUNT, default=None, metavar="L",
+                          help="chain the tasks: in --chain_order, consecutive chains of L tasks, each task starting "
+                               "from the model the previous one ended with (released: model_vgg = model_v)")
+    released.add_argument("--chain_order", type=int, nargs="+", default=None, metavar="TASK",
+                          help="the chains' task order, a permutation of the tasks used (default 0, 1, 2, ...)")
+    released.add_argument("--optimizer_per_epoch", action="store_true",
+                          help="a new SGD optimizer every epoch, its momentum restarting (released)")
+    released.add_argument("--protocol", choices=["clean", "released"], default="clean",
+                          help=f"released: for inheriting methods, chains of {RELEASED_CHAIN} tasks (the released "
+                               f"command's --num_works_tt {RELEASED_CHAIN}; fewer: one chain of all), a new optimizer "
+                               "every epoch and no EWC (the released penalty is always zero); for scratch "
+                               "alone, the released baseline script's settings: a fresh model per task, 100 epochs, "
+                               "batch 64")
     p.add_argument("--reuse", nargs="+", default=[], metavar="RUNS",
                    help="results folders (or runs.jsonl files) whose runs to take instead of retraining them, "
                         "where a run read exactly the inputs and settings this one would (e.g. scratch runs of "
@@ -82,6 +96,7 @@ class Study:
     seeds: list
     device: torch.device
     identity: dict
+    protocol: Protocol = Protocol()
 
     def runs(self):
         return [RunKey(m, k, t, s) for k in self.shots for t in range(self.num_tasks) for s in self.seeds
@@ -103,6 +118,7 @@ def run(family, argv=None):
     num_tasks = args.num_target_tasks or split.num_few_shot(args.section, shots[0])
     require(all(num_tasks <= split.num_few_shot(args.section, k) for k in shots),
             f"--num_works_tt {num_tasks} is more than the split's {split.num_few_shot(args.section, shots[0])} tasks")
+    protocol = resolve_protocol(args, num_tasks)
     joint, needs_joint = None, any(METHODS[m].needs_joint for m in args.methods)
     require(args.joint or not needs_joint, f"--methods {' '.join(m for m in args.methods if METHODS[m].needs_joint)} "
             f"need --joint (joint.pt from collective-model/joint_source.py)")
@@ -113,8 +129,9 @@ def run(family, argv=None):
                     if any(METHODS[m].needs_collective for m in args.methods) else None, joint)
     out = Path(args.out or Path("results") / split.dataset)
     device = pick_device(args.no_cuda)
-    settings = TrainSettings(args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay,
-                             args.ewc_lambda, args.eval_every, resolve_precision(args.precision, device))
+    settings = TrainSettings(args.epochs or TrainSettings.epochs, args.batch_size or TrainSettings.batch_size, args.lr,
+                             args.momentum, args.weight_decay, args.ewc_lambda, args.eval_every,
+                             resolve_precision(args.precision, device))
     # results files are replaced only beside the runs.jsonl they summarise (same settings, checked below)
     written = [n for n in report.OUTPUTS if (out / n).exists()]
     require(not written or (out / "runs.jsonl").exists(), f"{out} holds {', '.join(written)} but no runs.jsonl: not results "
@@ -124,7 +141,7 @@ def run(family, argv=None):
         require(r.is_file(), f"--reuse {r}: no runs.jsonl there")
     name = args.name or f"{split.dataset} ({split.image_size}px), {args.section} tasks"
     study = Study(name, split, args.section, inputs, settings, args.methods, shots, num_tasks, args.seeds, device,
-                  run_identity(settings, args.section, split, inputs))
+                  {**run_identity(settings, args.section, split, inputs), **protocol.identity()}, protocol)
     with FolderLock(out):
         store = RunStore(out / "runs.jsonl", study.identity)
         ensure_writable(out)  # a read-only or full disk fails now, not after the first run has trained
@@ -136,20 +153,60 @@ def run(family, argv=None):
         return report.summarize(out, {key: store.runs[key] for key in requested}, study, argv)
 
 
+def resolve_protocol(args, num_tasks):
+    """The protocol the flags ask for; --protocol released sets the released choices (and, for scratch alone, the
+    released baseline's settings into args), refusing flags that would contradict it."""
+    if args.protocol == "released":
+        given = [f for f, v in (("--chain", args.chain), ("--epochs", args.epochs), ("--batch_size", args.batch_size))
+                 if v is not None] + (["--optimizer_per_epoch"] if args.optimizer_per_epoch else [])
+        require(not given, f"--protocol released sets {', '.join(given)} itself; give one or the other")
+        if args.methods == ["scratch"]:  # baseline_random_trainnum200_woEWC.py: fresh model and optimizer per task
+            args.epochs, args.batch_size = 100, 64
+            return Protocol()
+        require("scratch" not in args.methods, "--protocol released: the released learngene and scratch scripts differ; "
+                "run --methods scratch alone (the released baseline) and the other methods in another invocation")
+        args.chain, args.optimizer_per_epoch, args.ewc_lambda = min(RELEASED_CHAIN, num_tasks), True, 0.0
+    if args.chain_order is not None:
+        require(args.chain, "--chain_order needs --chain")
+        require(sorted(args.chain_order) == list(range(num_tasks)), f"--chain_order must list each of the tasks used, "
+                f"0 to {num_tasks - 1}, once")
+    if args.chain:
+        require(args.chain <= num_tasks, f"--chain {args.chain} is longer than the {num_tasks} tasks used")
+        probes = [m for m in args.methods if METHODS[m].probe]
+        require(not probes, f"--chain: a probe ({', '.join(probes)}) has no model to carry from task to task")
+    return Protocol(args.chain or 0, tuple(args.chain_order or ()), args.optimizer_per_epoch)
+
+
 def train_missing(store, study, requested, use_grouped):
-    """Train the requested runs that the store lacks, recording each as it finishes."""
+    """Train the requested runs that the store lacks, recording each as it finishes (a chain's runs when the chain
+    has finished: a chain stopped midway is trained again from its start)."""
     todo = [key for key in requested if key not in store.runs]
     print(f"{len(store.runs)} runs already in {store.path}, {len(todo)} to go on {study.device} in "
           f"{study.settings.precision}")
+    data = FewShotData(study.split, study.section, study.device)
+    protocol = study.protocol
+    if protocol.chain:
+        chains = [[key._replace(task=t) for t in tasks] for key in dict.fromkeys(k._replace(task=-1) for k in todo)
+                  for tasks in protocol.chains(study.num_tasks)]
+        for chain in tqdm([c for c in chains if any(k not in store.runs for k in c)], desc="chains", unit="chain"):
+            for key, result in zip(chain, train_chain(chain, study.inputs, data, study.settings, study.device,
+                                                      protocol)):
+                if key not in store.runs:  # one taken from another folder stays as it was
+                    record(store, study, key, result)
+        return
     if use_grouped is None:
         use_grouped = study.device.type == "cuda"
-    data = FewShotData(study.split, study.section, study.device)
+    use_grouped = use_grouped and not protocol.optimizer_per_epoch  # grouped training keeps one optimizer
     for group in tqdm(plan_groups(todo, use_grouped), desc="individual models", unit="group"):
         if len(group) == 1:
             results = [train_run(group[0], study.inputs, *data(group[0].shots, group[0].task), study.settings,
-                                 study.device)]
+                                 study.device, protocol)]
         else:
             results = train_grouped(group, study.inputs, data, study.settings, study.device)
         for key, result in zip(group, results):
-            result["classes"] = study.split.manifest[study.section][str(key.shots)][key.task]["classes"]
-            store.add(key, result)
+            record(store, study, key, result)
+
+
+def record(store, study, key, result):
+    result["classes"] = study.split.manifest[study.section][str(key.shots)][key.task]["classes"]
+    store.add(key, result)

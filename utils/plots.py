@@ -393,3 +393,50 @@ def source_budget(path, diffs, source, title, provenance=None, caption=()):
     full.paste(legend, (0, img.height))
     save_png(full, path, provenance, [*caption, "Marker: mean over target tasks; bar: 95% interval of the paired "
                                       "difference (Student t over tasks); markers of one point sit a little apart."])
+
+
+CHAIN_COLOURS = {"learngene, chained": (214, 39, 40), "scratch, chained": (31, 119, 180),
+                 "scratch, fresh per task": (20, 20, 20)}
+
+
+def chain_positions(path, panels, title, provenance=None, caption=()):
+    """Test accuracy (%) against position in the chain (1..L): one panel per (protocol, shots), a line per series
+    with its 95% interval as a bar. panels: {(row label, shots): {series: (positions, mean, ci)}}."""
+    rows = list(dict.fromkeys(r for r, _ in panels))
+    shots = sorted({k for _, k in panels})
+    values = [v for series in panels.values() for _, mean, ci in series.values()
+              for v in np.concatenate([mean - np.nan_to_num(ci), mean + np.nan_to_num(ci)])]
+    yticks = nice_ticks(max(0.0, min(values) - 2), min(100.0, max(values) + 2), 7)
+    length = max(max(xs) for series in panels.values() for xs, _, _ in series.values())
+    xticks = list(range(0, length + 2))
+    pw, ph, left, top, gap_x, gap_y = 420, 260, 90, 60, 100, 90
+    img = Image.new("RGB", (left + len(shots) * (pw + gap_x), top + len(rows) * (ph + gap_y)), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 10), title, fill="black", font=font(17))
+    for i, row in enumerate(rows):
+        for j, k in enumerate(shots):
+            if (row, k) not in panels:
+                continue
+            x0, y0 = left + j * (pw + gap_x), top + i * (ph + gap_y)
+            panel = Panel(d, (x0, y0, x0 + pw, y0 + ph), xticks, yticks, xlabel="position in the chain",
+                          ylabel="test accuracy (%)", title=f"{row}, {k} shots per class",
+                          xformat=lambda v, n=length: "" if v in (0, n + 1) else f"{v:g}")
+            series = panels[(row, k)]
+            for s, (label, (xs, mean, ci)) in enumerate(series.items()):
+                colour = CHAIN_COLOURS.get(label, SPARE_COLOURS[s % len(SPARE_COLOURS)])
+                dodge = (s - (len(series) - 1) / 2) * 6
+                pts = [(panel.x(x) + dodge, panel.y(v)) for x, v in zip(xs, mean)]
+                if len(pts) > 1:
+                    d.line(pts, fill=colour, width=3)
+                for (px, py), v, c in zip(pts, mean, ci):
+                    if not np.isnan(c):
+                        d.line([px, panel.y(v - c), px, panel.y(v + c)], fill=colour, width=2)
+                    d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
+    labels = list(dict.fromkeys(label for series in panels.values() for label in series))
+    legend = Image.new("RGB", (img.width, 36), "white")
+    _legend(ImageDraw.Draw(legend), [(label, CHAIN_COLOURS.get(label, SPARE_COLOURS[i % len(SPARE_COLOURS)]), False)
+                                     for i, label in enumerate(labels)], left, 6, per_row=3, width=300)
+    full = Image.new("RGB", (img.width, img.height + legend.height), "white")
+    full.paste(img, (0, 0))
+    full.paste(legend, (0, img.height))
+    save_png(full, path, provenance, caption)

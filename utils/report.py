@@ -42,7 +42,8 @@ def summarize(out, runs, study, argv):
     prov = {**provenance(study.device, argv, study.seeds), "dataset": study.split.dataset,
             "split": str(study.split.path), "split_hash": study.split.hash, "learngene": inputs.learngene_path,
             "learngene_layers": inputs.learngene["layers"], "collective": collective["path"] if collective else None,
-            "section": study.section, **({"joint": inputs.joint["path"]} if inputs.joint else {})}
+            "section": study.section, **({"joint": inputs.joint["path"]} if inputs.joint else {}),
+            **study.protocol.identity()}
     write_json(out / "provenance.json", prov)
     draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov)
     table = results_markdown(rows, study, prov)
@@ -131,6 +132,13 @@ def results_markdown(rows, study, prov):
     if shared:
         lines.append(f"other-layers inherits conv {other}, sharing conv {shared} with the learngene: no window of the "
                      f"same shapes avoids it in this collective model.")
+    protocol = study.protocol
+    if protocol.chain or protocol.optimizer_per_epoch:
+        lines.append("Protocol: the released script's choices, not the clean protocol: "
+                     + "; ".join(([f"tasks chained in chains of {protocol.chain} (order "
+                                   f"{list(protocol.order) or 'as numbered'}), each starting from the model the "
+                                   f"previous task ended with, head included"] if protocol.chain else [])
+                                 + (["a new optimizer every epoch"] if protocol.optimizer_per_epoch else [])) + ".")
     lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, precision {settings.precision}, seeds "
               f"{study.seeds}, {prov['time_utc']}, split {prov['split']} (manifest sha256 {split.hash[:12]}).",
               f"Command: `{prov['command']}`", ""]

@@ -1,0 +1,151 @@
+"""The released script's protocol behind its switches (utils/fewshot.Protocol, --protocol released) and the
+decomposition table (utils/released.py): each switch does what the release did and nothing else, the clean
+protocol is untouched, and the table's paired arithmetic is checked by hand."""
+import json
+
+import pytest
+import torch
+from conftest import assert_clean_error, run_script
+from test_individual import float64, settings
+
+from utils import fewshot, learngene, released, runstore
+from utils.fewshot import Protocol
+from utils.methods import Inputs
+from utils.splits import Split
+
+Key = runstore.RunKey
+
+
+def setup(collective_run, tiny_split):
+    art = learngene.load(collective_run / "learngene.pt")
+    cpu = torch.device("cpu")
+    return Inputs(art, ""), fewshot.FewShotData(Split(tiny_split), "target", cpu), cpu
+
+
+def test_a_chained_task_starts_from_the_model_the_previous_one_ended_with(collective_run, tiny_split, monkeypatch):
+    """The released `model_vgg = model_v`: every weight (head included) at the start of task 2 equals the end of
+    task 1, and the chain's first task is exactly a fresh run."""
+    inputs, data, cpu = setup(collective_run, tiny_split)
+    snapshots, fit = [], fewshot.fit
+
+    def recording_fit(model, *args):
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        out = fit(model, *args)
+        snapshots.append((start, {k: v.clone() for k, v in model.state_dict().items()}))
+        return out
+    monkeypatch.setattr(fewshot, "fit", recording_fit)
+    chain = [Key("learngene", 2, 1, 0), Key("learngene", 2, 0, 0)]
+    results = fewshot.train_chain(chain, inputs, data, settings(), cpu, Protocol(chain=2))
+    (start1, end1), (start2, _) = snapshots[:2]
+    assert all(torch.equal(end1[k], start2[k]) for k in end1)
+    assert not all(torch.equal(start1[k], end1[k]) for k in start1)  # the first task did train it
+    assert [r["chain_position"] for r in results] == [0, 1] and results[0]["chain"] == [1, 0]
+    fresh = fewshot.train_one(chain[0], inputs, *data(2, 1), settings(), cpu)
+    assert results[0]["curve"] == fresh["curve"]
+    fresh_second = fewshot.train_one(chain[1], inputs, *data(2, 0), settings(), cpu)
+    assert results[1]["curve"] != fresh_second["curve"]  # the second task did not start fresh
+
+
+def test_the_optimizer_restarts_every_epoch_only_when_asked(collective_run, tiny_split, monkeypatch):
+    inputs, data, cpu = setup(collective_run, tiny_split)
+    made, sgd = [], fewshot.sgd
+    monkeypatch.setattr(fewshot, "sgd", lambda *a: made.append(1) or sgd(*a))
+    key = Key("scratch", 2, 0, 0)
+    with float64():
+        clean = fewshot.train_one(key, inputs, *data(2, 0), settings(epochs=3), cpu)
+        assert len(made) == 1
+        restarted = fewshot.train_one(key, inputs, *data(2, 0), settings(epochs=3), cpu,
+                                      Protocol(optimizer_per_epoch=True))
+        assert len(made) == 1 + 3
+    assert restarted["curve"][0][1] == clean["curve"][0][1]  # epoch 1: the same fresh optimizer
+    assert restarted["curve"][1][1] != clean["curve"][1][1]  # epoch 2: momentum lost
+
+
+def test_the_clean_protocol_adds_nothing_to_a_runs_identity():
+    assert Protocol().identity() == {}  # runs recorded before the switches existed keep their identity
+    assert Protocol(chain=5).identity() == {"protocol": {"chain": 5, "order": (), "optimizer_per_epoch": False}}
+    assert Protocol(chain=2, order=(3, 1, 0, 2)).chains(4) == [[3, 1], [0, 2]]
+    assert Protocol(chain=5).chains(7) == [[0, 1, 2, 3, 4], [5, 6]]
+
+
+def script(collective_run, tiny_split, out, *args):
+    return run_script("individual-model/inheritable_imagenet_wEWC.py", "--path", tiny_split, "--learngene",
+                      collective_run / "learngene.pt", "--out", out, "--no-cuda", *args)
+
+
+def test_protocol_flags_refuse_what_contradicts_them(collective_run, tiny_split, tmp_path):
+    out = tmp_path / "out"
+    for args, fragment in (
+            (["--protocol", "released", "--methods", "learngene", "scratch"], "run --methods scratch alone"),
+            (["--protocol", "released", "--epochs", "3"], "sets --epochs itself"),
+            (["--chain_order", "1", "0"], "--chain_order needs --chain"),
+            (["--chain", "2", "--chain_order", "0", "0"], "each of the tasks used"),
+            (["--chain", "3"], "longer than the 2 tasks"),
+            (["--chain", "2", "--methods", "probe-collective"], "has no model to carry")):
+        assert_clean_error(script(collective_run, tiny_split, out, *args), fragment)
+    assert not out.exists()
+
+
+def test_released_protocol_end_to_end(collective_run, tiny_split, tmp_path):
+    """--protocol released: the learngene chained over the tasks with a new optimizer every epoch and no EWC; the
+    scratch baseline alone gets the released baseline's 100 epochs at batch 64, fresh per task."""
+    proc = script(collective_run, tiny_split, tmp_path / "lg", "--protocol", "released", "--methods", "learngene",
+                  "--num_imgs_per_cat_train", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in (tmp_path / "lg" / "runs.jsonl").open()]
+    assert {json.dumps(r["settings"]["protocol"], sort_keys=True) for r in lines} == {
+        json.dumps({"chain": 2, "order": [], "optimizer_per_epoch": True}, sort_keys=True)}
+    assert {r["settings"]["ewc_lambda"] for r in lines} == {0.0}
+    assert sorted((r["result"]["task"], r["result"]["chain_position"]) for r in lines) == [(0, 0), (1, 1)]
+    assert all(c[4] == 0 for r in lines for c in r["result"]["curve"])  # no EWC penalty
+    assert "Protocol: the released script's choices" in (tmp_path / "lg" / "results.md").read_text()
+    proc = script(collective_run, tiny_split, tmp_path / "scratch", "--protocol", "released", "--methods", "scratch",
+                  "--num_imgs_per_cat_train", "2", "--eval_every", "50")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in (tmp_path / "scratch" / "runs.jsonl").open()]
+    assert {(r["settings"]["epochs"], r["settings"]["batch_size"]) for r in lines} == {(100, 64)}
+    assert all("protocol" not in r["settings"] and "chain" not in r["result"] for r in lines)
+
+
+def fake_runs(values, method="learngene", chained=False):
+    """{RunKey: result} from {(shots, task): accuracy}; chained runs get their position (task order)."""
+    return {Key(method, k, t, 0): {"final_acc": v, "best_acc": v + 1, **({"chain_position": t % 2} if chained else {})}
+            for (k, t), v in values.items()}
+
+
+def test_decomposition_pairs_each_row_with_its_scratch():
+    tasks = range(4)
+    clean = {**fake_runs({(10, t): 50.0 + t for t in tasks}),
+             **fake_runs({(10, t): 48.0 + t for t in tasks}, "scratch")}
+    gains = {"chained": 5.0, "optimizer-per-epoch": -1.0, "no-ewc": 0.5, "released": 6.0}
+    folders = {"clean": clean, **{name: fake_runs({(10, t): 48.0 + t + g + (t % 2) for t in tasks}, chained=True)
+                                  for name, g in gains.items()}}
+    folders["chained"].update(fake_runs({(10, t): 48.0 + t + 4.0 for t in tasks}, "scratch", chained=True))
+    folders["released-scratch"] = fake_runs({(10, t): 47.0 + t for t in tasks}, "scratch")
+    folders["released-chained-scratch"] = fake_runs({(10, t): 47.0 + t + 3.0 for t in tasks}, "scratch", chained=True)
+    rows = {(r[0], r[2]): r for r in released.table(folders, chain=2)}
+    clean_row = rows[("clean protocol", "final_acc")]
+    assert clean_row[6] == pytest.approx(2.0) and clean_row[7] == pytest.approx(0.0) and clean_row[11] == "chain"
+    chained = rows[("+ target tasks chained", "final_acc")]
+    # per task: gain + t % 2 against scratch 48 + t; per chain of 2 tasks: gain + 0.5; 2 chains, equal: no spread
+    assert chained[6] == pytest.approx(5.5) and chained[10] == 2 and chained[8] == pytest.approx(4.0)
+    assert rows[("+ the released scratch baseline's settings", "final_acc")][6] == pytest.approx(3.0)
+    full = rows[("released protocol (all of the above)", "final_acc")]
+    assert full[6] == pytest.approx(6.0 + 0.5 + 1.0) and full[8] == pytest.approx(3.0)
+    assert rows[("clean protocol", "best_acc")][3] == pytest.approx(clean_row[3] + 1)
+
+
+def test_one_chain_falls_back_to_its_tasks_and_says_so():
+    values = {0: 1.0, 1: 3.0, 2: 5.0}
+    assert released.units(values, [0, 1, 2], chain=5) == ([1.0, 3.0, 5.0], "task")
+    assert released.units(values, [0, 1], chain=1) == ([1.0, 3.0], "chain")
+    tasks = range(2)
+    runs = {**fake_runs({(10, t): 50.0 for t in tasks}), **fake_runs({(10, t): 49.0 for t in tasks}, "scratch")}
+    chained = {**fake_runs({(10, t): 52.0 for t in tasks}, chained=True),
+               **fake_runs({(10, t): 51.0 for t in tasks}, "scratch", chained=True)}
+    folders = {"clean": runs, "chained": chained, "optimizer-per-epoch": runs, "no-ewc": runs,
+               "released-scratch": runs, "released": chained, "released-chained-scratch": chained}
+    rows = released.table(folders, chain=5)
+    assert {r[11] for r in rows} == {"task"}
+    md = released.markdown(rows, 5, 100, {"commit": "c", "device": "cpu", "time_utc": "now"})
+    assert "understate the uncertainty" in md and "| + target tasks chained | 10 | 52.0 | 49.0 | 51.0 | +3.0 ±0.0 | +2.0 ±0.0 |" in md

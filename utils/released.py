@@ -1,0 +1,178 @@
+"""The released protocol beside the clean one: why did the paper see a gain?
+
+The released individual-model script ran its target tasks in a chain (each task starting from the model the
+previous one ended with, head included), re-created its optimizer every epoch, and its EWC penalty was always
+zero; the released scratch baseline trained each task fresh for 100 epochs at batch 64. Each choice is a switch
+of the individual script (utils/fewshot.Protocol, --protocol released). This study runs each one alone on top of
+the clean protocol, then all of them, plus the control that isolates chaining from inheritance: the same chain
+from a model whose layers all start random (chained scratch). If chained scratch gains as much as the chained
+learngene, the released protocol's gain is the chain's. The pipeline (study `released`) runs the invocations of
+RUNS; this module turns their runs into the decomposition table, its CSV and the chain-position figure.
+
+Statistics: a chain's tasks share one model, so they are not independent samples; the unit of every interval
+is a chain (the tasks' paired differences averaged within each chain of RELEASED_CHAIN tasks), as for the
+unchained rows, so the rows compare alike. With a single chain (fewer than two chains' worth of target tasks)
+the interval is over its tasks instead, which understates the uncertainty, and the table says so."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils import plots
+from utils.fewshot import RELEASED_CHAIN, Protocol
+from utils.files import write_csv, write_text
+from utils.runstore import read_runs
+from utils.stats import mean_ci95
+
+
+@dataclass(frozen=True)
+class Run:
+    """One invocation of the individual script: its folder under the study's, methods and flags."""
+    folder: str
+    methods: tuple
+    flags: tuple
+
+
+def chain_length(manifest, section="target"):
+    """The released chain length, or one chain of all the tasks where a shot count has fewer."""
+    return min(RELEASED_CHAIN, *(len(tasks) for tasks in manifest[section].values()))
+
+
+RELEASED_SCRATCH_EPOCHS = 100  # baseline_random_trainnum200_woEWC.py's default
+
+
+def runs(chain, scratch_epochs=RELEASED_SCRATCH_EPOCHS):
+    """The invocations, for chains of `chain` tasks (beside the clean protocol's, the individual study's); the
+    released scratch baseline's epochs can be cut for a preset that only checks the plumbing."""
+    return [Run("chained", ("learngene", "scratch"), ("--chain", str(chain))),
+            Run("optimizer-per-epoch", ("learngene",), ("--optimizer_per_epoch",)),
+            Run("no-ewc", ("learngene",), ("--ewc_lambda", "0")),
+            # what --protocol released sets, spelled out (the preset's own --epochs comes earlier on the line)
+            Run("released-scratch", ("scratch",), ("--epochs", str(scratch_epochs), "--batch_size", "64")),
+            Run("released", ("learngene",), ("--chain", str(chain), "--optimizer_per_epoch", "--ewc_lambda", "0")),
+            Run("released-chained-scratch", ("scratch",), ("--chain", str(chain), "--optimizer_per_epoch"))]
+
+
+# the table's rows: (label, folder of its learngene runs, of its scratch runs, of its chained scratch runs or None);
+# "clean" is the individual study's folder
+ROWS = [("clean protocol", "clean", "clean", None),
+        ("+ target tasks chained", "chained", "clean", "chained"),
+        ("+ optimizer re-created every epoch", "optimizer-per-epoch", "clean", None),
+        ("+ no EWC (the released penalty is always zero)", "no-ewc", "clean", None),
+        ("+ the released scratch baseline's settings", "clean", "released-scratch", None),
+        ("released protocol (all of the above)", "released", "released-scratch", "released-chained-scratch")]
+METRICS = {"final_acc": "after the last epoch", "best_acc": "best epoch, chosen on the test set (as released)"}
+HEADER = ["row", "shots", "metric", "learngene", "scratch", "chained_scratch", "diff_vs_scratch", "diff_ci95",
+          "chained_scratch_vs_scratch", "chained_scratch_ci95", "units", "unit"]
+
+
+def per_task(runs, method, shots, metric):
+    """{task: mean over seeds} of a metric (%)."""
+    by_task = {}
+    for key, r in runs.items():
+        if key.method == method and key.shots == shots:
+            by_task.setdefault(key.task, []).append(r[metric])
+    return {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+
+
+def units(values, tasks, chain):
+    """The samples an interval is taken over: the per-task values averaged within each chain of `chain` tasks
+    (the tasks in number order, as the chained runs were), or the tasks themselves where there is only one."""
+    blocks = [b for b in Protocol(chain).chains(len(tasks)) if all(tasks[i] in values for i in b)]
+    if len(blocks) < 2:
+        return [values[t] for t in tasks if t in values], "task"
+    return [float(np.mean([values[tasks[i]] for i in b])) for b in blocks], "chain"
+
+
+def table(folders, chain):
+    """The CSV's rows (HEADER) from {folder name: runs} ("clean" included)."""
+    rows = []
+    for label, lg_from, scratch_from, chained_from in ROWS:
+        for k in sorted({key.shots for key in folders["clean"]}):
+            for metric in METRICS:
+                lg = per_task(folders[lg_from], "learngene", k, metric)
+                scratch = per_task(folders[scratch_from], "scratch", k, metric)
+                chained = per_task(folders[chained_from], "scratch", k, metric) if chained_from else {}
+                tasks = sorted(set(lg) & set(scratch))
+                diff, unit = units({t: lg[t] - scratch[t] for t in tasks}, tasks, chain)
+                d, ci = mean_ci95(diff)
+                cs, cs_ci = mean_ci95(units({t: chained[t] - scratch[t] for t in tasks if t in chained}, tasks,
+                                            chain)[0]) if chained else ("", "")
+                rows.append([label, k, metric, np.mean([lg[t] for t in tasks]), np.mean([scratch[t] for t in tasks]),
+                             np.mean([chained[t] for t in tasks if t in chained]) if chained else "", d, ci, cs,
+                             cs_ci, len(diff), unit])
+    return rows
+
+
+def positions(runs, method, shots, chain_of, fresh=None):
+    """(positions 1..L, mean, ci95 over chains) of a method's accuracy (%) by position in its chain; with `fresh`
+    (unchained runs), the same tasks placed where the chained runs of `chain_of` had them."""
+    by_position = {}
+    for key, r in chain_of.items():
+        if key.method != method or key.shots != shots:
+            continue
+        source = r if fresh is None else fresh.get(key._replace(method="scratch"))
+        if source is not None:
+            by_position.setdefault(r["chain_position"], []).append(source["final_acc"])
+    xs = sorted(by_position)
+    stats = [mean_ci95(by_position[x]) for x in xs]
+    return [x + 1 for x in xs], np.array([m for m, _ in stats]), np.array([c for _, c in stats])
+
+
+def report(out, dirs, chain, scratch_epochs, name, prov):
+    """released.csv, results.md and chain.png in `out` from the invocations' folders ({name: folder}, "clean"
+    included); returns the markdown."""
+    out = Path(out)
+    folders = {n: read_runs(Path(d) / "runs.jsonl") for n, d in dirs.items()}
+    rows = table(folders, chain)
+    write_csv(out / "released.csv", HEADER, rows)
+    md = markdown(rows, chain, scratch_epochs, prov)
+    write_text(out / "results.md", md)
+    draw(out / "chain.png", folders, name, prov)
+    return md
+
+
+def _cell(v, ci):
+    if v == "":
+        return "-"
+    value = f"{v:+.1f}"
+    return (value if value != "-0.0" else "+0.0") + ("" if np.isnan(ci) else f" ±{ci:.1f}")
+
+
+def markdown(rows, chain, scratch_epochs, prov):
+    unit = {r[11] for r in rows}
+    lines = [f"Each released choice added alone to the clean protocol, then all of them; target test accuracy (%) "
+             f"and each method minus scratch, paired per task (points). Chains of {chain} target tasks. The released "
+             f"scratch baseline's settings: a fresh model per task, {scratch_epochs} epochs at batch 64. "
+             + ("95% intervals over chains (a chain's tasks share one model, so the chain is the sample)."
+                if unit == {"chain"} else
+                "95% intervals over the tasks of a single chain: they share one model, so these intervals "
+                "understate the uncertainty (the cpu preset's 20 target tasks make 4 chains)."), ""]
+    for metric, about in METRICS.items():
+        lines += [f"Accuracy {about}:", "",
+                  "| protocol | shots | learngene | scratch | chained scratch | learngene - scratch | chained scratch - "
+                  "scratch |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in (r for r in rows if r[2] == metric):
+            lines.append(f"| {r[0]} | {r[1]} | {r[3]:.1f} | {r[4]:.1f} | {'-' if r[5] == '' else f'{r[5]:.1f}'} | "
+                         f"{_cell(r[6], r[7])} | {_cell(r[8], r[9])} |")
+        lines.append("")
+    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, {prov['time_utc']}.", ""]
+    return "\n".join(lines)
+
+
+def draw(path, folders, name, prov):
+    """Accuracy by position in the chain: the chained learngene and chained scratch beside fresh scratch on the
+    same tasks, under the clean protocol with chaining and under the released protocol."""
+    panels = {}
+    for row, lg_from, fresh_from, chained_from in (("clean protocol, chained", "chained", "clean", "chained"),
+                                                   ("released protocol", "released", "released-scratch",
+                                                    "released-chained-scratch")):
+        for k in sorted({key.shots for key in folders[lg_from]}):
+            panels[(row, k)] = {
+                "learngene, chained": positions(folders[lg_from], "learngene", k, folders[lg_from]),
+                "scratch, chained": positions(folders[chained_from], "scratch", k, folders[chained_from]),
+                "scratch, fresh per task": positions(folders[chained_from], "scratch", k, folders[chained_from],
+                                                     fresh=folders[fresh_from])}
+    plots.chain_positions(path, panels, f"{name}: target accuracy by position in the chain", prov,
+                          ["Mean over chains at each position; bar: 95% interval over chains (none with one chain). "
+                           "Fresh scratch: the same tasks, each trained from a new model."])
