@@ -76,3 +76,28 @@ def test_learning_curves_from_hand_made_runs(tmp_path, epochs):
     share, img = ink(tmp_path / "c.png")
     assert img.width >= 500 and img.height >= 400 and 0.02 < share < 0.5
     assert stats.curve(runs, "other-layers", 10) is None
+
+
+def test_source_budget_figure_joins_its_points_along_the_axis(tmp_path):
+    """Points given out of x order (the preset's point comes first in the study) are joined along the axis: the
+    figure drawn from shuffled points is the figure drawn from sorted ones."""
+    pts = [(48_000, -0.8, 2.0, False), (12_000, -1.1, 1.1, False), (108_000, -0.1, 4.0, False), (48_000, 0.5, 1.0, True)]
+    source = {"features": [(48_000, 47.2, False), (12_000, 39.8, False), (108_000, 45.3, False)]}
+    plots.source_budget(tmp_path / "a.png", {10: {"learngene": pts}}, source, "test", PROV)
+    plots.source_budget(tmp_path / "b.png", {10: {"learngene": sorted(pts)}}, {"features": sorted(source["features"])},
+                        "test", PROV)
+    a, b = (np.asarray(Image.open(tmp_path / f).convert("L")) for f in ("a.png", "b.png"))
+    assert a.shape == b.shape and (a != b).mean() < 1e-3  # the same picture (up to nothing but the dodge order)
+    share, img = ink(tmp_path / "a.png")
+    assert img.width >= 900 and 0.02 < share < 0.5 and img.text["commit"] == "abc123"
+
+
+def test_chain_position_figure(tmp_path):
+    xs = [1, 2, 3]
+    panels = {(row, k): {"learngene, chained": (xs, np.array([50.0, 52.0, 55.0]), np.array([1.0, 1.0, np.nan])),
+                         "scratch, chained": (xs, np.array([49.0, 51.0, 53.0]), np.array([1.0, 2.0, 1.0])),
+                         "scratch, fresh per task": (xs, np.array([49.0, 48.0, 50.0]), np.array([1.0, 1.0, 1.0]))}
+              for row in ("clean protocol, chained", "released protocol") for k in (10, 20)}
+    plots.chain_positions(tmp_path / "c.png", panels, "test", PROV, ["caption"])
+    share, img = ink(tmp_path / "c.png")
+    assert img.width >= 900 and img.height >= 600 and 0.02 < share < 0.5 and img.text["commit"] == "abc123"

@@ -350,6 +350,7 @@ def source_budget(path, diffs, source, title, provenance=None, caption=()):
     xlabel = "images the source trained on (log scale)"
 
     def series(panel, pts, colour, dodge, dashed=False):
+        pts = sorted(pts, key=lambda p: p[0])  # joined in order of the x axis, whatever order the points came in
         joined = [(panel.x(x) + dodge, panel.y(v)) for x, v, *_ in pts if not _[-1]]
         for (xa, ya), (xb, yb) in zip(joined, joined[1:]):
             steps = max(1, int(math.hypot(xb - xa, yb - ya) // 12)) if dashed else 1
