@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import pipeline  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils.criterion import GradientCriterion  # noqa: E402
-from utils import fewshot, learngene, methods, runstore  # noqa: E402
+from utils import budget, fewshot, learngene, methods, released, runstore  # noqa: E402
 from utils.cli import COUNT, cli  # noqa: E402
 from utils.files import write_csv  # noqa: E402
 from utils.repro import command_line, device_name, provenance  # noqa: E402
@@ -73,6 +73,32 @@ def run_seconds(split, device, settings, shots):
 INDIVIDUAL_METHODS = [m for m in methods.METHODS if m not in methods.CONTROLS]
 
 
+def run_cost(per_run, method):
+    """Seconds of one run of `method`; the permuted learngene trains exactly as the learngene does."""
+    return per_run["learngene" if method == "learngene-permuted" else method]
+
+
+def budget_projection(plan, epochs, collective_epoch_s, targets, per_run):
+    """Seconds of the source-budget study beside the preset (utils/budget.py): a collective model per point (all of
+    the preset's tasks), then the study's source-reading methods on the target tasks from each epoch point's
+    learngene (scratch is the individual study's, reused); a third set of target runs only where a learning rate
+    other than the preset's is kept, which this projection leaves out."""
+    collective = collective_epoch_s * (sum(plan["epochs"]) + epochs * len(plan["lrs"]))
+    readers = [m for m in budget.METHODS if m != "scratch"]
+    target = len(plan["epochs"]) * targets * sum(run_cost(per_run[k], m) for k in per_run for m in readers)
+    return collective, target
+
+
+def released_projection(chain, scratch_epochs, epochs, targets, per_run):
+    """Seconds of the released-protocol study's runs (utils/released.py), each as costly as a clean run of its
+    method but for the released scratch baseline's epochs; chained runs train the same tasks, one after another."""
+    total = 0.0
+    for run in released.runs(chain, scratch_epochs):
+        scale = scratch_epochs / epochs if run.folder == "released-scratch" else 1
+        total += scale * targets * sum(per_run[k][m] for k in per_run for m in run.methods)
+    return total
+
+
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,10 +143,24 @@ def main(argv=None):
           f"{collective_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = {tune_s / 60:.1f} min; "
           f"individual {targets} tasks x {len(INDIVIDUAL_METHODS)} methods x {len(shots)} shot counts = "
           f"{individual_s / 60:.1f} min; total {(collective_s + tune_s + individual_s) / 60:.1f} min")
+    stages = [("collective", collective_s), ("tune", tune_s), ("individual", individual_s)]
+    if "budget" in preset:
+        plan = preset["budget"]
+        budget_collective_s, budget_target_s = budget_projection(plan, epochs, collective_s / epochs, targets, per_run)
+        print(f"study budget: collective {sum(plan['epochs'])} + {epochs} x {len(plan['lrs'])} epochs per task "
+              f"(epochs {plan['epochs']}, lrs {plan['lrs']}) = {budget_collective_s / 60:.1f} min; target runs "
+              f"{len(plan['epochs'])} points x {targets} tasks = {budget_target_s / 60:.1f} min; total "
+              f"{(budget_collective_s + budget_target_s) / 60:.1f} min")
+        stages += [("budget_collective", budget_collective_s), ("budget_target", budget_target_s)]
+    chain = min(released.RELEASED_CHAIN, targets)  # released.chain_length on the preset's split
+    scratch_epochs = preset.get("released_scratch_epochs", released.RELEASED_SCRATCH_EPOCHS)
+    released_s = released_projection(chain, scratch_epochs, args.epochs, targets, per_run)
+    print(f"study released: {len(released.runs(chain))} invocations x {targets} tasks, chains of {chain}, released "
+          f"scratch {scratch_epochs} epochs = {released_s / 60:.1f} min")
+    stages.append(("released", released_s))
     rows = [["collective_images_per_s_base", rates["base"]], ["collective_images_per_s_final", rates["final"]]]
     rows += [[f"seconds_per_run_{m}_{k}shot", s] for k in shots for m, s in per_run[k].items()]
-    rows += [[f"projected_minutes_{args.preset}_{stage}", v / 60] for stage, v in
-             (("collective", collective_s), ("tune", tune_s), ("individual", individual_s))]
+    rows += [[f"projected_minutes_{args.preset}_{stage}", v / 60] for stage, v in stages]
     write_csv(out, ["quantity", "value", "dataset", "image_size", "precision"],
               [[*r, split.dataset, split.image_size, args.precision] for r in rows], provenance(device, argv))
     print(f"wrote {out}")

@@ -2,6 +2,7 @@
 import csv
 import json
 
+import pytest
 import torch
 from conftest import assert_clean_error, needs_tiny, run_script
 
@@ -61,3 +62,16 @@ def test_paired_runs_pairs_by_run_and_reads_either_unit(tmp_path):
     assert proc.returncode == 0, proc.stderr
     # differences 5, 0, 10: mean 5, sd 5, t(2) = 4.303 -> half-width 4.303 * 5 / sqrt(3) = 12.42
     assert "individual: 3 paired runs; a 60.0%, b 55.0%; a - b = +5.00 +- 12.42 points" in proc.stdout
+
+
+def test_study_projections_count_every_run_once():
+    """The bench's projections of the budget and released studies, on hand-made unit costs: a collective model per
+    budget point, the source-reading methods per epoch point (scratch reused), each released invocation once."""
+    from bench.preset_costs import budget_projection, released_projection
+    per_run = {k: {"scratch": 1 * f, "learngene": 2 * f, "finetune-collective": 3 * f, "probe-collective": 4 * f}
+               for k, f in ((10, 1), (20, 2))}
+    collective, target = budget_projection({"epochs": [2, 18], "lrs": [0.003, 0.01]}, 8, 10.0, 3, per_run)
+    assert collective == 10.0 * (2 + 18 + 8 + 8)
+    assert target == 2 * 3 * (2 + 3 + 4 + 2) * 3  # two epoch points, 3 tasks, the permuted learngene as costly
+    # chained (learngene, scratch), three learngene runs, released scratch at 100/30 of its cost, chained scratch
+    assert released_projection(3, 100, 30, 3, per_run) == pytest.approx(3 * 3 * (3 + 2 + 2 + 100 / 30 + 2 + 1))
