@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from utils import learngene, report
-from utils.cli import BATCH, COUNT, EWC_LAMBDA, LEARNING_RATE, MOMENTUM, SEED, WEIGHT_DECAY, require, require_distinct
+from utils.cli import BATCH, COUNT, EWC_LAMBDA, INDEX, LEARNING_RATE, MOMENTUM, SEED, WEIGHT_DECAY, require, require_distinct
 from utils.engine import PRECISIONS, resolve_precision
 from utils.ewc import RELEASED_LAMBDA
 from utils.fewshot import RELEASED_CHAIN, FewShotData, Protocol, TrainSettings, plan_groups, train_chain, train_grouped, train_run
@@ -64,7 +64,7 @@ def parser(family):
     released.add_argument("--chain", type=COUNT, default=None, metavar="L",
                           help="chain the tasks: in --chain_order, consecutive chains of L tasks, each task starting "
                                "from the model the previous one ended with (released: model_vgg = model_v)")
-    released.add_argument("--chain_order", type=int, nargs="+", default=None, metavar="TASK",
+    released.add_argument("--chain_order", type=INDEX, nargs="+", default=None, metavar="TASK",
                           help="the chains' task order, a permutation of the tasks used (default 0, 1, 2, ...)")
     released.add_argument("--optimizer_per_epoch", action="store_true",
                           help="a new SGD optimizer every epoch, its momentum restarting (released)")
