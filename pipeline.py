@@ -13,7 +13,6 @@ Outputs: data/<dataset>-<preset>-split/, checkpoints/<dataset>-<preset>/, and th
 map in results/<dataset>-<preset>*. The table ends with the wall-clock time of each stage.
 """
 import argparse
-import csv
 import json
 import os
 import shlex
@@ -29,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.methods import CONTROLS, METHODS  # noqa: E402
-from utils import budget, released, source  # noqa: E402
+from utils import budget, released, report, source  # noqa: E402
 from utils.repro import REPO_ROOT, command_line, git_commit, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
-                "imagenet100": None}
+                "imagenet100": None, "folder": None}
 # which scripts a dataset goes through: val_lifelong_<name>.py, inheritable_<name>_wEWC.py
-SCRIPTS = {"cifar100": "cifar100", "tiny-imagenet-100": "imagenet", "imagenet100": "imagenet"}
+SCRIPTS = {"cifar100": "cifar100", "tiny-imagenet-100": "imagenet", "imagenet100": "imagenet", "folder": "imagenet"}
 
 PRESETS = {
     # Small enough for a 2-core CPU in under 15 minutes: Tiny-ImageNet at 32px (CIFAR-like), 6 short collective
@@ -181,20 +180,6 @@ def _dies_with(parent):
     return set_parent_death_signal
 
 
-def best_lambda(tune_dir, grid):
-    """The EWC strength with the best mean final accuracy (%) of the learngene rows on the validation tasks, and
-    a line that gives every strength's accuracy and its diverged runs (a lambda too strong for SGD shows there)."""
-    scores, notes = {}, []
-    for lam in grid:
-        with open(tune_dir / f"lambda-{lam}" / "results.csv") as f:
-            rows = list(csv.DictReader(f))
-        scores[lam] = sum(float(r["final_acc"]) for r in rows) / len(rows)
-        runs, diverged = sum(int(r["runs"]) for r in rows), sum(int(r["diverged"]) for r in rows)
-        notes.append(f"{lam}: {scores[lam]:.1f}%" + (f" ({diverged} of {runs} runs diverged)" if diverged else ""))
-    best = max(grid, key=lambda lam: scores[lam])
-    return best, ", ".join(notes)
-
-
 def tune_ewc(clock, individual_script, common, tune_tasks, work):
     """Tune the EWC strength on the validation tasks over EWC_GRID, extended upward a hundredfold at a time while
     its largest strength is the best (up to EWC_GRID_TOP), so the choice lies inside the grid where it can."""
@@ -206,7 +191,7 @@ def tune_ewc(clock, individual_script, common, tune_tasks, work):
             stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
                   "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out],
                   out / "results.csv")
-        lam, by_lambda = best_lambda(work / "tune-ewc", grid)
+        lam, by_lambda = report.best_lambda(work / "tune-ewc", grid)
         top = max(grid, key=float)
         if lam != top or float(top) * 100 > EWC_GRID_TOP:
             return lam, by_lambda + ("" if lam != top else " (the largest strength tried is the best)")
@@ -233,7 +218,9 @@ def main(argv=None):
     p.add_argument("--preset", choices=PRESETS, default="quick")
     p.add_argument("--dataset", choices=SCRIPTS, default="tiny-imagenet-100")
     p.add_argument("--data", default=None, metavar="RAW", help="raw dataset folder (default: ../shared/data/tiny-imagenet-100 "
-                   "for tiny-imagenet-100, data/ for cifar100)")
+                   "for tiny-imagenet-100, data/ for cifar100; folder: any image folder, README \"Your own data\")")
+    p.add_argument("--class_split", default=None, metavar="CLASSES", help="the split maker's --class_split: a JSON "
+                   "file of base, open_world and novel class names (default: the dataset's own; drawn for a folder)")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="passed to every training stage (auto: bf16 where the device computes it natively)")
@@ -266,13 +253,16 @@ def main(argv=None):
     cuda = (["--no-cuda"] if args.no_cuda else []) + ["--precision", args.precision]
     maker = "utils/data_cifar_mk.py" if scripts == "cifar100" else "utils/data_imagenet_mk.py"
     if not (split / "manifest.json").exists():
-        from utils.splits import open_raw
+        from utils.splits import open_raw, read_class_split
         open_raw(args.dataset, data)  # a missing, truncated or foreign raw file is one line before anything is written
+        if args.class_split:
+            read_class_split(args.class_split)
+    class_split = ["--class_split", Path(args.class_split).resolve()] if args.class_split else []
     with FolderLock(work):  # one pipeline per preset at a time; its stages lock their own folders
         t_start = time.time()
         clock = StageClock(work / "stage_times.json")
         stage(clock, "split", maker, ["--path", data, "--out", split, *preset["split"],
-                                      *([] if scripts == "cifar100" else ["--dataset", args.dataset])],
+                                      *([] if scripts == "cifar100" else ["--dataset", args.dataset]), *class_split],
               split / "manifest.json")
         collective = work / "collective"
         collective_script = f"collective-model/val_lifelong_{scripts}.py"

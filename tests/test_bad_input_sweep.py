@@ -13,10 +13,15 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import REPO, TINY, assert_clean_error, needs_tiny, write_cifar
+from PIL import Image
 
+from utils import learngene, your_task
 from utils.cli import Number
+from utils.files import torch_save
+from utils.models import IndividualNet
 
 MAKER, CIFAR_MAKER = "utils/data_imagenet_mk.py", "utils/data_cifar_mk.py"
 COLLECTIVE, INDIVIDUAL = "collective-model/val_lifelong_imagenet.py", "individual-model/inheritable_imagenet_wEWC.py"
@@ -41,12 +46,18 @@ GOOD = {
     "collective-model/joint_source.py": lambda g, o: ["--path", g.split, "--learngene", g.learngene, "--out", o,
                                                       "--epochs", "1", "--no-cuda"],
     "collective-model/measure_source.py": lambda g, o: ["--path", g.split, "--run", g.learngene.parent, "--no-cuda"],
+    "individual-model/your_task.py": lambda g, o: ["--learngene", g.learngene, "--path", g.photos, "--out", o,
+                                                   "--epochs", "1", "--no-cuda"],
+    "individual-model/label_images.py": lambda g, o: ["--model", g.task_model, "--path", g.photos, "--out",
+                                                      o / "labels.csv", "--no-cuda"],
 }
 # What a path flag names (its metavar) and the bad values of that kind: (case name, how to make it from the good
 # inputs and a scratch folder). Inputs that must exist: a file or a folder of a given kind; outputs.
-INPUT_FILES = {"LEARNGENE": "learngene", "CHECKPOINT": "checkpoint", "TABLE": "table"}
+INPUT_FILES = {"LEARNGENE": "learngene", "CHECKPOINT": "checkpoint", "TABLE": "table", "CLASSES": "classes",
+               "MODEL": "task_model"}
 INPUT_DIRS = {"SPLIT": "split", "RAW": "raw_tiny", "RUNS": "runs"}
-WRONG_KIND = {"LEARNGENE": "checkpoint", "CHECKPOINT": "learngene", "TABLE": "png", "SPLIT": "raw_tiny",
+WRONG_KIND = {"LEARNGENE": "checkpoint", "CHECKPOINT": "learngene", "TABLE": "png", "CLASSES": "table", "MODEL": "learngene",
+              "SPLIT": "raw_tiny",
               "RAW": "split", "RUNS": "split"}
 OUTPUTS = {"OUTDIR", "OUTFILE"}
 FREE_TEXT = {"TEXT"}
@@ -120,11 +131,21 @@ def good(tiny_split, collective_run, tmp_path_factory):
         '{"settings": {"accuracy_unit": "percent"}, "result": {"method": "scratch", "shots": 2, "task": 0, '
         '"seed": 0, "final_acc": 40.0}}\n')
     (root / "a.png").write_bytes((REPO / "results" / "reference" / "tiny-imagenet-100-quick-curves.png").read_bytes())
+    photos = root / "photos"  # a user's labelled folder: 3 classes x 5 small photos
+    for c in range(3):
+        (photos / f"class{c}").mkdir(parents=True)
+        for j in range(5):
+            Image.fromarray(np.random.default_rng(10 * c + j).integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
+                photos / f"class{c}" / f"{j}.png")
+    art = learngene.load(collective_run / "learngene.pt")
+    torch_save(root / "task.pt", your_task.model_record(IndividualNet(art["blocks"], art["image_size"], 3), "scratch",
+                                                        ["class0", "class1", "class2"], art, 50.0, {}))
     return SimpleNamespace(split=tiny_split, learngene=collective_run / "learngene.pt", raw_tiny=TINY,
                            raw_cifar=write_cifar(root / "cifar"), checkpoint=sorted(
                                (collective_run / "checkpoints").glob("task_*.pt"))[-1],
                            table=REPO / "results" / "reference" / "tiny-imagenet-100-quick.csv", runs=runs,
-                           png=root / "a.png", root=root)
+                           png=root / "a.png", root=root, classes=REPO / "utils" / "splits" / "tiny_imagenet100_split.json",
+                           photos=photos, task_model=root / "task.pt")
 
 
 def truncated_copy(path, into):
@@ -226,7 +247,7 @@ def test_generated_sweep(good, tmp_path, monkeypatch, capsys):
             for case, value in cases.items():
                 if out.exists():
                     shutil.rmtree(out)
-                inputs = [good.split, good.learngene, good.runs, good.table, value]
+                inputs = [good.split, good.learngene, good.runs, good.table, good.photos, good.task_model, value]
                 before = snapshot(*inputs)
                 t0 = time.perf_counter()
                 proc = run_main(script, with_value(parser, make(good, out), action, value), capsys)

@@ -117,3 +117,4 @@ LEARNING_RATE = Number(float, 0, 1000, open_lo=True)
 MOMENTUM = Number(float, 0, 1, open_hi=True)
 WEIGHT_DECAY = Number(float, 0, 1)
 EWC_LAMBDA = Number(float, 0, 1e12)
+FRACTION = Number(float, 0, 1, open_lo=True, open_hi=True)  # a share of a set that leaves some on both sides

@@ -1,7 +1,8 @@
-"""Build the ImageNet100 (or offline Tiny-ImageNet-100) continual, target and validation splits.
+"""Build the ImageNet100 (or offline Tiny-ImageNet-100, or any image folder) continual, target and validation splits.
 
     python utils/data_imagenet_mk.py --path /data/imagenet/train --out data/imagenet100-split
     python utils/data_imagenet_mk.py --dataset tiny-imagenet-100 --path ../shared/data/tiny-imagenet-100
+    python utils/data_imagenet_mk.py --dataset folder --path /data/CUB_200_2011 --size 32 --out data/cub-split
 """
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from utils.cli import cli  # noqa: E402
 
 @cli
 def main(argv=None):
-    p = splits.maker_parser(__doc__.splitlines()[0], ["imagenet100", "tiny-imagenet-100"])
+    p = splits.maker_parser(__doc__.splitlines()[0], ["imagenet100", "tiny-imagenet-100", "folder"])
     splits.run_maker(p, argv)
 
 

@@ -89,10 +89,10 @@ def plan_groups(todo, use_grouped, group_size=64):
 
 
 
-def prepare(key, inputs, train, settings, device):
+def prepare(key, inputs, train, settings, device, num_classes=5):
     """A run's fresh model (seeded by seed, shots and task only), its inherited layers and its EWC term, or None."""
     torch.manual_seed(derived_seed(key.seed, "individual", key.shots, key.task))  # same new layers for every method
-    model, inherited_layers = build_model(key.method, inputs, inputs.learngene["image_size"])
+    model, inherited_layers = build_model(key.method, inputs, inputs.learngene["image_size"], num_classes)
     model.to(device)
     if METHODS[key.method].frozen:  # the optimizer skips parameters without gradients
         for p in model.inherited.parameters():

@@ -139,14 +139,14 @@ def collective_net(collective, trained=True):
     return model
 
 
-def build_model(method, inputs, image_size):
+def build_model(method, inputs, image_size, num_classes=5):
     """A method's fresh model and the collective model's conv layers it inherits (None: none, or all of them)."""
     art, start = inputs.learngene, METHODS[method].start
     if start in ("collective", "joint"):
         model = collective_net(inputs.joint if start == "joint" else inputs.collective)
-        model.head[-1] = nn.Linear(HIDDEN, 5)
+        model.head[-1] = nn.Linear(HIDDEN, num_classes)
         return model, None
-    model = IndividualNet(art["blocks"], image_size)  # the new layers' initialisation: the same for every method
+    model = IndividualNet(art["blocks"], image_size, num_classes)  # the new layers' initialisation: the same for every method
     if start in LEARNGENE_WEIGHTS:
         learngene.inherit(model, art)
         if start == "permuted-learngene":

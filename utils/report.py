@@ -1,4 +1,5 @@
 """The results of a study: the table (CSV and markdown), its provenance and its figures, from the stored runs."""
+import csv
 import math
 
 import numpy as np
@@ -147,3 +148,17 @@ def results_markdown(rows, study, prov):
 
 def count_parameters_state(state):
     return sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
+def best_lambda(tune_dir, grid):
+    """The EWC strength with the best mean final accuracy (%) of the learngene rows on the validation tasks, and
+    a line that gives every strength's accuracy and its diverged runs (a lambda too strong for SGD shows there)."""
+    scores, notes = {}, []
+    for lam in grid:
+        with open(tune_dir / f"lambda-{lam}" / "results.csv") as f:
+            rows = list(csv.DictReader(f))
+        scores[lam] = sum(float(r["final_acc"]) for r in rows) / len(rows)
+        runs, diverged = sum(int(r["runs"]) for r in rows), sum(int(r["diverged"]) for r in rows)
+        notes.append(f"{lam}: {scores[lam]:.1f}%" + (f" ({diverged} of {runs} runs diverged)" if diverged else ""))
+    best = max(grid, key=lambda lam: scores[lam])
+    return best, ", ".join(notes)

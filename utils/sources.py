@@ -255,3 +255,132 @@ def _mini_imagenet_csv(root):
             require(len(row) >= 2, f"{path} has a malformed line: {','.join(row)!r}")
             per_class.setdefault(row[1].strip(), []).append(row[0].strip())
     return {w: sorted(v) for w, v in per_class.items()}
+
+
+# ---------------------------------------------------------------- any folder of class folders (a user's own data)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+FOLDER_SIZE = 84  # a folder's images, of any size, are first squashed to this square (mini-ImageNet's recipe)
+TEST_FRACTION = 0.2  # of each class's images, held out as its test images where the folder has no test part
+
+
+def image_folder(root, seed=0, test_fraction=None):
+    """Any image folder as a dataset, its class names being its folder names. Three layouts, tried in this order:
+    CUB-200-2011 (images/<class>/*, images.txt, train_test_split.txt: its official train/test split);
+    root/train/<class>/* beside root/test/<class>/* or root/val/<class>/*; and root/<class>/*, of which a seeded
+    `test_fraction` of each class's images (in file-name order, then permuted) are its test images."""
+    root = Path(root)
+    require(root.is_dir(), f"image folder not found: {root} is not a folder")
+    cub = (root / "images.txt").is_file() and (root / "train_test_split.txt").is_file()
+    test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
+    require(test_fraction is None or not (cub or test_dir and (root / "train").is_dir()),
+            f"--test_fraction is for a folder without a test part; {root} has one")
+    if cub:
+        layout, per_split = "cub-200-2011", _cub_files(root)
+    elif test_dir and (root / "train").is_dir():
+        layout = f"train/{test_dir.name}"
+        per_split = {"train": _class_files(root / "train", "train/"), "test": _class_files(test_dir, f"{test_dir.name}/")}
+    else:
+        layout = "class folders"
+        per_split = _held_out(_class_files(root, ""), TEST_FRACTION if test_fraction is None else test_fraction, seed)
+    classes = sorted(per_split["train"])
+    for split, other in (("train", "test"), ("test", "train")):
+        extra = sorted(set(per_split[split]) - set(per_split[other]))
+        if extra:
+            raise UserError(f"class {extra[0]!r} of {root} has {split} images but no {other} images")
+    require(len(classes) >= 2, f"{root} holds {len(classes)} class folder(s): a dataset needs classes to tell apart")
+    digests = {s: {f: _checked_image(root / f) for c in classes for f in per_split[s][c]} for s in SPLITS}
+    both = set(digests["train"].values()) & set(digests["test"].values())
+    if both:
+        shared = min(both)
+        pair = [next(f for f, d in digests[s].items() if d == shared) for s in SPLITS]
+        raise UserError(f"the same image is among the train and the test images of {root}: {pair[0]} and {pair[1]}")
+    files = {s: [f for c in classes for f in per_split[s][c]] for s in SPLITS}
+    labels = {s: np.asarray([y for y, c in enumerate(classes) for _ in per_split[s][c]], dtype=np.int64) for s in SPLITS}
+    content = hashlib.sha256("".join(f"{s} {f} {digests[s][f]}\n" for s in SPLITS for f in files[s]).encode())
+
+    def load(split, idx):
+        return np.stack([read_image(root / files[split][i]) for i in idx]) if len(idx) else \
+            np.empty((0, FOLDER_SIZE, FOLDER_SIZE, 3), dtype=np.uint8)
+
+    checksums = {"layout": layout, "content.sha256": content.hexdigest()}
+    if layout == "class folders":
+        checksums.update(test_fraction=TEST_FRACTION if test_fraction is None else test_fraction, seed=seed)
+    return Source("folder", classes, labels, FOLDER_SIZE, load, checksums=checksums, files=files)
+
+
+def read_image(path):
+    """One image file of a folder dataset, squashed to FOLDER_SIZE x FOLDER_SIZE RGB (uint8 [H, W, 3])."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}")
+    return np.asarray(_decode(raw, str(path)).resize((FOLDER_SIZE, FOLDER_SIZE), Image.LANCZOS))
+
+
+def _checked_image(path):
+    """The file's sha256, once PIL has read its header and checked what it can without decoding (a PNG's
+    checksums): a broken or foreign file is found when the folder is opened, not when a task first reads it."""
+    try:
+        raw = path.read_bytes()
+        with Image.open(io.BytesIO(raw)) as img:
+            img.verify()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}" if e.strerror else f"cannot decode image {path}: {e}")
+    except Exception as e:  # PIL raises many types for a broken file
+        raise UserError(f"cannot decode image {path}: {type(e).__name__}: {e}")
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _class_files(folder, prefix):
+    """{class: its image files, as paths relative to the dataset root, in name order} of folder/<class>/*."""
+    per_class = {}
+    for d in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        require(d.is_dir(), f"{d} is a file where class folders are expected ({folder}/<class>/<image>)")
+        names = sorted(p for p in d.iterdir() if not p.name.startswith("."))
+        odd = [p for p in names if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES]
+        require(not odd, f"{odd[0] if odd else d} is not an image file (a class folder holds only "
+                f"{', '.join(IMAGE_SUFFIXES)} files)")
+        require(names, f"class folder {d} holds no images")
+        per_class[d.name] = [f"{prefix}{d.name}/{p.name}" for p in names]
+    return per_class
+
+
+def _held_out(per_class, fraction, seed):
+    """Split each class's files into train and test: a seeded permutation, its first round(fraction x n) for test."""
+    rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(b"folder test").digest()[:4], "little")])
+    out = {"train": {}, "test": {}}
+    for c, names in per_class.items():
+        n_test = round(fraction * len(names))
+        require(0 < n_test < len(names), f"class folder {c} has {len(names)} images: too few to hold out "
+                f"{fraction:g} of them as test images and keep the rest for training")
+        order = rng.permutation(len(names))
+        out["test"][c] = [names[i] for i in sorted(order[:n_test])]
+        out["train"][c] = [names[i] for i in sorted(order[n_test:])]
+    return out
+
+
+def _cub_files(root):
+    """CUB-200-2011: images.txt (id, path under images/) and train_test_split.txt (id, 1 for train)."""
+    def table(name):
+        rows = {}
+        for n, line in enumerate((root / name).read_text().splitlines(), 1):
+            if line.strip():
+                parts = line.split()
+                require(len(parts) == 2, f"{root / name} line {n} is not 'image-id value': {line[:80]!r}")
+                rows[parts[0]] = parts[1]
+        return rows
+    try:
+        paths, is_train = table("images.txt"), table("train_test_split.txt")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the CUB-200-2011 lists of {root}: {e}")
+    require(set(paths) == set(is_train), f"{root}: images.txt and train_test_split.txt list different image ids")
+    out = {"train": {}, "test": {}}
+    for i, rel in sorted(paths.items(), key=lambda kv: kv[1]):
+        require(is_train[i] in ("0", "1"), f"{root / 'train_test_split.txt'}: image {i} is marked {is_train[i]!r}, not 0 or 1")
+        path = root / "images" / rel
+        require(path.is_file(), f"{path}, listed in images.txt, does not exist")
+        require(path.suffix.lower() in IMAGE_SUFFIXES, f"{path} is not an image file")
+        c = Path(rel).parent.name
+        require(c, f"{root / 'images.txt'}: image {i} ({rel}) is not in a class folder")
+        out["train" if is_train[i] == "1" else "test"].setdefault(c, []).append(f"images/{rel}")
+    return out

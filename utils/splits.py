@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import sources
-from utils.cli import COUNT, IMAGE_SIZE, INDEX, SEED, UserError, require
+from utils.cli import COUNT, FRACTION, IMAGE_SIZE, INDEX, SEED, UserError, require
 from utils.files import foreign_files, replace_dir, file_digest, write_json
 from utils.repro import command_line
 
@@ -33,7 +33,11 @@ DATASETS = {
     # The offline stand-in: 500 train + 50 val(=test) images per class, so up to 550 per base class.
     "tiny-imagenet-100": dict(split_file="tiny_imagenet100_split.json", family="imagenet", images_per_class=550,
                               num_target_tasks=10),
+    # any image folder (utils/sources.image_folder): its class split is given (--class_split) or drawn, and a
+    # continual task takes as many images per class as the smallest base class has unless told
+    "folder": dict(split_file=None, family="imagenet", images_per_class=None, num_target_tasks=10),
 }
+DRAWN_PROPORTIONS = {"base": 0.64, "open_world": 0.16, "novel": 0.20}  # the paper's 64/16/20 of CIFAR-100
 WAYS = 5
 
 
@@ -41,6 +45,34 @@ def class_split(dataset):
     with open(SPLIT_FILES / DATASETS[dataset]["split_file"]) as f:
         d = json.load(f)
     return {k: list(d[k]) for k in ("base", "open_world", "novel")}
+
+
+def read_class_split(path):
+    """A class split file in the format of utils/splits/*.json: base, open_world and novel lists of class names,
+    disjoint (the names are checked against the dataset when the manifest is built)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"--class_split {path}: not a readable JSON class split ({type(e).__name__}: {e})")
+    pools = ("base", "open_world", "novel")
+    require(isinstance(d, dict) and all(isinstance(d.get(k), list) and all(isinstance(c, str) for c in d[k])
+                                        for k in pools),
+            f"--class_split {path}: expected an object with base, open_world and novel lists of class names")
+    names = [c for k in pools for c in d[k]]
+    require(len(names) == len(set(names)), f"--class_split {path}: a class is in more than one pool, or twice")
+    return {k: list(d[k]) for k in pools}
+
+
+def draw_class_split(classes, seed):
+    """Base, open-world and novel classes drawn in the paper's 64/16/20 proportions by a seeded permutation of the
+    sorted class names (the way utils/splits/tiny_imagenet100_split.json was made)."""
+    perm = [str(c) for c in _rng(seed, "class split").permutation(sorted(classes))]
+    n_novel, n_open = round(DRAWN_PROPORTIONS["novel"] * len(perm)), round(DRAWN_PROPORTIONS["open_world"] * len(perm))
+    split = {"base": perm[:len(perm) - n_novel - n_open], "open_world": perm[len(perm) - n_novel - n_open:len(perm) - n_novel],
+             "novel": perm[len(perm) - n_novel:]}
+    require(min(len(v) for v in split.values()) >= WAYS, f"{len(perm)} classes drawn in 64/16/20 proportions leave "
+            f"fewer than {WAYS} classes in a pool; give the split with --class_split")
+    return split
 
 
 def _rng(seed, section):
@@ -334,7 +366,8 @@ def maker_parser(description, dataset_choices):
     if len(dataset_choices) > 1:
         p.add_argument("--dataset", choices=dataset_choices, default=dataset_choices[0],
                        help="imagenet100: ImageNet class folders or mini-ImageNet csv layout (84px); "
-                            "tiny-imagenet-100: the offline npz set (64px)")
+                            "tiny-imagenet-100: the offline npz set (64px); folder: any <class>/<image> tree, "
+                            "train/ and test/ (or val/) trees, or CUB-200-2011 (84px; class names: folder names)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--num_tasks", type=COUNT, default=50, help="continual (source) tasks")
     p.add_argument("--num_imgs_per_cat_train", dest="images_per_class", type=COUNT, default=None,
@@ -350,6 +383,13 @@ def maker_parser(description, dataset_choices):
     p.add_argument("--continual_pool", choices=["base", "base+open_world"], default="base",
                    help="classes of the continual tasks; the released ImageNet script drew from base+open_world, "
                         "which leaves no clean validation classes")
+    p.add_argument("--class_split", default=None, metavar="CLASSES",
+                   help="a JSON file of base, open_world and novel class names (the format of utils/splits/*.json) "
+                        "instead of the dataset's own; a folder without one draws them, 64/16/20, with --seed")
+    if "folder" in dataset_choices:
+        p.add_argument("--test_fraction", type=FRACTION, default=None,
+                       help=f"folder: of each class's images, the share held out as its test images where the folder "
+                            f"has no train/ and test/ (or val/) parts (default {sources.TEST_FRACTION})")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the source checksum check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing split at --out")
     p.add_argument("--export_imagefolder", action="store_true", help="also write every task as PNG files")
@@ -374,9 +414,12 @@ def _content_command(argv):
     return command_line(kept)
 
 
-def open_raw(dataset, path, verify=True, download=False):
+def open_raw(dataset, path, verify=True, download=False, seed=0, test_fraction=None):
     """The raw dataset as a `Source`, checked as it is read: a missing, truncated or foreign file is one line
     naming it (the makers, and the pipeline before it starts any stage)."""
+    require(test_fraction is None or dataset == "folder", "--test_fraction is for --dataset folder")
+    if dataset == "folder":
+        return sources.image_folder(path, seed, test_fraction)
     if dataset == "cifar100":
         return sources.cifar100(path, verify=verify, download=download)
     if dataset == "tiny-imagenet-100":
@@ -388,15 +431,27 @@ def run_maker(parser, argv):
     """The makers' shared body: parse, open the raw data, build the manifest, write the split, print a summary."""
     args = parser.parse_args(argv)
     config = DATASETS[args.dataset]
-    settings = SplitSettings(num_tasks=args.num_tasks, images_per_class=args.images_per_class or
-                             config["images_per_class"], num_target_tasks=args.num_target_tasks or
-                             config["num_target_tasks"], shots=tuple(args.shots), seed=args.seed,
+    given = read_class_split(args.class_split) if args.class_split else None
+    source = open_raw(args.dataset, args.path, args.verify, getattr(args, "download", False), args.seed,
+                      getattr(args, "test_fraction", None))
+    classes = given or (class_split(args.dataset) if config["split_file"] else draw_class_split(source.classes, args.seed))
+    per_class = args.images_per_class or config["images_per_class"] or smallest_class(source, classes, args)
+    settings = SplitSettings(num_tasks=args.num_tasks, images_per_class=per_class, num_target_tasks=args.num_target_tasks
+                             or config["num_target_tasks"], shots=tuple(args.shots), seed=args.seed,
                              continual_pool=args.continual_pool, heldout_per_class=args.heldout_per_class)
-    source = open_raw(args.dataset, args.path, args.verify, getattr(args, "download", False))
     out = Path(args.out or Path("data") / f"{args.dataset}-split")
+    origin = None if config["split_file"] and not given else (
+        {"file": str(args.class_split)} if given else {"drawn": "64/16/20 of the sorted class names", "seed": args.seed})
     return make_split(args.dataset, source, settings, out, size=args.size or source.native_size,
                       raw_path=args.path, verified=args.verify, overwrite=args.overwrite,
-                      export_imagefolder=args.export_imagefolder, argv=argv)
+                      export_imagefolder=args.export_imagefolder, argv=argv, classes=classes, class_origin=origin)
+
+
+def smallest_class(source, classes, args):
+    """A folder's default images per class in a continual task: all that its smallest continual class keeps."""
+    pool = classes["base"] + (classes["open_world"] if args.continual_pool == "base+open_world" else [])
+    counts = [sum(len(source.indices_of(s, c)) for s in sources.SPLITS) for c in pool if c in source.classes]
+    return max(1, min(counts, default=1) - args.heldout_per_class)
 
 
 @dataclass(frozen=True)
@@ -412,14 +467,17 @@ class SplitSettings:
 
 
 def make_split(dataset, source, settings, out, *, size, raw_path, verified, overwrite=False,
-               export_imagefolder=False, argv=None):
-    """Build the manifest of `settings` over `source` and write the split to `out` at `size` pixels."""
-    manifest = build_manifest(source, class_split(dataset), num_tasks=settings.num_tasks,
+               export_imagefolder=False, argv=None, classes=None, class_origin=None):
+    """Build the manifest of `settings` over `source` and write the split to `out` at `size` pixels; `classes`
+    (default: the dataset's own split file) and where they came from, recorded where they are not the default."""
+    manifest = build_manifest(source, classes or class_split(dataset), num_tasks=settings.num_tasks,
                               images_per_class=settings.images_per_class,
                               num_target_tasks=settings.num_target_tasks, shots=list(settings.shots),
                               seed=settings.seed, continual_pool=settings.continual_pool,
                               heldout_per_class=settings.heldout_per_class)
     manifest["source"] = {"path": str(raw_path), "checksums": source.checksums, "verified": verified}
+    if class_origin:  # absent for a dataset's own split, so those splits keep the bytes (and hashes) they had
+        manifest["class_split"] = class_origin
     manifest["command"] = _content_command(sys.argv[1:] if argv is None else argv)
     write_split(out, manifest, source, size, overwrite=overwrite, export_imagefolder=export_imagefolder)
     print(f"wrote {out}: {dataset} at {size}px, {settings.num_tasks} continual tasks x {WAYS} classes x "

@@ -1,0 +1,39 @@
+"""Label new images with a model trained by your_task.py: one CSV line per image, its class and probability.
+
+    python individual-model/label_images.py --model my_task/learngene.pt --path new_photos --out labels.csv
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils import your_task  # noqa: E402
+from utils.cli import cli, require  # noqa: E402
+from utils.files import write_csv  # noqa: E402
+from utils.repro import pick_device  # noqa: E402
+
+
+@cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, metavar="MODEL", help="learngene.pt or scratch.pt of your_task.py")
+    p.add_argument("--path", required=True, metavar="RAW", help="a folder of images (searched recursively)")
+    p.add_argument("--out", required=True, metavar="OUTFILE", help="the CSV to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
+    require(not out.is_dir(), f"--out {out} is a folder; give a file name")
+    model, record = your_task.load_model(args.model)
+    files = your_task.image_files(args.path)
+    labels = your_task.predict(model, record, files, pick_device(args.no_cuda))
+    rows = [[str(f.relative_to(args.path)), c, round(q, 6)] for f, (c, q) in zip(files, labels)]
+    write_csv(out, ["file", "class", "probability"], rows)
+    print(f"labelled {len(rows)} images of {args.path} into {out} ({len(record['classes'])} classes, "
+          f"{record['method']} model, {record['test_accuracy']:.1f}% on its held-out images)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Train an individual model from a learngene on your own labelled images, with scratch beside it, and save both.
+
+    python individual-model/your_task.py --learngene checkpoints/<preset>/collective/learngene.pt \
+        --path my_photos --out my_task
+    python individual-model/label_images.py --model my_task/learngene.pt --path new_photos --out labels.csv
+
+--path is a folder of class folders (<class>/<image>, a seeded --test_fraction of each class held out for the test
+accuracy), train/<class>/ beside test/<class>/ (or val/), or CUB-200-2011. The models train exactly as the paper's
+target tasks (the individual script's defaults: 30 epochs, batch 32, lr 0.005, EWC on the inherited blocks), at
+the learngene's image size; the EWC strength is the one the learngene's pipeline run chose where that run is
+beside it, else --ewc_lambda (default: the released 40000). --out gets learngene.pt and scratch.pt (loadable with
+torch.load(weights_only=True): class names, weights, test accuracy, provenance) and results.json; a run stopped
+before its end leaves nothing and is simply run again.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils import learngene, your_task  # noqa: E402
+from utils.cli import BATCH, COUNT, EWC_LAMBDA, FRACTION, LEARNING_RATE, SEED, cli, require  # noqa: E402
+from utils.engine import PRECISIONS, resolve_precision  # noqa: E402
+from utils.ewc import RELEASED_LAMBDA  # noqa: E402
+from utils.fewshot import TrainSettings  # noqa: E402
+from utils.files import FolderLock, foreign_files, replace_dir, torch_save, write_json  # noqa: E402
+from utils.repro import pick_device, provenance  # noqa: E402
+
+OUTPUTS = ("learngene.pt", "scratch.pt", "results.json")
+
+
+@cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--learngene", required=True, metavar="LEARNGENE", help="a learngene.pt of the collective script")
+    p.add_argument("--path", required=True, metavar="RAW", help="your labelled image folder")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="folder for the trained models and results.json")
+    p.add_argument("--test_fraction", type=FRACTION, default=None, help="of each class's images, the share held "
+                   "out for the test accuracy where the folder has no test part (default 0.2)")
+    p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=None, help="EWC strength (default: the learngene's "
+                   f"pipeline run's choice where it is beside the learngene, else the released {RELEASED_LAMBDA:g})")
+    p.add_argument("--epochs", type=COUNT, default=TrainSettings.epochs)
+    p.add_argument("--batch_size", type=BATCH, default=TrainSettings.batch_size)
+    p.add_argument("--lr", type=LEARNING_RATE, default=TrainSettings.lr)
+    p.add_argument("--seed", type=SEED, default=0, help="the held-out draw, the new layers and the batches")
+    p.add_argument("--no_scratch", action="store_true", help="train the learngene model only")
+    p.add_argument("--overwrite", action="store_true", help="replace the models of an earlier run at --out")
+    p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    args = p.parse_args(argv)
+    art = learngene.load(args.learngene)
+    out = Path(args.out)
+    if out.exists():
+        require(out.is_dir(), f"--out {out} exists and is not a folder")
+        foreign = foreign_files(out, OUTPUTS)
+        require(not foreign, f"{out} holds files this script did not write ({', '.join(foreign[:3])}); choose another --out")
+        require(args.overwrite or not any(out.iterdir()), f"{out} holds an earlier run's models: pass --overwrite to replace them")
+    device = pick_device(args.no_cuda)
+    source, data = your_task.read_task(args.path, art["image_size"], device, args.seed, args.test_fraction)
+    lam, lam_note = (args.ewc_lambda, "given") if args.ewc_lambda is not None else your_task.tuned_lambda(args.learngene)
+    if lam is None:
+        lam, lam_note = RELEASED_LAMBDA, f"the released strength: {lam_note}"
+    settings = TrainSettings(args.epochs, args.batch_size, args.lr, ewc_lambda=lam, eval_every=args.epochs,
+                             precision=resolve_precision(args.precision, device))
+    n_train, n_test = len(data["train"]), len(data["test"])
+    print(f"{len(source.classes)} classes, {n_train} training and {n_test} test images "
+          f"({source.checksums['layout']}); EWC strength {lam:g} ({lam_note})")
+    prov = {**provenance(device, argv, args.seed), "learngene": str(args.learngene), "data": str(args.path),
+            "layout": source.checksums["layout"], "content_sha256": source.checksums["content.sha256"],
+            "ewc_lambda": lam, "ewc_lambda_from": lam_note, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr": args.lr}
+    results = {"classes": source.classes, "train_images": n_train, "test_images": n_test, "provenance": prov}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial"  # moved into place when every model is written; locked until then
+    with FolderLock(tmp):
+        for name in OUTPUTS:  # an interrupted run's models are not mixed with this run's
+            (tmp / name).unlink(missing_ok=True)
+        for method in your_task.METHODS[:1] if args.no_scratch else your_task.METHODS:
+            model, curve, diverged = your_task.train(method, art, data, len(source.classes), settings, device, args.seed)
+            accuracy = curve[-1][3]
+            torch_save(tmp / f"{method}.pt", your_task.model_record(model, method, source.classes, art, accuracy, prov))
+            results[method] = {"test_accuracy": accuracy, "train_loss": curve[-1][1], "diverged": diverged}
+            print(f"{method}: test accuracy {accuracy:.1f}% on {n_test} held-out images"
+                  + (" (the training loss diverged)" if diverged else ""))
+        if "scratch" in results:
+            results["learngene_minus_scratch"] = results["learngene"]["test_accuracy"] - results["scratch"]["test_accuracy"]
+            print(f"learngene - scratch: {results['learngene_minus_scratch']:+.1f} points (one split of your images; "
+                  f"other --seed values draw other held-out images and new layers)")
+        write_json(tmp / "results.json", results)
+        replace_dir(tmp, out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

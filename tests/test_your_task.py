@@ -1,0 +1,107 @@
+"""A learngene applied to a user's own labelled folder (individual-model/your_task.py) and new images labelled with
+the model it saved (individual-model/label_images.py): end to end on real photos, the saved model reloaded giving
+the accuracy it recorded, the EWC strength read from the learngene's pipeline run, bad folders refused."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, assert_clean_error, needs_tiny, run_script
+from PIL import Image
+
+from utils import sources, your_task
+
+TRAIN, LABEL = "individual-model/your_task.py", "individual-model/label_images.py"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """4 classes x 12 real Tiny-ImageNet-100 photos as <class>/<n>.jpg: a user's small labelled folder."""
+    if not (TINY / "train.npz").exists():
+        pytest.skip("../shared/data/tiny-imagenet-100 absent")
+    root = tmp_path_factory.mktemp("photos") / "mine"
+    tiny = sources.tiny_imagenet100(TINY, verify=False)
+    for c in tiny.classes[90:94]:
+        (root / c).mkdir(parents=True)
+        for i in tiny.indices_of("train", c)[:12]:
+            Image.fromarray(tiny.loader("train", np.array([i]))[0]).save(root / c / f"{i}.jpg", quality=95)
+    return root
+
+
+@needs_tiny
+def test_your_task_trains_saves_and_labels(photos, collective_run, tmp_path):
+    learngene = collective_run / "learngene.pt"
+    proc = run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", tmp_path / "task", "--epochs", "3",
+                      "--test_fraction", "0.25", "--precision", "fp32", "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "task" / "results.json").read_text())
+    assert results["classes"] == sorted(p.name for p in photos.iterdir())
+    assert (results["train_images"], results["test_images"]) == (36, 12)
+    assert results["learngene_minus_scratch"] == pytest.approx(
+        results["learngene"]["test_accuracy"] - results["scratch"]["test_accuracy"])
+    # no pipeline run beside this learngene: the released strength, said so
+    assert results["provenance"]["ewc_lambda"] == 40000 and "released" in results["provenance"]["ewc_lambda_from"]
+    record = torch.load(tmp_path / "task" / "learngene.pt", weights_only=True)
+    assert record["classes"] == results["classes"] and record["image_size"] == 32
+    # the learngene model inherited the learngene's blocks and trained them (EWC holds, not freezes, them)
+    art = torch.load(learngene, weights_only=True)
+    assert not torch.equal(record["state"]["inherited.0.conv.weight"], art["state"]["0.conv.weight"])
+    # reloaded, the model labels the held-out images with the accuracy it recorded (one image of slack for
+    # float rounding between the two code paths)
+    test_files = sources.image_folder(photos, 0, 0.25).files["test"]
+    proc = run_script(LABEL, "--model", tmp_path / "task" / "learngene.pt", "--path", photos, "--out",
+                      tmp_path / "labels.csv", "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "labels.csv") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 48 and all(0 < float(r["probability"]) <= 1 for r in rows.values())
+    correct = [rows[f]["class"] == f.split("/")[0] for f in test_files]
+    assert abs(100 * np.mean(correct) - results["learngene"]["test_accuracy"]) <= 100 / len(test_files) + 1e-9
+    # the same model file labels the same images the same way, and a rerun does not overwrite silently
+    proc = run_script(LABEL, "--model", tmp_path / "task" / "learngene.pt", "--path", photos, "--out",
+                      tmp_path / "labels.csv", "--no-cuda")
+    assert_clean_error(proc, "pass --overwrite")
+    proc = run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", tmp_path / "task", "--epochs", "1")
+    assert_clean_error(proc, "pass --overwrite")
+
+
+def test_ewc_strength_is_read_from_the_learngenes_pipeline_run(tmp_path):
+    work = tmp_path / "checkpoints" / "preset"
+    (work / "collective").mkdir(parents=True)
+    for lam, acc in (("4", 50.0), ("400", 61.5), ("40000", 58.0)):
+        (work / "tune-ewc" / f"lambda-{lam}").mkdir(parents=True)
+        (work / "tune-ewc" / f"lambda-{lam}" / "results.csv").write_text(
+            f"shots,method,runs,final_acc,diverged\n10,learngene,2,{acc},0\n20,learngene,2,{acc},0\n")
+    lam, note = your_task.tuned_lambda(work / "collective" / "learngene.pt")
+    assert lam == 400.0 and "validation" in note
+    assert your_task.tuned_lambda(tmp_path / "elsewhere" / "learngene.pt")[0] is None
+
+
+@needs_tiny
+@pytest.mark.parametrize("case,fragment", [
+    ("empty class", "holds no images"),
+    ("one image", "too few to hold out"),
+    ("not an image", "cannot decode image"),
+    ("not a learngene", "not a learngene artifact"),
+])
+def test_bad_task_folders_are_refused_and_nothing_is_written(photos, collective_run, tmp_path, case, fragment):
+    raw = tmp_path / "raw"
+    for c in ("a", "b", "c"):
+        (raw / c).mkdir(parents=True)
+        for f in sorted((photos / sorted(p.name for p in photos.iterdir())[0]).iterdir())[:5]:
+            (raw / c / f.name).write_bytes(f.read_bytes() + c.encode())  # distinct bytes per class
+    learngene = collective_run / "learngene.pt"
+    if case == "empty class":
+        (raw / "d").mkdir()
+    elif case == "one image":
+        (raw / "d").mkdir()
+        (raw / "d" / "x.jpg").write_bytes((raw / "a" / sorted(p.name for p in (raw / "a").iterdir())[0]).read_bytes() + b"d")
+    elif case == "not an image":
+        (raw / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    elif case == "not a learngene":
+        learngene = sorted((collective_run / "checkpoints").glob("task_*.pt"))[-1]
+    proc = run_script(TRAIN, "--learngene", learngene, "--path", raw, "--out", tmp_path / "task", "--epochs", "1",
+                      "--no-cuda")
+    assert_clean_error(proc, fragment)
+    assert not (tmp_path / "task").exists() and not list(tmp_path.glob(".task*"))
