@@ -216,6 +216,25 @@ MUTATIONS = [
              "               *([\"--reuse\", *earlier] if earlier else []), \"--name\"",
              "               \"--name\"",
              ("tests/test_pipeline.py::test_budget_study_trains_the_sources_and_reuses_what_reads_none",)),
+    # a user's own data: image folders and a learngene for a user's task
+    Mutation("cub-split-ignored", "CUB-200-2011 keeps its official train/test split", "utils/sources.py",
+             'out["train" if is_train[i] == "1" else "test"]', 'out["train" if int(i) % 2 else "test"]',
+             ("tests/test_folder.py::test_cub_layout_keeps_its_official_train_test_split",)),
+    Mutation("folder-test-fraction-unseeded", "a folder's held-out images are drawn with the seed",
+             "utils/sources.py", 'rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(b"folder test")',
+             'rng = np.random.default_rng([0, int.from_bytes(hashlib.sha256(b"folder test")',
+             ("tests/test_folder.py::test_class_folders_hold_out_a_seeded_fraction",)),
+    Mutation("folder-labels-shifted", "a folder's images carry their class folder's label", "utils/sources.py",
+             "labels = {s: np.asarray([y for y, c in enumerate(classes)",
+             "labels = {s: np.asarray([(y + 1) % len(classes) for y, c in enumerate(classes)",
+             ("tests/test_folder.py::test_cub_layout_keeps_its_official_train_test_split",)),
+    Mutation("folder-duplicates-allowed", "an image among both the train and the test images is refused",
+             "utils/sources.py", "    if both:\n        shared = min(both)", "    if False:\n        shared = min(both)",
+             ("tests/test_folder.py::test_bad_folders_are_refused_in_one_line_and_nothing_is_written",)),
+    Mutation("your-task-test-on-train", "your task's accuracy is measured on its held-out images", "utils/your_task.py",
+             'data["train"], data["test"], settings, device, Protocol())',
+             'data["train"], data["train"], settings, device, Protocol())',
+             ("tests/test_your_task.py::test_your_task_trains_saves_and_labels",)),
 ]
 
 

@@ -32,7 +32,7 @@ def photos(tmp_path_factory):
 @needs_tiny
 def test_your_task_trains_saves_and_labels(photos, collective_run, tmp_path):
     learngene = collective_run / "learngene.pt"
-    proc = run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", tmp_path / "task", "--epochs", "3",
+    proc = run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", tmp_path / "task", "--epochs", "15",
                       "--test_fraction", "0.25", "--precision", "fp32", "--no-cuda")
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "task" / "results.json").read_text())
