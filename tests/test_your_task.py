@@ -58,6 +58,22 @@ def test_your_task_trains_saves_and_labels(photos, collective_run, tmp_path):
     assert len(rows) == 48 and all(0 < float(r["probability"]) <= 1 for r in rows.values())
     correct = [rows[f]["class"] == f.split("/")[0] for f in test_files]
     assert abs(100 * np.mean(correct) - results["learngene"]["test_accuracy"]) <= 100 / len(test_files) + 1e-9
+    # a labelled folder: its true classes and the accuracy; a class the model does not know is refused
+    proc = run_script(LABEL, "--model", tmp_path / "task" / "learngene.pt", "--path", photos, "--labelled", "--out",
+                      tmp_path / "labelled.csv", "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "labelled.csv") as f:
+        labelled = list(csv.DictReader(f))
+    assert all(r["true_class"] == r["file"].split("/")[0] for r in labelled)
+    accuracy = 100 * np.mean([r["class"] == r["true_class"] for r in labelled])
+    assert f"accuracy on these labelled images: {accuracy:.1f}%" in proc.stdout
+    other = tmp_path / "other"
+    (other / "a-new-class").mkdir(parents=True)
+    (other / "a-new-class" / "x.jpg").write_bytes(next((photos / results["classes"][0]).iterdir()).read_bytes())
+    proc = run_script(LABEL, "--model", tmp_path / "task" / "learngene.pt", "--path", other, "--labelled", "--out",
+                      tmp_path / "other.csv", "--no-cuda")
+    assert_clean_error(proc, "that the model does not know")
+    assert not (tmp_path / "other.csv").exists()
     # the same model file labels the same images the same way, and a rerun does not overwrite silently
     proc = run_script(LABEL, "--model", tmp_path / "task" / "learngene.pt", "--path", photos, "--out",
                       tmp_path / "labels.csv", "--no-cuda")

@@ -84,6 +84,17 @@ def image_files(folder):
     return files
 
 
+def true_classes(files, folder, classes):
+    """The class of each file of a labelled folder (<class>/<image>), each class being one the model knows."""
+    truth = [Path(f).relative_to(folder).parts[0] for f in files]
+    unknown = sorted(set(truth) - set(classes))
+    require(all(len(Path(f).relative_to(folder).parts) > 1 for f in files),
+            f"{folder} holds images outside class folders: a labelled folder is <class>/<image>")
+    require(not unknown, f"{folder} has class folder(s) {', '.join(unknown[:3])} that the model does not know "
+            f"(its classes: {', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})")
+    return truth
+
+
 @torch.no_grad()
 def predict(model, record, files, device, batch_size=256):
     """(class name, probability) of every file, the model in eval mode, images read as its training images were."""
