@@ -222,17 +222,9 @@ def imagenet100(root, wnids, train_per_class=500, test_per_class=100):
         labels["test"] += [label] * test_per_class
     image_dir = root / "images" if layout == "mini-imagenet-csv" else root
 
-    def load(split, idx):
-        out = np.empty((len(idx), 84, 84, 3), dtype=np.uint8)
-        for j, i in enumerate(idx):
-            path = image_dir / files[split][i]
-            try:
-                raw = path.read_bytes()
-            except OSError as e:
-                raise UserError(f"cannot read {path}: {e.strerror}")
-            # mini-ImageNet's own recipe: squash the whole image to 84x84 (no crop)
-            out[j] = np.asarray(_decode(raw, str(path)).resize((84, 84), Image.LANCZOS))
-        return out
+    def load(split, idx):  # mini-ImageNet's own recipe: squash the whole image to 84x84 (no crop)
+        return np.stack([read_image(image_dir / files[split][i]) for i in idx]) if len(idx) else \
+            np.empty((0, FOLDER_SIZE, FOLDER_SIZE, 3), dtype=np.uint8)
 
     return Source("imagenet100", list(wnids), {s: np.asarray(v, dtype=np.int64) for s, v in labels.items()},
                   84, load, checksums={"layout": layout}, files=files)
@@ -259,7 +251,7 @@ def _mini_imagenet_csv(root):
 
 # ---------------------------------------------------------------- any folder of class folders (a user's own data)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-FOLDER_SIZE = 84  # a folder's images, of any size, are first squashed to this square (mini-ImageNet's recipe)
+FOLDER_SIZE = 84  # a folder's (and ImageNet100's) images, of any size, are first squashed to this square (mini-ImageNet's recipe)
 TEST_FRACTION = 0.2  # of each class's images, held out as its test images where the folder has no test part
 
 
@@ -281,7 +273,8 @@ def image_folder(root, seed=0, test_fraction=None):
         per_split = {"train": _class_files(root / "train", "train/"), "test": _class_files(test_dir, f"{test_dir.name}/")}
     else:
         layout = "class folders"
-        per_split = _held_out(_class_files(root, ""), TEST_FRACTION if test_fraction is None else test_fraction, seed)
+        test_fraction = TEST_FRACTION if test_fraction is None else test_fraction
+        per_split = _held_out(_class_files(root, ""), test_fraction, seed)
     classes = sorted(per_split["train"])
     for split, other in (("train", "test"), ("test", "train")):
         extra = sorted(set(per_split[split]) - set(per_split[other]))
@@ -304,7 +297,7 @@ def image_folder(root, seed=0, test_fraction=None):
 
     checksums = {"layout": layout, "content.sha256": content.hexdigest()}
     if layout == "class folders":
-        checksums.update(test_fraction=TEST_FRACTION if test_fraction is None else test_fraction, seed=seed)
+        checksums.update(test_fraction=test_fraction, seed=seed)
     return Source("folder", classes, labels, FOLDER_SIZE, load, checksums=checksums, files=files)
 
 
