@@ -5,8 +5,8 @@ wall-clock time: how the cpu preset was sized (README, "Sizing the cpu preset").
 
 Units: the collective model's training images per second at base and at final widths (with the criterion, as
 the collective script trains), and seconds per individual-model run of each method at each shot count, with a
-learngene of the full-width shape (three 512-channel blocks, cut from a collective model at the final widths:
-the weights do not change the cost). The projection assumes the collective cost grows linearly with the
+learngene of the shape the preset extracts (conv 10-12 of the collective model after its extraction task: three
+512-channel blocks for the cpu and paper presets, narrower for the quick one; the weights do not change the cost). The projection assumes the collective cost grows linearly with the
 widening schedule between the two measured widths, as its FLOPs do.
 """
 import argparse
@@ -27,6 +27,7 @@ from utils.files import write_csv  # noqa: E402
 from utils.repro import command_line, device_name, provenance  # noqa: E402
 from utils.engine import DeviceData, seeded_generator, sgd, synchronize, train_epoch, uses_channels_last  # noqa: E402
 from utils.models import BASE_WIDTHS, CollectiveNet, WIDENING, widths_at  # noqa: E402
+from utils.learngene import Selection  # noqa: E402
 from utils.splits import Split  # noqa: E402
 
 
@@ -50,13 +51,14 @@ def collective_rate(widths, data, device, precision, epochs=2):
     return epochs * len(data) / (time.perf_counter() - t0)
 
 
-def run_seconds(split, device, settings, shots):
-    """Seconds per individual run of each method, with a full-width learngene and collective model."""
-    final = widths_at(max(WIDENING))
-    collective = {"widths": final, "task": max(WIDENING), "path": "random", "model": CollectiveNet(
-        final, split.image_size, 100).state_dict(), "config": {"image_size": split.image_size, "num_outputs": 100}}
-    art = learngene.make_artifact(collective["model"], final, [10, 11, 12], dataset=split.dataset,
-                                  image_size=split.image_size, source_task=max(WIDENING))
+def run_seconds(split, device, settings, shots, task):
+    """Seconds per individual run of each method, with a learngene and collective model of the widths after
+    collective task `task` (the extraction task: the individual model's inherited blocks are that wide)."""
+    widths = widths_at(task)
+    collective = {"widths": widths, "task": task, "path": "random", "model": CollectiveNet(
+        widths, split.image_size, 100).state_dict(), "config": {"image_size": split.image_size, "num_outputs": 100}}
+    art = learngene.make_artifact(collective["model"], widths, [10, 11, 12], dataset=split.dataset,
+                                  image_size=split.image_size, source_task=task)
     inputs = methods.Inputs(art, "", collective)
     data = fewshot.FewShotData(split, "target", device)
     seconds = {}
@@ -116,14 +118,15 @@ def main(argv=None):
     eval_every = option(preset["individual"], "--eval_every", 1)
     # the training scripts' settings (EWC on at the released strength: its cost does not depend on lambda)
     settings = fewshot.TrainSettings(epochs=args.epochs, eval_every=eval_every, precision=args.precision)
+    tasks = option(preset["split"], "--num_tasks", 50)
+    widened = min(tasks - 1, max(WIDENING))
+    extraction = min(tasks - 1, option(preset["collective"], "--extract_after_task", Selection.after_task))
     shots = [int(k) for k in split.manifest["shots"]]
-    per_run = {k: run_seconds(split, device, settings, k) for k in shots}
+    per_run = {k: run_seconds(split, device, settings, k, extraction) for k in shots}
 
     # the projection for the preset
-    tasks = option(preset["split"], "--num_tasks", 50)
     images = 5 * option(preset["split"], "--num_imgs_per_cat_train", 500)
     epochs = option(preset["collective"], "--epochs", 100)
-    widened = min(tasks - 1, max(WIDENING))
     # seconds per image-epoch, linear from base (task 0) to final (task 20 on), averaged over the tasks trained
     cost = [1 / rates["base"] + (1 / rates["final"] - 1 / rates["base"]) * min(t, widened) / max(WIDENING)
             for t in range(tasks)]

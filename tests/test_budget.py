@@ -110,8 +110,8 @@ def test_report_pairs_every_point_against_the_same_scratch_runs(tmp_path):
                                                                  for m in budget.METHODS[1:] for k in (10, 20)
                                                                  for t in range(3)}})
     records = [record("small", "preset", 1000, 45.0), record("large", "epochs", 10000, 50.0)]
-    md = budget.report(tmp_path / "out", records, targets, "lr note", "test", {"commit": "c", "device": "cpu",
-                                                                              "time_utc": "now"})
+    md = budget.report(tmp_path / "out", records, targets, "lr note", "test",
+                       {"commit": "c", "device": "cpu", "time_utc": "now", "command": "python x.py"})
     with open(tmp_path / "out" / "budget.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 * len(budget.METHODS)

@@ -147,5 +147,5 @@ def test_one_chain_falls_back_to_its_tasks_and_says_so():
                "released-scratch": runs, "released": chained, "released-chained-scratch": chained}
     rows = released.table(folders, chain=5)
     assert {r[11] for r in rows} == {"task"}
-    md = released.markdown(rows, 5, 100, {"commit": "c", "device": "cpu", "time_utc": "now"})
+    md = released.markdown(rows, 5, 100, {"commit": "c", "device": "cpu", "time_utc": "now", "command": "python x.py"})
     assert "understate the uncertainty" in md and "| + target tasks chained | 10 | 52.0 | 49.0 | 51.0 | +3.0 ±0.0 | +2.0 ±0.0 |" in md

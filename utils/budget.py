@@ -24,6 +24,7 @@ import numpy as np
 from utils import plots
 from utils.files import write_csv, write_json, write_text
 from utils.methods import BASELINE
+from utils.repro import provenance_lines
 from utils.runstore import read_runs
 from utils.stats import mean_ci95, per_task
 
@@ -228,7 +229,7 @@ def markdown(rows, records, trends, lr_note, prov):
             if t:
                 lines.append(f"| {k} | {m} | {_signed(t[0], t[1])} | {_signed(t[2], t[3])} | {t[4]} |")
         lines.append("")
-    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, {prov['time_utc']}.", ""]
+    lines += provenance_lines(prov)
     return "\n".join(lines)
 
 

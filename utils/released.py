@@ -21,6 +21,7 @@ import numpy as np
 from utils import plots
 from utils.fewshot import RELEASED_CHAIN, Protocol
 from utils.files import write_csv, write_text
+from utils.repro import provenance_lines
 from utils.runstore import read_runs
 from utils.stats import mean_ci95
 
@@ -156,7 +157,7 @@ def markdown(rows, chain, scratch_epochs, prov):
             lines.append(f"| {r[0]} | {r[1]} | {r[3]:.1f} | {r[4]:.1f} | {'-' if r[5] == '' else f'{r[5]:.1f}'} | "
                          f"{_cell(r[6], r[7])} | {_cell(r[8], r[9])} |")
         lines.append("")
-    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, {prov['time_utc']}.", ""]
+    lines += provenance_lines(prov)
     return "\n".join(lines)
 
 

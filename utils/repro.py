@@ -59,6 +59,12 @@ def provenance(device=None, argv=None, seed=None):
     return info
 
 
+def provenance_lines(prov):
+    """The closing lines of a study's markdown report: what made it, where and when, and the command."""
+    return [f"Provenance: commit {prov['commit']}, device {prov['device']}, {prov['time_utc']}.",
+            f"Command: `{prov['command']}`", ""]
+
+
 def pick_device(no_cuda=False):
     import torch
     return torch.device("cuda" if torch.cuda.is_available() and not no_cuda else "cpu")
