@@ -99,6 +99,9 @@ def test_released_protocol_end_to_end(collective_run, tiny_split, tmp_path):
     assert sorted((r["result"]["task"], r["result"]["chain_position"]) for r in lines) == [(0, 0), (1, 1)]
     assert all(c[4] == 0 for r in lines for c in r["result"]["curve"])  # no EWC penalty
     assert "Protocol: the released script's choices" in (tmp_path / "lg" / "results.md").read_text()
+    again = script(collective_run, tiny_split, tmp_path / "lg", "--protocol", "released", "--methods", "learngene",
+                   "--num_imgs_per_cat_train", "2")  # a chained folder resumes: its runs are found, not refused
+    assert again.returncode == 0 and "2 runs already" in again.stdout and "0 to go" in again.stdout, again.stderr
     proc = script(collective_run, tiny_split, tmp_path / "scratch", "--protocol", "released", "--methods", "scratch",
                   "--num_imgs_per_cat_train", "2", "--eval_every", "50")
     assert proc.returncode == 0, proc.stderr

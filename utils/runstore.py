@@ -50,8 +50,9 @@ class RunStore:
     """The runs of one results folder, {RunKey: result}, backed by its runs.jsonl."""
 
     def __init__(self, path, identity):
-        self.path, self.identity = Path(path), identity
-        self.runs = _load(self.path, identity)
+        # as runs.jsonl will hold it (a tuple reads back as a list), so a rerun's identity equals its stored runs'
+        self.path, self.identity = Path(path), json.loads(json.dumps(identity))
+        self.runs = _load(self.path, self.identity)
 
     def add(self, key, result):
         self.runs[key] = result
