@@ -111,10 +111,10 @@ def test_report_pairs_every_point_against_the_same_scratch_runs(tmp_path):
                                                                  for t in range(3)}})
     records = [record("small", "preset", 1000, 45.0), record("large", "epochs", 10000, 50.0)]
     md = budget.report(tmp_path / "out", records, targets, "lr note", "test",
-                       {"commit": "c", "device": "cpu", "time_utc": "now", "command": "python x.py"})
+                       {"commit": "c", "device": "cpu", "time_utc": "now", "command": "python x.py", "torch": "2"})
     with open(tmp_path / "out" / "budget.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * len(budget.METHODS)
+    assert len(rows) == 2 * 2 * len(budget.METHODS) and {(r["commit"], r["command"]) for r in rows} == {("c", "python x.py")}
     learngene = {r["point"]: r for r in rows if r["method"] == "learngene" and r["shots"] == "10"}
     # per task t the difference is gain + (t - 1): mean gain, interval t(2) * 1 / sqrt(3)
     assert float(learngene["small"]["diff_vs_scratch"]) == pytest.approx(-2.0)

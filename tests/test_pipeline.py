@@ -197,6 +197,7 @@ def test_released_study_runs_each_released_choice_beside_the_clean_runs(clone):
     with open(clone / "results" / "tiny-imagenet-100-smoke-released.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(released.ROWS) * 2 * 2  # rows x shot counts x (final, best epoch)
+    assert all(r["commit"] and "--studies individual released" in r["command"] for r in rows)  # provenance per row
     with open(clone / "results" / "tiny-imagenet-100-smoke.csv") as f:
         individual = {(r["shots"], r["method"]): float(r["final_acc"]) for r in csv.DictReader(f)}
     for r in rows:

@@ -163,7 +163,7 @@ def report(out, records, target_dirs, lr_note, name, prov):
     out = Path(out)
     runs_by_point = {rec["point"]: read_runs(Path(target_dirs[rec["point"]]) / "runs.jsonl") for rec in records}
     rows = study_rows(records, runs_by_point)
-    write_csv(out / "budget.csv", HEADER, [[r[h] for h in HEADER] for r in rows])
+    write_csv(out / "budget.csv", HEADER, [[r[h] for h in HEADER] for r in rows], prov)
     series = sorted((r for r in records if r["role"] != "lr"), key=lambda r: r["images_seen"])
     trends = {}
     for k in sorted({r["shots"] for r in rows}):

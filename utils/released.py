@@ -126,7 +126,7 @@ def report(out, dirs, chain, scratch_epochs, name, prov):
     out = Path(out)
     folders = {n: read_runs(Path(d) / "runs.jsonl") for n, d in dirs.items()}
     rows = table(folders, chain)
-    write_csv(out / "released.csv", HEADER, rows)
+    write_csv(out / "released.csv", HEADER, rows, prov)
     md = markdown(rows, chain, scratch_epochs, prov)
     write_text(out / "results.md", md)
     draw(out / "chain.png", folders, name, prov)
