@@ -119,6 +119,12 @@ def joint_run(collective_run, tiny_split, tmp_path_factory):
     return out
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs a script or the whole pipeline end to end in a subprocess (each "
+                            "start imports torch and trains for real); `./run.sh test` leaves these out, `./run.sh "
+                            "test-slow` runs them, CI runs both")
+
+
 def pytest_sessionstart(session):
     """CI always has ../shared beside the clone (.ci/run sets LEARNGENE_REQUIRE_DATA): there, missing data is a
     broken setup, and the suite fails at once instead of passing on its unit tests alone."""

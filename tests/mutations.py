@@ -185,7 +185,7 @@ MUTATIONS = [
     # the released protocol's switches (utils/fewshot.Protocol) and its decomposition (utils/released.py)
     Mutation("chain-ignored", "--chain carries the model from task to task", "utils/individual.py",
              "    if protocol.chain:\n", "    if False:\n",
-             ("tests/test_released.py::test_released_protocol_end_to_end",)),
+             ("tests/test_released.py::test_chained_runs_are_trained_as_chains_in_the_protocols_order",)),
     Mutation("chain-fresh-second-task", "a chained task starts from the model the previous one ended with",
              "utils/fewshot.py", "        curve, diverged = fit(model, ewc, key, *data(key.shots, key.task), settings, device, protocol)",
              "        model = prepare(key, inputs, data(key.shots, key.task)[0], settings, device)[0]; "
@@ -197,11 +197,11 @@ MUTATIONS = [
     Mutation("released-keeps-ewc", "--protocol released turns EWC off, as the released penalty was zero",
              "utils/individual.py", "min(RELEASED_CHAIN, num_tasks), True, 0.0",
              "min(RELEASED_CHAIN, num_tasks), True, args.ewc_lambda",
-             ("tests/test_released.py::test_released_protocol_end_to_end",)),
+             ("tests/test_released.py::test_protocol_released_sets_the_released_choices",)),
     Mutation("chained-runs-never-resume", "an interrupted released-protocol study resumes from its runs.jsonl",
              "utils/runstore.py", "self.path, self.identity = Path(path), json.loads(json.dumps(identity))",
              "self.path, self.identity = Path(path), identity",
-             ("tests/test_released.py::test_released_protocol_end_to_end",)),
+             ("tests/test_runstore.py::test_a_folder_whose_identity_holds_a_tuple_resumes",)),
     Mutation("decomposition-units-tasks", "the interval of a chained row is over chains", "utils/released.py",
              "    if len(blocks) < 2:\n", "    if True:\n",
              ("tests/test_released.py::test_decomposition_pairs_each_row_with_its_scratch",)),

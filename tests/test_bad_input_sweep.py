@@ -247,7 +247,9 @@ def test_generated_sweep(good, tmp_path, monkeypatch, capsys):
             for case, value in cases.items():
                 if out.exists():
                     shutil.rmtree(out)
-                inputs = [good.split, good.learngene, good.runs, good.table, good.photos, good.task_model, value]
+                # a numeric case's value is no path ("" would read as the repository, .venv and all)
+                inputs = [good.split, good.learngene, good.runs, good.table, good.photos, good.task_model,
+                          *([value] if isinstance(value, Path) else [])]
                 before = snapshot(*inputs)
                 t0 = time.perf_counter()
                 proc = run_main(script, with_value(parser, make(good, out), action, value), capsys)

@@ -14,6 +14,7 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @needs_tiny
 def test_throughput_bench(tiny_split, tmp_path):
     out = tmp_path / "throughput.csv"
@@ -36,6 +37,7 @@ def test_throughput_bench(tiny_split, tmp_path):
     assert out.read_bytes() == before
 
 
+@pytest.mark.slow
 @needs_tiny
 def test_individual_phase_bench(tiny_split, collective_run, tmp_path):
     out = tmp_path / "phase.csv"

@@ -10,6 +10,7 @@ from utils import collective, learngene
 SHORT = ["--epochs", "2", "--batch_size", "16", "--num_works", "3", "--no-cuda"]
 
 
+@pytest.mark.slow
 def test_short_run_writes_every_output(tiny_split, tmp_path):
     out = tmp_path / "run"
     proc = run_script("collective-model/val_lifelong_imagenet.py", "--path", tiny_split, "--out", out, *SHORT)
@@ -48,6 +49,7 @@ def test_short_run_writes_every_output(tiny_split, tmp_path):
     assert_clean_error(again, "already holds a run")
 
 
+@pytest.mark.slow
 def test_resume_ends_with_the_same_weights(tiny_split, tmp_path, monkeypatch):
     argv = ["--path", str(tiny_split), *SHORT, "--epochs", "2"]
     collective.run("imagenet", argv + ["--out", str(tmp_path / "whole")])
@@ -77,6 +79,7 @@ def test_resume_ends_with_the_same_weights(tiny_split, tmp_path, monkeypatch):
     assert [m[:4] for m in a["metrics"]] == [m[:4] for m in b["metrics"]]
 
 
+@pytest.mark.slow
 def test_bad_inputs(tiny_split, tmp_path):
     script = "collective-model/val_lifelong_imagenet.py"
     assert_clean_error(run_script(script, "--path", tmp_path, "--out", tmp_path / "o"), "not a split directory")
@@ -124,6 +127,7 @@ def test_ewc_across_collective_tasks_follows_the_widening(tiny_split, tmp_path):
     assert penalty[0] == 0 and penalty[1] > 0 and penalty[2] > 0  # no anchor before the first task ends
 
 
+@pytest.mark.slow
 def test_resume_refuses_fewer_tasks_than_trained(tiny_split, tmp_path):
     script, out = "collective-model/val_lifelong_imagenet.py", tmp_path / "run"
     base = ["--path", tiny_split, "--out", out, "--epochs", "1", "--batch_size", "30", "--no-cuda"]
@@ -133,6 +137,7 @@ def test_resume_refuses_fewer_tasks_than_trained(tiny_split, tmp_path):
     assert (out / "learngene.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_its_first_epoch_restarts(tiny_split, tmp_path):
     """config.json is written before the first epoch, last.pt after it: a stop in between must not leave a
     folder that neither a plain rerun nor --resume accepts."""
@@ -147,6 +152,7 @@ def test_a_run_stopped_before_its_first_epoch_restarts(tiny_split, tmp_path):
         assert (out / "learngene.pt").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_run_and_nothing_else(tiny_split, tmp_path):
     script, out = "collective-model/val_lifelong_imagenet.py", tmp_path / "run"
     base = ["--path", tiny_split, "--out", out, "--epochs", "1", "--num_works", "1", "--batch_size", "30", "--no-cuda"]

@@ -172,6 +172,7 @@ def test_bad_folders_are_refused_in_one_line_and_nothing_is_written(tmp_path, ca
     assert hashlib.sha256(b"".join(p.read_bytes() for p in sorted(raw.rglob("*")) if p.is_file())).hexdigest() == before
 
 
+@pytest.mark.slow
 @needs_tiny
 def test_the_smoke_pipeline_runs_on_an_image_folder(tmp_path):
     """The whole pipeline on a folder of real photos (enough images for the smoke preset's 20 shots)."""

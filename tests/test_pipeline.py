@@ -100,6 +100,7 @@ def test_cpu_preset_covers_the_whole_widening_schedule():
     assert int(cpu["split"][cpu["split"].index("--num_target_tasks") + 1]) >= 20
 
 
+@pytest.mark.slow
 def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
     md = (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
     with open(clone / "results" / "tiny-imagenet-100-smoke.csv") as f:
@@ -120,6 +121,7 @@ def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
     assert git("status", "--porcelain", cwd=clone) == ""  # every output is ignored; nothing tracked changed
 
 
+@pytest.mark.slow
 def test_pipeline_resumes_and_keeps_results(clone):
     md = clone / "results" / "tiny-imagenet-100-smoke.md"
     before = md.read_bytes()
@@ -147,6 +149,7 @@ def test_pipeline_bad_data_is_a_clean_error(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_budget_study_trains_the_sources_and_reuses_what_reads_none(clone):
     """The source-budget study on the smoke preset: the collective model again at the preset's other budgets, every
     point's target runs, and what reads no source (scratch) trained once: every point takes the individual study's
@@ -185,6 +188,7 @@ def test_budget_study_cannot_come_first(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_released_study_runs_each_released_choice_beside_the_clean_runs(clone):
     """The released-protocol study on the smoke preset: one individual-script stage per released choice, the clean
     protocol's row read from the individual study's own runs, the released learngene chained (the smoke preset's 2

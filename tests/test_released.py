@@ -52,11 +52,12 @@ def test_the_optimizer_restarts_every_epoch_only_when_asked(collective_run, tiny
     monkeypatch.setattr(fewshot, "sgd", lambda *a: made.append(1) or sgd(*a))
     key = Key("scratch", 2, 0, 0)
     with float64():
-        clean = fewshot.train_one(key, inputs, *data(2, 0), settings(epochs=3), cpu)
+        two = settings(epochs=2)
+        clean = fewshot.train_one(key, inputs, *data(2, 0), two, cpu)
         assert len(made) == 1
-        restarted = fewshot.train_one(key, inputs, *data(2, 0), settings(epochs=3), cpu,
+        restarted = fewshot.train_one(key, inputs, *data(2, 0), two, cpu,
                                       Protocol(optimizer_per_epoch=True))
-        assert len(made) == 1 + 3
+        assert len(made) == 1 + 2
     assert restarted["curve"][0][1] == clean["curve"][0][1]  # epoch 1: the same fresh optimizer
     assert restarted["curve"][1][1] != clean["curve"][1][1]  # epoch 2: momentum lost
 
@@ -68,11 +69,54 @@ def test_the_clean_protocol_adds_nothing_to_a_runs_identity():
     assert Protocol(chain=5).chains(7) == [[0, 1, 2, 3, 4], [5, 6]]
 
 
+def released_args(methods, **given):
+    from argparse import Namespace
+    return Namespace(**{"protocol": "released", "chain": None, "epochs": None, "batch_size": None,
+                        "optimizer_per_epoch": False, "methods": methods, "ewc_lambda": 40000.0, "chain_order": None,
+                        **given})
+
+
+def test_protocol_released_sets_the_released_choices():
+    """For inheriting methods: chains of 5 tasks (or one chain of all when fewer), a new optimizer every epoch and
+    no EWC (the released penalty was always zero); for scratch alone, the released baseline: fresh per task, 100
+    epochs at batch 64, its EWC strength untouched (it has none)."""
+    from utils.individual import resolve_protocol
+    args = released_args(["learngene"])
+    assert resolve_protocol(args, 7) == Protocol(chain=5, optimizer_per_epoch=True) and args.ewc_lambda == 0.0
+    assert resolve_protocol(released_args(["learngene"]), 3) == Protocol(chain=3, optimizer_per_epoch=True)
+    args = released_args(["scratch"])
+    assert resolve_protocol(args, 7) == Protocol() and (args.epochs, args.batch_size) == (100, 64)
+    clean = released_args(["learngene", "scratch"], protocol="clean")
+    assert resolve_protocol(clean, 7) == Protocol() and clean.ewc_lambda == 40000.0 and clean.epochs is None
+
+
+def test_chained_runs_are_trained_as_chains_in_the_protocols_order(tiny_split, tmp_path, monkeypatch):
+    """What --chain asks of the individual script: each chain's runs handed to train_chain together, in the
+    protocol's order, and no run of a chained study trained alone."""
+    from types import SimpleNamespace
+
+    from utils import individual
+    chains = []
+
+    def fake_chain(chain, *args):
+        chains.append([k.task for k in chain])
+        return [{"method": k.method, "shots": k.shots, "task": k.task, "seed": k.seed, "final_acc": 1.0} for k in chain]
+    monkeypatch.setattr(individual, "train_chain", fake_chain)
+    monkeypatch.setattr(individual, "train_run", lambda *a: pytest.fail("a run of a chained study trained alone"))
+    study = SimpleNamespace(split=Split(tiny_split), section="target", device=torch.device("cpu"), inputs=None,
+                            protocol=Protocol(chain=2, order=(1, 0)), num_tasks=2, settings=settings())
+    store = runstore.RunStore(tmp_path / "runs.jsonl", {})
+    requested = [Key(m, 2, t, 0) for m in ("learngene", "scratch") for t in (0, 1)]
+    individual.train_missing(store, study, requested, False)
+    assert chains == [[1, 0], [1, 0]] and set(store.runs) == set(requested)
+
+
 def script(collective_run, tiny_split, out, *args):
     return run_script("individual-model/inheritable_imagenet_wEWC.py", "--path", tiny_split, "--learngene",
                       collective_run / "learngene.pt", "--out", out, "--no-cuda", *args)
 
 
+@pytest.mark.slow
 def test_protocol_flags_refuse_what_contradicts_them(collective_run, tiny_split, tmp_path):
     out = tmp_path / "out"
     for args, fragment in (
@@ -86,6 +130,7 @@ def test_protocol_flags_refuse_what_contradicts_them(collective_run, tiny_split,
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_released_protocol_end_to_end(collective_run, tiny_split, tmp_path):
     """--protocol released: the learngene chained over the tasks with a new optimizer every epoch and no EWC; the
     scratch baseline alone gets the released baseline's 100 epochs at batch 64, fresh per task."""

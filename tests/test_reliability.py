@@ -221,6 +221,7 @@ def test_a_folder_in_use_is_refused(tiny_split, collective_run, tmp_path, capsys
 
 @pytest.mark.parametrize("signum, status, message", [(signal.SIGTERM, 143, "stopped by SIGTERM"),
                                                      (signal.SIGINT, 130, "interrupted")])  # Ctrl-C
+@pytest.mark.slow
 def test_a_signal_stops_the_collective_script_with_a_message_and_it_resumes(tiny_split, tmp_path, signum, status,
                                                                             message):
     out = tmp_path / "run"

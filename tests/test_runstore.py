@@ -2,6 +2,7 @@
 import csv
 import json
 
+import pytest
 import torch
 from conftest import assert_clean_error, run_script
 
@@ -39,6 +40,7 @@ def test_a_run_reads_only_its_methods_inputs():
         assert differs(method, lr=0.1) and differs(method, split_hash="t") and differs(method, section="validation")
 
 
+@pytest.mark.slow
 def test_runs_are_reused_across_folders_where_they_read_the_same_inputs(collective_run, tiny_split, tmp_path):
     script = "individual-model/inheritable_imagenet_wEWC.py"
     common = ["--path", tiny_split, "--epochs", "1", "--batch_size", "4", "--num_works_tt", "1",
@@ -80,3 +82,13 @@ def test_a_run_after_an_interrupted_line_is_kept(tmp_path):
     RunStore(path, identity).add(RunKey("scratch", 10, 1, 0), {"method": "scratch", "shots": 10, "task": 1, "seed": 0,
                                                                "final_acc": 60.0})
     assert set(RunStore(path, identity).runs) == {RunKey("scratch", 10, 0, 0), RunKey("scratch", 10, 1, 0)}
+
+
+def test_a_folder_whose_identity_holds_a_tuple_resumes(tmp_path):
+    """A chained study's identity holds its task order as a tuple, which runs.jsonl reads back as a list: the
+    rerun must find its runs, not refuse them as another experiment's."""
+    from utils.runstore import RunKey, RunStore
+    identity = {"lr": 0.005, "protocol": {"chain": 2, "order": (1, 0), "optimizer_per_epoch": True}}
+    RunStore(tmp_path / "runs.jsonl", identity).add(RunKey("learngene", 2, 0, 0), {
+        "method": "learngene", "shots": 2, "task": 0, "seed": 0, "final_acc": 50.0})
+    assert set(RunStore(tmp_path / "runs.jsonl", dict(identity)).runs) == {RunKey("learngene", 2, 0, 0)}
