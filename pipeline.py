@@ -85,6 +85,7 @@ PRESETS = {
 }
 EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold steps down
 EWC_GRID_TOP = 4e8  # the grid grows upward in hundredfold steps while its largest strength is the best, up to this
+LR_GRID = ["0.001", "0.005", "0.02"]  # the tuned study's SGD learning rates: the released 0.005, a fifth and 4 times it
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Study:
     reuse: tuple = ()    # names of earlier studies of the preset whose matching runs are taken, not retrained
     sources: bool = False  # run once per source of the preset's `budget` entry (utils/budget.py), not once
     protocols: bool = False  # run once per released choice (utils/released.py) beside the individual study's runs
+    tuned_lr: bool = False  # each method at the learning rate of LR_GRID its validation tasks prefer (tune_lr)
     files: tuple = (("forest.png", "-forest.png"),)  # (file of its folder, suffix): results/<dataset>-<preset>-<name><suffix>
 
     @property
@@ -116,6 +118,9 @@ STUDIES = {s.name: s for s in (
     Study("budget", "would more training change the answer? the learngene and the baselines at other source budgets "
           "(utils/budget.py)", methods=budget.METHODS, reuse=("individual", "source"), sources=True,
           files=(("budget.png", ".png"), ("budget.csv", ".csv"))),
+    Study("tuned", "every method at its best: scratch, the learngene and the whole-model fine-tune each at the SGD "
+          "learning rate its validation tasks prefer, the EWC strength as tuned", methods=("scratch", "learngene",
+          "finetune-collective"), reuse=("individual", "source"), tuned_lr=True),
     Study("released", "why did the paper see a gain? the released script's protocol beside the clean one, one choice "
           "at a time, with chained scratch (utils/released.py)", methods=("learngene", "scratch"), protocols=True,
           files=(("chain.png", "-chain.png"), ("released.csv", ".csv"))),
@@ -279,6 +284,7 @@ def main(argv=None):
         if any(s.needs_joint for s in studies):
             stage(clock, "joint-source", "collective-model/joint_source.py", ["--path", split, "--learngene",
                   collective / "learngene.pt", "--out", joint, *cuda], joint / "joint.pt")
+        lr_note = ""
         for study in studies:
             earlier = [work / name for name in study.reuse if (work / name / "runs.jsonl").exists()]
             if study.sources:
@@ -292,10 +298,17 @@ def main(argv=None):
                                preset.get("released_scratch_epochs", released.RELEASED_SCRATCH_EPOCHS))
                 continue
             reuse = ["--reuse", *earlier] if earlier else []
+            lr_flags = []
+            if study.tuned_lr:
+                lr_flags, lr_line = tune_lr(clock, individual_script, [*common, "--ewc_lambda", lam], tune_tasks, work,
+                                            study.methods)
+                print(f"[tune-lr] validation accuracy by learning rate: {lr_line}")
+                lr_note = (f"Learning rates of the {study.name} study chosen on the validation (open-world) tasks, "
+                           f"mean final accuracy: {lr_line}.\n\n")
             methods = ["--methods", *study.methods] if study.methods else []
             inputs = ["--joint", joint / "joint.pt"] if study.needs_joint else []
             stage(clock, study.name, individual_script, [*common, "--ewc_lambda", lam, *methods, *inputs, *study.flags,
-                                                         *reuse,
+                                                         *lr_flags, *reuse,
                                                          "--name", f"{args.dataset}, {args.preset} preset, "
                                                          f"{study.name}", "--out", work / study.name], None)
         header = (f"## {name}: Learngene pipeline results\n\n"
@@ -303,8 +316,22 @@ def main(argv=None):
                   f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
                   f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
                   f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
-                  f"{by_lambda} -> **{lam}**.\n\n" + source_lines(work))
+                  f"{by_lambda} -> **{lam}**.\n\n" + lr_note + source_lines(work))
         write_report(finals, name, header, work, clock, studies)
+
+
+def tune_lr(clock, individual_script, common, tune_tasks, work, methods):
+    """Each method's SGD learning rate, chosen from LR_GRID on the validation tasks (never a target task), the EWC
+    strength being the tuned one (in `common`); returns the individual script's --lr_of flags and the line that
+    gives every rate's accuracy. The learngene's runs at the default rate are the EWC tuning's, reused."""
+    earlier = [work / "tune-ewc" / name for name in sorted(os.listdir(work / "tune-ewc"))]
+    for lr in LR_GRID:
+        out = work / "tune-lr" / f"lr-{lr}"
+        stage(clock, f"tune-lr lr={lr}", individual_script, [*common, "--section", "validation", "--methods", *methods,
+              "--lr", lr, *tune_tasks, "--eval_every", "1000", "--reuse", *earlier, "--out", out], out / "results.csv")
+        earlier.append(out)
+    best, line = report.best_learning_rates(work / "tune-lr", LR_GRID, methods)
+    return ["--lr_of", *(f"{m}={lr}" for m, lr in best.items())], line
 
 
 def train_collective(clock, name, script, args):

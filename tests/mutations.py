@@ -12,6 +12,7 @@ lists every mutation, whether and by what it was caught, and the minutes each to
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,8 +181,23 @@ MUTATIONS = [
              "torch.arange(5, device=device)", "torch.arange(ck['config']['num_outputs'], device=device)",
              ("tests/test_source.py::test_collective_run_is_measured_on_held_out_images",)),
     Mutation("ewc-grid-on-target", "the EWC strength is tuned on the validation tasks", "pipeline.py",
-             '"--section", "validation", "--methods",', '"--section", "target", "--methods",',
+             '"--section", "validation", "--methods",\n', '"--section", "target", "--methods",\n',
              ("tests/test_source.py::test_ewc_grid_grows_upward_only_while_its_top_is_best_and_on_validation_tasks",)),
+    # every method at its best: its own learning rate, chosen on the validation tasks
+    Mutation("lr-tuned-on-target", "the learning rates are tuned on the validation tasks", "pipeline.py",
+             '"--section", "validation", "--methods", *methods,', '"--section", "target", "--methods", *methods,',
+             ("tests/test_source.py::test_each_methods_learning_rate_is_tried_on_validation_tasks_only",)),
+    Mutation("lr-best-is-worst", "each method gets the rate its validation runs preferred", "utils/report.py",
+             "best = {m: max(sorted(grid, key=float), key=lambda lr: mean[m][lr]) for m in methods}",
+             "best = {m: min(sorted(grid, key=float), key=lambda lr: mean[m][lr]) for m in methods}",
+             ("tests/test_budget.py::test_each_methods_learning_rate_is_its_best_on_the_validation_runs",)),
+    Mutation("lr-of-ignored", "a method given its own rate trains at it", "utils/individual.py",
+             "return dataclasses.replace(self.settings, lr=self.lr_of.get(method, self.settings.lr))",
+             "return self.settings",
+             ("tests/test_individual.py::test_each_method_trains_at_its_own_learning_rate",)),
+    Mutation("lr-of-not-read", "a run's identity holds its method's own rate", "utils/methods.py",
+             'kept["lr"] = (identity.get("lr_of") or {}).get(method, kept["lr"])', 'kept["lr"] = kept["lr"]',
+             ("tests/test_runstore.py::test_a_method_with_its_own_learning_rate_reads_that_rate_only",)),
     # the released protocol's switches (utils/fewshot.Protocol) and its decomposition (utils/released.py)
     Mutation("chain-ignored", "--chain carries the model from task to task", "utils/individual.py",
              "    if protocol.chain:\n", "    if False:\n",
@@ -253,6 +269,10 @@ def copy_repo(root):
             shutil.copy2(REPO / f, dest / f)
     (root / "shared").symlink_to(REPO.parent / "shared")
     (dest / ".venv").symlink_to(REPO / ".venv")
+    # a git checkout, as CI's clone is: the tests that copy the repository as a fresh clone skip without one
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=mutation", "-c", "user.email=m@example.com", "commit",
+                                                  "-q", "-m", "copy"]):
+        subprocess.run(["git", *args], cwd=dest, capture_output=True, check=True)
     return dest
 
 
@@ -261,7 +281,8 @@ def pytest(repo, targets):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *targets], cwd=repo,
                           capture_output=True, text=True)
     failed = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return proc.returncode, failed, time.time() - t0
+    skipped = proc.returncode == 0 and re.search(r"\d+ skipped", proc.stdout) is not None
+    return proc.returncode, failed, time.time() - t0, skipped
 
 
 def stale(m):
@@ -278,10 +299,14 @@ def try_mutation(m):
         if text.count(m.old) != 1:
             return "stale", f"the line to change occurs {text.count(m.old)} times in {m.file}", 0.0
         path.write_text(text.replace(m.old, m.new))
-        code, failed, seconds = pytest(repo, list(m.guards))
+        code, failed, seconds, skipped = pytest(repo, list(m.guards))
         if code not in (0, 5):  # 5: no test collected
             return "caught", f"by its guard {', '.join(failed) or '(an error)'}", seconds
-        code, failed, more = pytest(repo, ["tests"])
+        if skipped:  # a guard that did not run guards nothing: say so rather than fall back on the suite
+            return "GUARD SKIPPED", "its guard was skipped in the copy", seconds
+        # the check that every mutation still applies fails on any mutated copy: it would catch them all
+        code, failed, more = pytest(repo, ["tests", "--deselect",
+                                           "tests/test_plumbing.py::test_every_mutation_still_applies_to_the_code"])[:3]
         if code != 0:
             return "caught", f"by {', '.join(failed) or 'an error'} (not by its guard)", seconds + more
         return "NOT CAUGHT", "the whole suite passes", seconds + more

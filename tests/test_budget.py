@@ -11,6 +11,7 @@ from PIL import Image
 
 from utils import budget
 from utils.budget import Point
+from utils.files import write_csv
 
 
 def test_plan_puts_the_preset_first_and_varies_one_thing_at_a_time():
@@ -126,3 +127,17 @@ def test_report_pairs_every_point_against_the_same_scratch_runs(tmp_path):
     assert "| small (preset) |" in md and "lr note." in md and "slope per tenfold" in md
     with Image.open(tmp_path / "out" / "budget.png") as img:
         assert img.width > 1000 and img.height > 300
+
+
+def test_each_methods_learning_rate_is_its_best_on_the_validation_runs(tmp_path):
+    """pipeline.tune_lr's choice (report.best_learning_rates), from hand-made validation tables: per method the rate
+    of the best mean final accuracy over its rows, a tie to the smaller rate."""
+    from utils import report
+    accs = {"0.001": {"scratch": (40, 44), "learngene": (50, 50)}, "0.005": {"scratch": (45, 47), "learngene": (49, 51)},
+            "0.02": {"scratch": (46, 45), "learngene": (30, 20)}}
+    for lr, by_method in accs.items():
+        rows = [[k, m, a] for m, pair in by_method.items() for k, a in zip((10, 20), pair)]
+        write_csv(tmp_path / f"lr-{lr}" / "results.csv", ["shots", "method", "final_acc"], rows)
+    best, line = report.best_learning_rates(tmp_path, list(accs), ["scratch", "learngene"])
+    assert best == {"scratch": "0.005", "learngene": "0.001"}  # 46.0 beats 45.5; 50.0 ties 50.0: the smaller
+    assert "scratch: 0.001 42.0%, 0.005 46.0%, 0.02 45.5% -> 0.005" in line

@@ -250,3 +250,33 @@ def test_probes_read_frozen_features(collective_run, joint_run, tiny_split):
         assert r["method"] == method and not r["diverged"] and 0 <= r["final_acc"] <= 100
         assert r["curve"][-1][2] >= 95  # 20 shots and their mirrors in 256 dimensions: separable
         assert r["parameters"] == 5 * (collective["widths"][-1] + 1)
+
+
+def test_each_method_trains_at_its_own_learning_rate(tiny_split, tmp_path, monkeypatch):
+    """--lr_of: a method's runs train at its own rate, the others at --lr, and no group mixes two rates."""
+    import argparse
+    from types import SimpleNamespace
+
+    from utils import individual
+    trained = []
+
+    def fake_run(key, inputs, train, test, settings, device, protocol=None):
+        trained.append((key.method, settings.lr))
+        return {"method": key.method, "shots": key.shots, "task": key.task, "seed": key.seed, "final_acc": 1.0}
+
+    def fake_grouped(group, inputs, data, settings, device):
+        return [fake_run(key, None, None, None, settings, None) for key in group]
+    monkeypatch.setattr(individual, "train_run", fake_run)
+    monkeypatch.setattr(individual, "train_grouped", fake_grouped)
+    base, lr_of = settings(), {"scratch": 0.02}
+    study = SimpleNamespace(split=Split(tiny_split), section="target", device=torch.device("cpu"), inputs=None,
+                            protocol=fewshot.Protocol(), num_tasks=2, settings=base,
+                            settings_of=lambda m: individual.Study.settings_of(SimpleNamespace(settings=base,
+                                                                                                 lr_of=lr_of), m))
+    requested = [Key(m, 2, t, 0) for m in ("learngene", "scratch", "other-layers") for t in (0, 1)]
+    individual.train_missing(runstore.RunStore(tmp_path / "runs.jsonl", {}), study, requested, True)
+    assert sorted(trained) == sorted((k.method, 0.02 if k.method == "scratch" else base.lr) for k in requested)
+    assert individual.method_lr("finetune-collective=0.001") == ("finetune-collective", 0.001)
+    for bad in ("probe-collective=0.1", "scratch", "scratch=0", "nothing=0.1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            individual.method_lr(bad)

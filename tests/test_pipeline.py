@@ -213,3 +213,28 @@ def test_released_study_runs_each_released_choice_beside_the_clean_runs(clone):
              r["settings"]["ewc_lambda"]) for r in lines} == {(2, True, 0.0)}
     assert (clone / "results" / "tiny-imagenet-100-smoke-released-chain.png").read_bytes()[:4] == b"\x89PNG"
     assert "### Study released" in (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_tuned_study_gives_each_method_the_learning_rate_its_validation_tasks_prefer(clone):
+    """The tuned study on the smoke preset: every rate of the grid tried on the validation tasks only, and each
+    method's target runs trained at the rate its validation runs preferred."""
+    from utils import report
+    from utils.methods import reads
+    proc = rerun(clone, "--studies", "individual", "tuned", "--overwrite")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    work = clone / "checkpoints" / "tiny-imagenet-100-smoke"
+    assert {f"tune-lr lr={lr}" for lr in pipeline.LR_GRID} <= set(json.loads((work / "stage_times.json").read_text()))
+    for lr in pipeline.LR_GRID:
+        lines = [json.loads(line) for line in (work / "tune-lr" / f"lr-{lr}" / "runs.jsonl").open()]
+        assert {(r["settings"]["section"], reads(r["result"]["method"], r["settings"])["lr"]) for r in lines} == {
+            ("validation", float(lr))}
+    methods = pipeline.STUDIES["tuned"].methods
+    best, _ = report.best_learning_rates(work / "tune-lr", pipeline.LR_GRID, methods)
+    lines = [json.loads(line) for line in (work / "tuned" / "runs.jsonl").open()]
+    assert {r["result"]["method"] for r in lines} == set(methods)
+    for r in lines:
+        assert r["settings"]["section"] == "target"
+        assert reads(r["result"]["method"], r["settings"])["lr"] == float(best[r["result"]["method"]])
+    md = (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
+    assert "### Study tuned" in md and "Learning rates of the tuned study chosen on the validation" in md

@@ -104,7 +104,8 @@ def test_chained_runs_are_trained_as_chains_in_the_protocols_order(tiny_split, t
     monkeypatch.setattr(individual, "train_chain", fake_chain)
     monkeypatch.setattr(individual, "train_run", lambda *a: pytest.fail("a run of a chained study trained alone"))
     study = SimpleNamespace(split=Split(tiny_split), section="target", device=torch.device("cpu"), inputs=None,
-                            protocol=Protocol(chain=2, order=(1, 0)), num_tasks=2, settings=settings())
+                            protocol=Protocol(chain=2, order=(1, 0)), num_tasks=2, settings=settings(),
+                            settings_of=lambda method: settings())
     store = runstore.RunStore(tmp_path / "runs.jsonl", {})
     requested = [Key(m, 2, t, 0) for m in ("learngene", "scratch") for t in (0, 1)]
     individual.train_missing(store, study, requested, False)

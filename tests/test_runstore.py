@@ -92,3 +92,12 @@ def test_a_folder_whose_identity_holds_a_tuple_resumes(tmp_path):
     RunStore(tmp_path / "runs.jsonl", identity).add(RunKey("learngene", 2, 0, 0), {
         "method": "learngene", "shots": 2, "task": 0, "seed": 0, "final_acc": 50.0})
     assert set(RunStore(tmp_path / "runs.jsonl", dict(identity)).runs) == {RunKey("learngene", 2, 0, 0)}
+
+
+def test_a_method_with_its_own_learning_rate_reads_that_rate_only():
+    """--lr_of gives one method its own rate: the other methods' runs stay the same computation (reusable), and a
+    run at the method's own rate equals one made with --lr at that rate."""
+    own = {**IDENTITY, "lr_of": {"finetune-collective": 0.001}}
+    assert reads("scratch", own) == reads("scratch", IDENTITY) and reads("learngene", own) == reads("learngene", IDENTITY)
+    assert reads("finetune-collective", own) != reads("finetune-collective", IDENTITY)
+    assert reads("finetune-collective", own) == reads("finetune-collective", {**IDENTITY, "lr": 0.001})

@@ -166,3 +166,27 @@ def test_ewc_grid_grows_upward_only_while_its_top_is_best_and_on_validation_task
     else:
         assert float(lam) == pipeline.EWC_GRID_TOP and max(tried) == pipeline.EWC_GRID_TOP
         assert "largest strength tried is the best" in note
+
+
+def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, monkeypatch):
+    """pipeline.tune_lr: every rate of the grid, every method of the study, on the validation section, reusing the
+    EWC tuning's runs; the flags it returns give each method the rate its validation runs preferred."""
+    calls = []
+    (tmp_path / "tune-ewc" / "lambda-400").mkdir(parents=True)
+    peak = {"scratch": "0.02", "learngene": "0.001"}
+
+    def fake_stage(clock, name, script, args, done):
+        args = list(map(str, args))
+        calls.append(args)
+        lr = args[args.index("--lr") + 1]
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text("shots,method,final_acc\n" + "".join(f"10,{m},{60 if lr == peak[m] else 50}\n" for m in peak))
+
+    monkeypatch.setattr(pipeline, "stage", fake_stage)
+    flags, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path,
+                                   ("scratch", "learngene"))
+    assert [a[a.index("--lr") + 1] for a in calls] == pipeline.LR_GRID
+    assert all(a[a.index("--section") + 1] == "validation" and "--reuse" in a for a in calls)
+    assert all(a[a.index("--methods") + 1:a.index("--methods") + 3] == ["scratch", "learngene"] for a in calls)
+    assert str(tmp_path / "tune-ewc" / "lambda-400") in calls[0]
+    assert flags == ["--lr_of", "scratch=0.02", "learngene=0.001"] and "scratch: 0.001 50.0%" in line

@@ -4,6 +4,7 @@ seeds, trained how: `Study`) plus its report; training (utils/fewshot.py), the r
 (utils/runstore.py), the statistics (utils/stats.py) and the tables (utils/report.py) are the same for every
 study, and the methods are data (utils/methods.py)."""
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def parser(family):
     p.add_argument("--batch_size", type=BATCH, default=None, help=f"default {TrainSettings.batch_size}")
     p.add_argument("--epochs", type=COUNT, default=None, help=f"default {TrainSettings.epochs}")
     p.add_argument("--lr", type=LEARNING_RATE, default=TrainSettings.lr)
+    p.add_argument("--lr_of", type=method_lr, nargs="+", default=[], metavar="TEXT",
+                   help="METHOD=LR: that method's own SGD learning rate instead of --lr (e.g. finetune-collective=0.001, "
+                        "as the pipeline chooses it on the validation tasks)")
     p.add_argument("--momentum", type=MOMENTUM, default=TrainSettings.momentum)
     p.add_argument("--weight_decay", type=WEIGHT_DECAY, default=TrainSettings.weight_decay)
     p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=RELEASED_LAMBDA,
@@ -97,10 +101,23 @@ class Study:
     device: torch.device
     identity: dict
     protocol: Protocol = Protocol()
+    lr_of: dict = dataclasses.field(default_factory=dict)  # {method: its own learning rate} (--lr_of)
+
+    def settings_of(self, method):
+        return dataclasses.replace(self.settings, lr=self.lr_of.get(method, self.settings.lr))
 
     def runs(self):
         return [RunKey(m, k, t, s) for k in self.shots for t in range(self.num_tasks) for s in self.seeds
                 for m in self.methods]
+
+
+def method_lr(text):
+    """--lr_of's METHOD=LR, checked as --methods and --lr are."""
+    method, _, lr = text.partition("=")
+    if method not in METHODS or METHODS[method].probe:
+        raise argparse.ArgumentTypeError(f"expected METHOD=LR with METHOD one of the SGD-trained methods "
+                                         f"({', '.join(m for m in METHODS if not METHODS[m].probe)}), got {text!r}")
+    return method, LEARNING_RATE(lr)
 
 
 def run(family, argv=None):
@@ -139,9 +156,13 @@ def run(family, argv=None):
     reuse = [record_file(r) for r in args.reuse]
     for r in reuse:
         require(r.is_file(), f"--reuse {r}: no runs.jsonl there")
+    require_distinct([m for m, _ in args.lr_of], "--lr_of")
+    # a method's own rate only where it differs from --lr: the same computation keeps the same identity
+    lr_of = {m: lr for m, lr in args.lr_of if lr != args.lr}
     name = args.name or f"{split.dataset} ({split.image_size}px), {args.section} tasks"
     study = Study(name, split, args.section, inputs, settings, args.methods, shots, num_tasks, args.seeds, device,
-                  {**run_identity(settings, args.section, split, inputs), **protocol.identity()}, protocol)
+                  {**run_identity(settings, args.section, split, inputs), **protocol.identity(),
+                   **({"lr_of": lr_of} if lr_of else {})}, protocol, lr_of)
     with FolderLock(out):
         store = RunStore(out / "runs.jsonl", study.identity)
         ensure_writable(out)  # a read-only or full disk fails now, not after the first run has trained
@@ -189,20 +210,26 @@ def train_missing(store, study, requested, use_grouped):
         chains = [[key._replace(task=t) for t in tasks] for key in dict.fromkeys(k._replace(task=-1) for k in todo)
                   for tasks in protocol.chains(study.num_tasks)]
         for chain in tqdm([c for c in chains if any(k not in store.runs for k in c)], desc="chains", unit="chain"):
-            for key, result in zip(chain, train_chain(chain, study.inputs, data, study.settings, study.device,
-                                                      protocol)):
+            for key, result in zip(chain, train_chain(chain, study.inputs, data, study.settings_of(chain[0].method),
+                                                      study.device, protocol)):
                 if key not in store.runs:  # one taken from another folder stays as it was
                     record(store, study, key, result)
         return
     if use_grouped is None:
         use_grouped = study.device.type == "cuda"
     use_grouped = use_grouped and not protocol.optimizer_per_epoch  # grouped training keeps one optimizer
-    for group in tqdm(plan_groups(todo, use_grouped), desc="individual models", unit="group"):
+    # a group trains with one learning rate: methods with their own rate are grouped apart
+    by_lr = {}
+    for key in todo:
+        by_lr.setdefault(study.settings_of(key.method).lr, []).append(key)
+    groups = [g for keys in by_lr.values() for g in plan_groups(keys, use_grouped)]
+    for group in tqdm(groups, desc="individual models", unit="group"):
+        settings = study.settings_of(group[0].method)
         if len(group) == 1:
-            results = [train_run(group[0], study.inputs, *data(group[0].shots, group[0].task), study.settings,
+            results = [train_run(group[0], study.inputs, *data(group[0].shots, group[0].task), settings,
                                  study.device, protocol)]
         else:
-            results = train_grouped(group, study.inputs, data, study.settings, study.device)
+            results = train_grouped(group, study.inputs, data, settings, study.device)
         for key, result in zip(group, results):
             record(store, study, key, result)
 

@@ -95,7 +95,7 @@ class Inputs:
 def reads(method, identity):
     """The part of a run identity (runstore.run_identity) that a run of `method` depends on: the training settings
     and split, EWC's strength only if it uses EWC, and of the learngene and the collective checkpoint their weights
-    only where it inherits them, else only their shapes. Runs with equal reads are the same computation, so one
+    only where it inherits them, else only their shapes, and its own learning rate. Runs with equal reads are the same computation, so one
     results folder can reuse another's (a scratch run does not change with the learngene it is compared to)."""
     m = METHODS[method]
     start = m.start
@@ -110,7 +110,10 @@ def reads(method, identity):
         dropped.add("joint_sha256")
     # the architecture a run builds: the individual one (the learngene's shapes) or the collective one
     dropped.add("collective_shapes" if m.individual_architecture else "learngene_shapes")
-    return {k: v for k, v in identity.items() if k not in dropped}
+    kept = {k: v for k, v in identity.items() if k not in dropped and k != "lr_of"}
+    if "lr" in kept:  # a method given its own learning rate (--lr_of) reads that one, not the others'
+        kept["lr"] = (identity.get("lr_of") or {}).get(method, kept["lr"])
+    return kept
 
 
 def load_collective(path, art, split):

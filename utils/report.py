@@ -125,6 +125,9 @@ def results_markdown(rows, study, prov):
     lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
               + (f"; baselines from {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
                  f"parameters)" if collective else "") + "."]
+    lr_of = study.lr_of
+    lines.append(f"SGD learning rate {settings.lr:g}" + (" except " + ", ".join(f"{m} {lr:g}" for m, lr in lr_of.items())
+                                                        if lr_of else "") + " (a method's own rate: --lr_of).")
     joint = study.inputs.joint
     if joint:
         lines.append(f"Joint source (learngene-joint, finetune-joint, probe-joint): {joint['path']}, the same network "
@@ -162,3 +165,18 @@ def best_lambda(tune_dir, grid):
         notes.append(f"{lam}: {scores[lam]:.1f}%" + (f" ({diverged} of {runs} runs diverged)" if diverged else ""))
     best = max(grid, key=lambda lam: scores[lam])
     return best, ", ".join(notes)
+
+
+def best_learning_rates(tune_dir, grid, methods):
+    """Per method, the learning rate of `grid` with the best mean final accuracy (%) of its rows on the validation
+    tasks (a tie goes to the smaller rate), and a line that gives each method's accuracy at every rate."""
+    scores = {m: {} for m in methods}
+    for lr in grid:
+        with open(tune_dir / f"lr-{lr}" / "results.csv") as f:
+            for r in csv.DictReader(f):
+                if r["method"] in scores:
+                    scores[r["method"]].setdefault(lr, []).append(float(r["final_acc"]))
+    mean = {m: {lr: sum(v) / len(v) for lr, v in s.items()} for m, s in scores.items()}
+    best = {m: max(sorted(grid, key=float), key=lambda lr: mean[m][lr]) for m in methods}
+    return best, "; ".join(f"{m}: " + ", ".join(f"{lr} {a:.1f}%" for lr, a in mean[m].items()) + f" -> {best[m]}"
+                           for m in methods)
