@@ -127,7 +127,7 @@ def results_markdown(rows, study, prov):
                  f"parameters)" if collective else "") + "."]
     lr_of = study.lr_of
     lines.append(f"SGD learning rate {settings.lr:g}" + (" except " + ", ".join(f"{m} {lr:g}" for m, lr in lr_of.items())
-                                                        if lr_of else "") + " (a method's own rate: --lr_of).")
+                                                        + " (a method's own rate: --lr_of)" if lr_of else "") + ".")
     joint = study.inputs.joint
     if joint:
         lines.append(f"Joint source (learngene-joint, finetune-joint, probe-joint): {joint['path']}, the same network "
