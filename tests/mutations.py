@@ -305,8 +305,8 @@ def try_mutation(m):
         if skipped:  # a guard that did not run guards nothing: say so rather than fall back on the suite
             return "GUARD SKIPPED", "its guard was skipped in the copy", seconds
         # the check that every mutation still applies fails on any mutated copy: it would catch them all
-        code, failed, more = pytest(repo, ["tests", "--deselect",
-                                           "tests/test_plumbing.py::test_every_mutation_still_applies_to_the_code"])[:3]
+        code, failed, more, _ = pytest(repo, ["tests", "--deselect",
+                                              "tests/test_plumbing.py::test_every_mutation_still_applies_to_the_code"])
         if code != 0:
             return "caught", f"by {', '.join(failed) or 'an error'} (not by its guard)", seconds + more
         return "NOT CAUGHT", "the whole suite passes", seconds + more

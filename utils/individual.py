@@ -101,7 +101,11 @@ class Study:
     device: torch.device
     identity: dict
     protocol: Protocol = Protocol()
-    lr_of: dict = dataclasses.field(default_factory=dict)  # {method: its own learning rate} (--lr_of)
+
+    @property
+    def lr_of(self):
+        """{method: its own learning rate} (--lr_of), as the runs' identity records it."""
+        return self.identity.get("lr_of", {})
 
     def settings_of(self, method):
         return dataclasses.replace(self.settings, lr=self.lr_of.get(method, self.settings.lr))
@@ -162,7 +166,7 @@ def run(family, argv=None):
     name = args.name or f"{split.dataset} ({split.image_size}px), {args.section} tasks"
     study = Study(name, split, args.section, inputs, settings, args.methods, shots, num_tasks, args.seeds, device,
                   {**run_identity(settings, args.section, split, inputs), **protocol.identity(),
-                   **({"lr_of": lr_of} if lr_of else {})}, protocol, lr_of)
+                   **({"lr_of": lr_of} if lr_of else {})}, protocol)
     with FolderLock(out):
         store = RunStore(out / "runs.jsonl", study.identity)
         ensure_writable(out)  # a read-only or full disk fails now, not after the first run has trained
