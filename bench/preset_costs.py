@@ -91,6 +91,28 @@ def budget_projection(plan, epochs, collective_epoch_s, targets, per_run):
     return collective, target
 
 
+def source_projection(presentations, final_rate, targets, per_run):
+    """Seconds of the source study beside the preset (utils/joint.py, utils/methods.py CONTROLS): the joint source
+    (the collective model's image presentations up to the extraction task, all at the extraction task's widths,
+    costed at the final widths' measured rate), then the controls on the target tasks; `learngene` and `scratch`
+    are the individual study's, reused. Each control costs what the method it mirrors does: the frozen learngene
+    at most a learngene run, the joint source's learngene, fine-tune and probe the collective model's."""
+    mirrors = {"learngene-frozen": "learngene", "learngene-permuted": "learngene", "learngene-joint": "learngene",
+               "finetune-joint": "finetune-collective", "probe-joint": "probe-collective"}
+    target = targets * sum(per_run[k][mirrors[m]] for k in per_run for m in methods.CONTROLS)
+    return presentations / final_rate, target
+
+
+def tuned_projection(rates, tune, targets, per_run, study_methods):
+    """Seconds of the tuned study beside the preset: every method at every learning rate of the grid on the `tune`
+    validation tasks (the learngene's runs at the default rate are the EWC tuning's, reused), then, at most, every
+    method again on the target tasks at a rate other than the default (a method whose best rate is the default
+    reuses its individual-study runs, so this is an upper bound)."""
+    per_task = sum(per_run[k][m] for k in per_run for m in study_methods)
+    reused = sum(per_run[k]["learngene"] for k in per_run) if "learngene" in study_methods else 0
+    return tune * (rates * per_task - reused), targets * per_task
+
+
 def released_projection(chain, scratch_epochs, epochs, targets, per_run):
     """Seconds of the released-protocol study's runs (utils/released.py), each as costly as a clean run of its
     method but for the released scratch baseline's epochs; chained runs train the same tasks, one after another."""
@@ -155,6 +177,18 @@ def main(argv=None):
               f"{len(plan['epochs'])} points x {targets} tasks = {budget_target_s / 60:.1f} min; total "
               f"{(budget_collective_s + budget_target_s) / 60:.1f} min")
         stages += [("budget_collective", budget_collective_s), ("budget_target", budget_target_s)]
+    presentations = images * epochs * (extraction + 1)
+    source_joint_s, source_target_s = source_projection(presentations, rates["final"], targets, per_run)
+    print(f"study source: joint source {presentations} presentations at the widths after task {extraction} = "
+          f"{source_joint_s / 60:.1f} min; controls {len(methods.CONTROLS)} methods x {targets} tasks = "
+          f"{source_target_s / 60:.1f} min; total {(source_joint_s + source_target_s) / 60:.1f} min")
+    tuned = pipeline.STUDIES["tuned"].methods
+    tuned_val_s, tuned_target_s = tuned_projection(len(pipeline.LR_GRID), tune, targets, per_run, tuned)
+    print(f"study tuned: {len(tuned)} methods x {len(pipeline.LR_GRID)} learning rates x {tune} validation tasks = "
+          f"{tuned_val_s / 60:.1f} min; target runs at the chosen rates, at most {targets} tasks x {len(tuned)} methods "
+          f"= {tuned_target_s / 60:.1f} min; total at most {(tuned_val_s + tuned_target_s) / 60:.1f} min")
+    stages += [("source_joint", source_joint_s), ("source_target", source_target_s),
+               ("tuned_validation", tuned_val_s), ("tuned_target_at_most", tuned_target_s)]
     chain = min(released.RELEASED_CHAIN, targets)  # released.chain_length on the preset's split
     scratch_epochs = preset.get("released_scratch_epochs", released.RELEASED_SCRATCH_EPOCHS)
     released_s = released_projection(chain, scratch_epochs, args.epochs, targets, per_run)

@@ -77,3 +77,20 @@ def test_study_projections_count_every_run_once():
     assert target == 2 * 3 * (2 + 3 + 4 + 2) * 3  # two epoch points, 3 tasks, the permuted learngene as costly
     # chained (learngene, scratch), three learngene runs, released scratch at 100/30 of its cost, chained scratch
     assert released_projection(3, 100, 30, 3, per_run) == pytest.approx(3 * 3 * (3 + 2 + 2 + 100 / 30 + 2 + 1))
+
+
+def test_source_and_tuned_projections_count_every_run_once():
+    """The source study: the joint source's presentations at the final widths' rate, then each control as costly as
+    the method it mirrors (learngene and scratch reused). The tuned study: every method at every rate on the
+    validation tasks but the learngene at the default rate (the EWC tuning's), then at most every method once more
+    on the target tasks."""
+    from bench.preset_costs import source_projection, tuned_projection
+    per_run = {k: {"scratch": 1 * f, "learngene": 2 * f, "finetune-collective": 3 * f, "probe-collective": 4 * f}
+               for k, f in ((10, 1), (20, 2))}
+    joint, target = source_projection(6000, 20.0, 3, per_run)
+    assert joint == 300.0
+    # frozen, permuted and joint learngene (2 each), the joint fine-tune (3) and probe (4); both shot counts (x 3)
+    assert target == 3 * (2 + 2 + 2 + 3 + 4) * 3
+    validation, target = tuned_projection(3, 4, 20, per_run, ("scratch", "learngene", "finetune-collective"))
+    assert validation == 4 * (3 * (1 + 2 + 3) * 3 - 2 * 3)
+    assert target == 20 * (1 + 2 + 3) * 3
