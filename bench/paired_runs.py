@@ -1,9 +1,11 @@
 """Two runs of the same individual stage compared run by run: the same tasks, seeds and initialisations under
 another precision, machine or commit. Prints, per runs.jsonl, the mean accuracy of each and their paired
-difference (mean and 95% interval over the runs both hold).
+difference (mean and 95% interval over the runs both hold). Two runs.jsonl files are compared directly, e.g. a
+study's runs at other settings against the individual study's (--by_method: a line per method and shot count).
 
     python bench/paired_runs.py /tmp/quick-main/checkpoints/tiny-imagenet-100-quick \
         /tmp/quick-fp32/checkpoints/tiny-imagenet-100-quick
+    python bench/paired_runs.py <work>/tuned/runs.jsonl <work>/individual/runs.jsonl --by_method
 """
 import argparse
 import sys
@@ -25,19 +27,29 @@ def final_accuracies(path):
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("a", metavar="RUNS", help="a folder holding runs.jsonl files (a pipeline's checkpoints/<dataset>-<preset>)")
+    p.add_argument("a", metavar="RUNS", help="a folder holding runs.jsonl files (a pipeline's checkpoints/<dataset>-<preset>), "
+                   "or one runs.jsonl")
     p.add_argument("b", metavar="RUNS", help="the same for the other run")
+    p.add_argument("--by_method", action="store_true", help="a line per method and shot count instead of one per file")
     args = p.parse_args(argv)
     a_root, b_root = Path(args.a), Path(args.b)
-    found = sorted(f.relative_to(a_root) for f in a_root.rglob("runs.jsonl") if (b_root / f.relative_to(a_root)).exists())
+    if a_root.is_file() and b_root.is_file():
+        found = [(a_root.parent.name, a_root, b_root)]
+    else:
+        found = [(f.relative_to(a_root).parent, f, b_root / f.relative_to(a_root)) for f in sorted(a_root.rglob("runs.jsonl"))
+                 if (b_root / f.relative_to(a_root)).exists()]
     require(found, f"no runs.jsonl in {a_root} has a counterpart in {b_root}")
-    for rel in found:
-        a, b = final_accuracies(a_root / rel), final_accuracies(b_root / rel)
-        keys = sorted(set(a) & set(b))
-        diff, half = mean_ci95([a[k] - b[k] for k in keys])
-        print(f"{rel.parent}: {len(keys)} paired runs; a {sum(a[k] for k in keys) / len(keys):.1f}%, "
-              f"b {sum(b[k] for k in keys) / len(keys):.1f}%; a - b = {diff:+.2f} +- {half:.2f} points (95%), mean "
-              f"|a - b| {sum(abs(a[k] - b[k]) for k in keys) / len(keys):.2f}")
+    for label, a_file, b_file in found:
+        a, b = final_accuracies(a_file), final_accuracies(b_file)
+        groups = {}
+        for k in sorted(set(a) & set(b)):  # key_of: (method, shots, task, seed)
+            groups.setdefault(f"{label} {k[0]} {k[1]}-shot" if args.by_method else str(label), []).append(k)
+        require(groups, f"{a_file} and {b_file} hold no run in common")
+        for name, keys in groups.items():
+            diff, half = mean_ci95([a[k] - b[k] for k in keys])
+            print(f"{name}: {len(keys)} paired runs; a {sum(a[k] for k in keys) / len(keys):.1f}%, "
+                  f"b {sum(b[k] for k in keys) / len(keys):.1f}%; a - b = {diff:+.2f} +- {half:.2f} points (95%), "
+                  f"mean |a - b| {sum(abs(a[k] - b[k]) for k in keys) / len(keys):.2f}")
 
 
 if __name__ == "__main__":

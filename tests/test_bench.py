@@ -94,3 +94,20 @@ def test_source_and_tuned_projections_count_every_run_once():
     validation, target = tuned_projection(3, 4, 20, per_run, ("scratch", "learngene", "finetune-collective"))
     assert validation == 4 * (3 * (1 + 2 + 3) * 3 - 2 * 3)
     assert target == 20 * (1 + 2 + 3) * 3
+
+
+def test_paired_runs_compares_two_files_method_by_method(tmp_path):
+    """Two runs.jsonl files (a study at other settings against the individual study's runs), a line per method and
+    shot count, each paired over the tasks both files hold."""
+    def write(name, accs):
+        lines = [json.dumps({"settings": {"accuracy_unit": "percent"},
+                             "result": {"method": m, "shots": 10, "task": t, "seed": 0, "final_acc": acc}})
+                 for m, row in accs.items() for t, acc in enumerate(row)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return tmp_path / name
+    a = write("a.jsonl", {"scratch": [50.0, 60.0, 70.0], "learngene": [40.0, 40.0]})
+    b = write("b.jsonl", {"scratch": [45.0, 60.0, 60.0], "learngene": [40.0, 40.0, 99.0]})
+    proc = run_script("bench/paired_runs.py", a, b, "--by_method")
+    assert proc.returncode == 0, proc.stderr
+    assert "scratch 10-shot: 3 paired runs; a 60.0%, b 55.0%; a - b = +5.00 +- 12.42 points" in proc.stdout
+    assert "learngene 10-shot: 2 paired runs; a 40.0%, b 40.0%; a - b = +0.00 +- 0.00 points" in proc.stdout
