@@ -46,19 +46,22 @@ def summarize(out, runs, study, argv):
             "section": study.section, **({"joint": inputs.joint["path"]} if inputs.joint else {}),
             **study.protocol.identity()}
     write_json(out / "provenance.json", prov)
-    draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov)
+    lrs = {m: study.settings_of(m).lr for m in METHODS} if study.lr_of else None  # each method's own rate
+    draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov, lrs)
     table = results_markdown(rows, study, prov)
     write_text(out / "results.md", table)
     print(table)
     return rows
 
 
-def draw_figures(out, rows, runs, name, ewc_lambda, prov):
+def draw_figures(out, rows, runs, name, ewc_lambda, prov, lrs=None):
     """forest.png (the paired differences of the table's rows; none without scratch runs to pair with, as when
-    tuning the EWC strength on the learngene alone) and curves.png (accuracy per epoch of the runs)."""
-    lines = forest_rows(rows, ewc_lambda)
+    tuning the EWC strength on the learngene alone) and curves.png (accuracy per epoch of the runs). `lrs`: each
+    method's learning rate, where methods train at rates of their own: every line and the baseline say theirs."""
+    lines = forest_rows(rows, ewc_lambda, lrs)
     if lines:
-        draw_forest(out / "forest.png", lines, name, prov)
+        caption = [f"Each method at its own SGD learning rate; {BASELINE} at {lrs[BASELINE]:g}."] if lrs else []
+        draw_forest(out / "forest.png", lines, name, prov, caption)
     draw_curves(out / "curves.png", runs, name, prov)
 
 
@@ -73,9 +76,10 @@ def draw_curves(path, runs, name, prov, caption=()):
     plots.learning_curves(path, curves, f"{name}: test accuracy per epoch, mean over tasks", prov, caption)
 
 
-def forest_rows(rows, ewc_lambda=None):
+def forest_rows(rows, ewc_lambda=None, lrs=None):
     """The forest plot's lines from table rows (TABLE_HEADER lists, or the dicts of a results.csv): every method but
-    the baseline, labelled with what distinguishes its settings (the EWC strength, the inherited layers)."""
+    the baseline, labelled with what distinguishes its settings (the EWC strength, the inherited layers, and its
+    learning rate where `lrs` gives each method its own)."""
     lines = []
     for row in rows:
         r = dict(zip(TABLE_HEADER, row)) if isinstance(row, (list, tuple)) else row
@@ -87,6 +91,8 @@ def forest_rows(rows, ewc_lambda=None):
             settings.append(f"conv {layers[0]}-{layers[-1]}")
         if method is not None and method.ewc and ewc_lambda is not None:
             settings.append(f"EWC {float(ewc_lambda):g}")
+        if lrs:
+            settings.append(f"lr {lrs[r['method']]:g}")
         label = r["method"] + (f" ({', '.join(settings)})" if settings else "")
         ci = r["diff_ci95"]
         lines.append({"shots": int(r["shots"]), "label": label, "diff": float(r["diff_vs_scratch"]),
