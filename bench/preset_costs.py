@@ -75,9 +75,15 @@ def run_seconds(split, device, settings, shots, task):
 INDIVIDUAL_METHODS = [m for m in methods.METHODS if m not in methods.CONTROLS]
 
 
+# what each control costs: the method it trains as (the frozen learngene at most a learngene run; the joint source's
+# learngene, fine-tune and probe the collective model's), measured as that method
+MIRRORS = {"learngene-frozen": "learngene", "learngene-permuted": "learngene", "learngene-joint": "learngene",
+           "finetune-joint": "finetune-collective", "probe-joint": "probe-collective"}
+
+
 def run_cost(per_run, method):
-    """Seconds of one run of `method`; the permuted learngene trains exactly as the learngene does."""
-    return per_run["learngene" if method == "learngene-permuted" else method]
+    """Seconds of one run of `method`, a control costing as the method it mirrors (MIRRORS)."""
+    return per_run[MIRRORS.get(method, method)]
 
 
 def budget_projection(plan, epochs, collective_epoch_s, targets, per_run):
@@ -95,11 +101,8 @@ def source_projection(presentations, final_rate, targets, per_run):
     """Seconds of the source study beside the preset (utils/joint.py, utils/methods.py CONTROLS): the joint source
     (the collective model's image presentations up to the extraction task, all at the extraction task's widths,
     costed at the final widths' measured rate), then the controls on the target tasks; `learngene` and `scratch`
-    are the individual study's, reused. Each control costs what the method it mirrors does: the frozen learngene
-    at most a learngene run, the joint source's learngene, fine-tune and probe the collective model's."""
-    mirrors = {"learngene-frozen": "learngene", "learngene-permuted": "learngene", "learngene-joint": "learngene",
-               "finetune-joint": "finetune-collective", "probe-joint": "probe-collective"}
-    target = targets * sum(per_run[k][mirrors[m]] for k in per_run for m in methods.CONTROLS)
+    are the individual study's, reused. Each control costs what the method it mirrors does (run_cost)."""
+    target = targets * sum(run_cost(per_run[k], m) for k in per_run for m in methods.CONTROLS)
     return presentations / final_rate, target
 
 

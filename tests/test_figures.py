@@ -54,7 +54,6 @@ def test_forest_plot_from_a_hand_made_table(tmp_path):
     assert from_csv == lines
 
 
-
 def test_forest_lines_name_each_methods_own_learning_rate():
     """Where methods train at rates of their own (the tuned study), every line says its rate; elsewhere none does."""
     lrs = {"learngene": 0.005, "scratch": 0.001, "other-layers": 0.02, "probe-random": 0.005}
@@ -62,6 +61,7 @@ def test_forest_lines_name_each_methods_own_learning_rate():
     assert labels == ["learngene (EWC 40000, lr 0.005)", "other-layers (conv 8-10, EWC 40000, lr 0.02)",
                       "probe-random (lr 0.005)"]
     assert not any("lr" in l["label"] for l in report.forest_rows(table_rows(), 40000))
+
 
 def fake_runs(epochs, probe=False):
     runs = {}
