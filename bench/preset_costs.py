@@ -4,7 +4,8 @@ wall-clock time: how the cpu preset was sized (README, "Sizing the cpu preset").
     python bench/preset_costs.py --path data/tiny-imagenet-100-quick-split --preset cpu
 
 Units: the collective model's training images per second at base and at final widths (with the criterion, as
-the collective script trains), and seconds per individual-model run of each method at each shot count, with a
+the collective script trains) and its images per second read in eval mode (the source's held-out measurements),
+and seconds per individual-model run of each method at each shot count, with a
 learngene of the shape the preset extracts (conv 10-12 of the collective model after its extraction task: three
 512-channel blocks for the cpu and paper presets, narrower for the quick one; the weights do not change the cost). The projection assumes the collective cost grows linearly with the
 widening schedule between the two measured widths, as its FLOPs do.
@@ -21,7 +22,7 @@ import torch  # noqa: E402
 import pipeline  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils.criterion import GradientCriterion  # noqa: E402
-from utils import budget, fewshot, learngene, methods, released, runstore  # noqa: E402
+from utils import budget, fewshot, learngene, methods, released, runstore, source  # noqa: E402
 from utils.cli import COUNT, cli  # noqa: E402
 from utils.files import write_csv  # noqa: E402
 from utils.repro import command_line, device_name, provenance  # noqa: E402
@@ -49,6 +50,35 @@ def collective_rate(widths, data, device, precision, epochs=2):
         train_epoch(model, opt, data, 64, seeded_generator(epoch, device), after_backward=criterion, precision=precision)
         criterion.end_epoch()
     return epochs * len(data) / (time.perf_counter() - t0)
+
+
+def eval_rate(widths, data, device, precision):
+    """Images/s of the collective model read in eval mode, as the source measurements read it, after a warm-up."""
+    model = CollectiveNet(widths, data.images.shape[-1], 100).to(device)
+    outputs = torch.arange(5, device=device)
+    source.choice_accuracy(model, data, outputs, precision)
+    synchronize(device)
+    t0 = time.perf_counter()
+    source.choice_accuracy(model, data, outputs, precision)
+    synchronize(device)
+    return len(data) / (time.perf_counter() - t0)
+
+
+def seconds_per_image(rates, task, widened):
+    """Seconds per image of the model after collective task `task`, linear from base (task 0) to final widths (the
+    last widening), as the widening schedule's FLOPs grow."""
+    return 1 / rates["base"] + (1 / rates["final"] - 1 / rates["base"]) * min(task, widened) / max(WIDENING)
+
+
+def measurement_projection(tasks, extraction, widened, images, heldout, eval_rates):
+    """Seconds of the source measurements (utils/source.py): every task's checkpoint on every task's held-out
+    images (the accuracy matrix), then the nearest-class-mean features of the model after the extraction task and
+    of a random network of its widths on the tasks up to it (each task's training and held-out images); and the
+    joint source's, read once through its head and once through its features on the same tasks."""
+    matrix = tasks * 5 * heldout * sum(seconds_per_image(eval_rates, t, widened) for t in range(tasks))
+    features = (extraction + 1) * (images + 5 * heldout) * seconds_per_image(eval_rates, extraction, widened)
+    joint = (extraction + 1) * 5 * heldout * seconds_per_image(eval_rates, extraction, widened) + features
+    return matrix + 2 * features, joint
 
 
 def run_seconds(split, device, settings, shots, task):
@@ -138,8 +168,9 @@ def main(argv=None):
     split = Split(args.path)
     preset = pipeline.PRESETS[args.preset]
     data = DeviceData.from_numpy(*split.continual(0), device)
-    rates = {label: collective_rate(w, data, device, args.precision)
-             for label, w in (("base", BASE_WIDTHS), ("final", widths_at(max(WIDENING))))}
+    widths = (("base", BASE_WIDTHS), ("final", widths_at(max(WIDENING))))
+    rates = {label: collective_rate(w, data, device, args.precision) for label, w in widths}
+    eval_rates = {label: eval_rate(w, data, device, args.precision) for label, w in widths}
     eval_every = option(preset["individual"], "--eval_every", 1)
     # the training scripts' settings (EWC on at the released strength: its cost does not depend on lambda)
     settings = fewshot.TrainSettings(epochs=args.epochs, eval_every=eval_every, precision=args.precision)
@@ -152,10 +183,9 @@ def main(argv=None):
     # the projection for the preset
     images = 5 * option(preset["split"], "--num_imgs_per_cat_train", 500)
     epochs = option(preset["collective"], "--epochs", 100)
-    # seconds per image-epoch, linear from base (task 0) to final (task 20 on), averaged over the tasks trained
-    cost = [1 / rates["base"] + (1 / rates["final"] - 1 / rates["base"]) * min(t, widened) / max(WIDENING)
-            for t in range(tasks)]
-    collective_s = images * epochs * sum(cost)
+    collective_s = images * epochs * sum(seconds_per_image(rates, t, widened) for t in range(tasks))
+    heldout = option(preset["split"], "--heldout_per_class", 0)
+    measure_s, joint_measure_s = measurement_projection(tasks, extraction, widened, images, heldout, eval_rates)
     targets = option(preset["split"], "--num_target_tasks", 10)
     tune = int(preset["tune_tasks"] or targets)
     tune_s = len(pipeline.EWC_GRID) * tune * sum(per_run[k]["learngene"] for k in shots)
@@ -163,15 +193,17 @@ def main(argv=None):
     print(f"device: {device_name(device)}; torch {torch.__version__}; {args.precision}; {split.dataset} "
           f"{split.image_size}px\ncommand: {command_line(argv)}\n")
     print(f"collective training, criterion on: {rates['base']:.0f} images/s at base widths, {rates['final']:.0f} "
-          f"at final widths")
+          f"at final widths; read in eval mode: {eval_rates['base']:.0f} and {eval_rates['final']:.0f} images/s")
     for k in shots:
         print(f"{k}-shot individual run, {args.epochs} epochs, eval every {eval_every}: "
               + ", ".join(f"{m} {s:.1f} s" for m, s in per_run[k].items()))
     print(f"\npreset {args.preset}: collective {tasks} tasks x {epochs} epochs x {images} images = "
-          f"{collective_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = {tune_s / 60:.1f} min; "
+          f"{collective_s / 60:.1f} min; source measurements ({heldout} held-out images per class) "
+          f"{measure_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = {tune_s / 60:.1f} min; "
           f"individual {targets} tasks x {len(INDIVIDUAL_METHODS)} methods x {len(shots)} shot counts = "
-          f"{individual_s / 60:.1f} min; total {(collective_s + tune_s + individual_s) / 60:.1f} min")
-    stages = [("collective", collective_s), ("tune", tune_s), ("individual", individual_s)]
+          f"{individual_s / 60:.1f} min; total {(collective_s + measure_s + tune_s + individual_s) / 60:.1f} min")
+    stages = [("collective", collective_s), ("measurements", measure_s), ("tune", tune_s),
+              ("individual", individual_s)]
     if "budget" in preset:
         plan = preset["budget"]
         budget_collective_s, budget_target_s = budget_projection(plan, epochs, collective_s / epochs, targets, per_run)
@@ -182,8 +214,9 @@ def main(argv=None):
         stages += [("budget_collective", budget_collective_s), ("budget_target", budget_target_s)]
     presentations = images * epochs * (extraction + 1)
     source_joint_s, source_target_s = source_projection(presentations, rates["final"], targets, per_run)
-    print(f"study source: joint source {presentations} presentations at the widths after task {extraction} = "
-          f"{source_joint_s / 60:.1f} min; controls {len(methods.CONTROLS)} methods x {targets} tasks = "
+    source_joint_s += joint_measure_s
+    print(f"study source: joint source {presentations} presentations at the widths after task {extraction}, and its "
+          f"measurements ({joint_measure_s / 60:.1f} min) = {source_joint_s / 60:.1f} min; controls {len(methods.CONTROLS)} methods x {targets} tasks = "
           f"{source_target_s / 60:.1f} min; total {(source_joint_s + source_target_s) / 60:.1f} min")
     tuned = pipeline.STUDIES["tuned"].methods
     tuned_val_s, tuned_target_s = tuned_projection(len(pipeline.LR_GRID), tune, targets, per_run, tuned)
@@ -198,7 +231,8 @@ def main(argv=None):
     print(f"study released: {len(released.runs(chain))} invocations x {targets} tasks, chains of {chain}, released "
           f"scratch {scratch_epochs} epochs = {released_s / 60:.1f} min")
     stages.append(("released", released_s))
-    rows = [["collective_images_per_s_base", rates["base"]], ["collective_images_per_s_final", rates["final"]]]
+    rows = [[f"collective_images_per_s_{label}", rates[label]] for label, _ in widths]
+    rows += [[f"eval_images_per_s_{label}", eval_rates[label]] for label, _ in widths]
     rows += [[f"seconds_per_run_{m}_{k}shot", s] for k in shots for m, s in per_run[k].items()]
     rows += [[f"projected_minutes_{args.preset}_{stage}", v / 60] for stage, v in stages]
     write_csv(out, ["quantity", "value", "dataset", "image_size", "precision"],

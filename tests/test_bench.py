@@ -96,6 +96,20 @@ def test_source_and_tuned_projections_count_every_run_once():
     assert target == 20 * (1 + 2 + 3) * 3
 
 
+def test_source_measurements_read_every_checkpoint_on_every_task_and_the_features_at_extraction():
+    """The collective stage's measurements: each of the tasks' checkpoints (at its own widths' eval rate) on every
+    task's held-out images, then the extraction model's and a random network's features on the tasks up to the
+    extraction (training and held-out images); the joint source reads the same tasks through its head and its
+    features."""
+    from bench.preset_costs import measurement_projection
+    from utils.models import WIDENING
+    rates = {"base": 100.0, "final": 100.0 / 3}  # 0.01 s per image at base widths, 0.03 at final
+    collective, joint = measurement_projection(3, 1, 2, 1000, 10, rates)
+    per_image = [0.01 + 0.02 * min(t, 2) / max(WIDENING) for t in range(3)]
+    assert collective == pytest.approx(3 * 50 * sum(per_image) + 2 * 2 * 1050 * per_image[1])
+    assert joint == pytest.approx(2 * 50 * per_image[1] + 2 * 1050 * per_image[1])
+
+
 def test_paired_runs_compares_two_files_method_by_method(tmp_path):
     """Two runs.jsonl files (a study at other settings against the individual study's runs), a line per method and
     shot count, each paired over the tasks both files hold."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from utils import plots
 from utils.engine import DeviceData, autocast, normalize
@@ -47,7 +48,7 @@ def accuracy_matrix(run_dir, split, num_tasks, device, precision):
     if data is None:
         return None
     matrix = np.zeros((num_tasks, num_tasks))
-    for i in range(num_tasks):
+    for i in tqdm(range(num_tasks), desc="held-out accuracy matrix", unit="checkpoint", leave=False):
         ck = torch_load(Path(run_dir) / "checkpoints" / f"task_{i:03d}.pt", "collective checkpoint")
         model = collective_net(ck).to(device)
         for j, d in enumerate(data):
@@ -80,7 +81,7 @@ def feature_accuracy(model, data):
     """Per task of `data` (feature_data), in %: nearest class mean (cosine) on the model's frozen conv features, the
     class means from the task's training images, read on its held-out images."""
     accuracies = []
-    for train, held in data:
+    for train, held in tqdm(data, desc="nearest class mean", unit="task", leave=False):
         f = F.normalize(conv_features(model, train.images).double(), dim=1)
         means = F.normalize(torch.stack([f[train.labels == c].mean(0) for c in range(int(train.labels.max()) + 1)]), dim=1)
         g = F.normalize(conv_features(model, held.images).double(), dim=1)
