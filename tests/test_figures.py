@@ -110,3 +110,16 @@ def test_chain_position_figure(tmp_path):
     plots.chain_positions(tmp_path / "c.png", panels, "test", PROV, ["caption"])
     share, img = ink(tmp_path / "c.png")
     assert img.width >= 900 and img.height >= 600 and 0.02 < share < 0.5 and img.text["commit"] == "abc123"
+
+
+def test_a_long_command_wraps_under_the_figure_instead_of_widening_it(tmp_path):
+    """The accuracy matrix of few tasks is narrow; a long command line wraps beneath it, and the whole command is
+    kept in the PNG's text chunks."""
+    command = "python collective-model/val_lifelong_imagenet.py " + " ".join(f"--option{i} value{i}" for i in range(40))
+    plots.accuracy_matrix(tmp_path / "m.png", np.full((3, 3), 50.0), "matrix", provenance={**PROV, "command": command})
+    _, img = ink(tmp_path / "m.png")
+    short = tmp_path / "short.png"
+    plots.accuracy_matrix(short, np.full((3, 3), 50.0), "matrix", provenance=PROV)
+    assert img.width == Image.open(short).width <= 720
+    assert img.height > Image.open(short).height + 18  # the command took more than one line
+    assert img.text["command"] == command

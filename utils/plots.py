@@ -26,13 +26,14 @@ def save_png(img, path, provenance=None, caption=()):
     if provenance:
         lines.append(", ".join(f"{k} {provenance[k]}" for k in ("commit", "device", "time_utc") if k in provenance))
         if provenance.get("command"):
-            lines.append(f"command: {provenance['command']}"[:220])
+            lines.append(f"command: {provenance['command']}"[:600])
         for k, v in provenance.items():
             info.add_text(str(k), str(v))
     if lines:
         f = font(13)
         d = ImageDraw.Draw(img)
-        width = max(img.width, max(int(d.textlength(line, font=f)) for line in lines) + 16)
+        width = max(img.width, 720)  # a long command wraps under the figure instead of widening it
+        lines = [part for line in lines for part in _wrap(d, line, f, width - 16)]
         canvas = Image.new("RGB", (width, img.height + 18 * len(lines) + 6), "white")
         canvas.paste(img, (0, 0))
         for i, line in enumerate(lines):
@@ -41,6 +42,18 @@ def save_png(img, path, provenance=None, caption=()):
     buf = io.BytesIO()
     img.save(buf, format="PNG", pnginfo=info)
     write_bytes(path, buf.getvalue())
+
+
+def _wrap(draw, text, f, width):
+    """`text` in lines at most `width` pixels wide, broken at spaces (a word wider than that gets a line of its own)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and draw.textlength(f"{line} {word}", font=f) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line]
 
 
 def nice_ticks(lo, hi, count=6):
