@@ -51,6 +51,23 @@ def test_individual_phase_bench(tiny_split, collective_run, tmp_path):
     assert float(row["max_acc_diff_points"]) <= 2
 
 
+@pytest.mark.slow
+@needs_tiny
+def test_preset_costs_bench(tiny_split, tmp_path):
+    """The bench measures every unit it projects with and writes a projection for every stage and study."""
+    out = tmp_path / "costs.csv"
+    proc = run_script("bench/preset_costs.py", "--path", tiny_split, "--preset", "cpu", "--epochs", "1", "--no-cuda",
+                      "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = {r["quantity"]: float(r["value"]) for r in rows(out)}
+    units = [f"{kind}_images_per_s_{w}" for kind in ("collective", "eval") for w in ("base", "final")]
+    stages = ["collective", "measurements", "tune", "individual", "budget_collective", "budget_target", "source_joint",
+              "source_target", "tuned_validation", "tuned_target_at_most", "released"]
+    assert all(table[q] > 0 for q in units + [f"projected_minutes_cpu_{s}" for s in stages])
+    assert {q for q in table if q.startswith("projected_minutes_")} == {f"projected_minutes_cpu_{s}" for s in stages}
+    assert "source measurements (50 held-out images per class)" in proc.stdout
+
+
 def test_paired_runs_pairs_by_run_and_reads_either_unit(tmp_path):
     def write(folder, accs, percent):
         (folder / "individual").mkdir(parents=True)
