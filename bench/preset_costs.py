@@ -5,10 +5,10 @@ wall-clock time: how the cpu preset was sized (README, "Sizing the cpu preset").
 
 Units: the collective model's training images per second at base and at final widths (with the criterion, as
 the collective script trains) and its images per second read in eval mode (the source's held-out measurements),
-and seconds per individual-model run of each method at each shot count, with a
-learngene of the shape the preset extracts (conv 10-12 of the collective model after its extraction task: three
-512-channel blocks for the cpu and paper presets, narrower for the quick one; the weights do not change the cost). The projection assumes the collective cost grows linearly with the
-widening schedule between the two measured widths, as its FLOPs do.
+and seconds per individual-model run of each method at each shot count, with a learngene of the shape the preset
+extracts (conv 10-12 of the collective model after its extraction task: three 512-channel blocks for the cpu and
+paper presets, narrower for the quick one; the weights do not change the cost). The projection assumes the
+collective cost grows linearly with the widening schedule between the two measured widths, as its FLOPs do.
 """
 import argparse
 import sys
@@ -76,9 +76,9 @@ def measurement_projection(tasks, extraction, widened, images, heldout, eval_rat
     of a random network of its widths on the tasks up to it (each task's training and held-out images); and the
     joint source's, read once through its head and once through its features on the same tasks."""
     matrix = tasks * 5 * heldout * sum(seconds_per_image(eval_rates, t, widened) for t in range(tasks))
-    features = (extraction + 1) * (images + 5 * heldout) * seconds_per_image(eval_rates, extraction, widened)
-    joint = (extraction + 1) * 5 * heldout * seconds_per_image(eval_rates, extraction, widened) + features
-    return matrix + 2 * features, joint
+    at_extraction = (extraction + 1) * seconds_per_image(eval_rates, extraction, widened)  # one image of each task read
+    features = (images + 5 * heldout) * at_extraction
+    return matrix + 2 * features, 5 * heldout * at_extraction + features
 
 
 def run_seconds(split, device, settings, shots, task):
@@ -199,7 +199,8 @@ def main(argv=None):
               + ", ".join(f"{m} {s:.1f} s" for m, s in per_run[k].items()))
     print(f"\npreset {args.preset}: collective {tasks} tasks x {epochs} epochs x {images} images = "
           f"{collective_s / 60:.1f} min; source measurements ({heldout} held-out images per class) "
-          f"{measure_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = {tune_s / 60:.1f} min; "
+          f"{measure_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = "
+          f"{tune_s / 60:.1f} min; "
           f"individual {targets} tasks x {len(INDIVIDUAL_METHODS)} methods x {len(shots)} shot counts = "
           f"{individual_s / 60:.1f} min; total {(collective_s + measure_s + tune_s + individual_s) / 60:.1f} min")
     stages = [("collective", collective_s), ("measurements", measure_s), ("tune", tune_s),
@@ -216,8 +217,9 @@ def main(argv=None):
     source_joint_s, source_target_s = source_projection(presentations, rates["final"], targets, per_run)
     source_joint_s += joint_measure_s
     print(f"study source: joint source {presentations} presentations at the widths after task {extraction}, and its "
-          f"measurements ({joint_measure_s / 60:.1f} min) = {source_joint_s / 60:.1f} min; controls {len(methods.CONTROLS)} methods x {targets} tasks = "
-          f"{source_target_s / 60:.1f} min; total {(source_joint_s + source_target_s) / 60:.1f} min")
+          f"measurements ({joint_measure_s / 60:.1f} min) = {source_joint_s / 60:.1f} min; controls "
+          f"{len(methods.CONTROLS)} methods x {targets} tasks = {source_target_s / 60:.1f} min; total "
+          f"{(source_joint_s + source_target_s) / 60:.1f} min")
     tuned = pipeline.STUDIES["tuned"].methods
     tuned_val_s, tuned_target_s = tuned_projection(len(pipeline.LR_GRID), tune, targets, per_run, tuned)
     print(f"study tuned: {len(tuned)} methods x {len(pipeline.LR_GRID)} learning rates x {tune} validation tasks = "
