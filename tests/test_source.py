@@ -107,6 +107,48 @@ def test_measure_source_redoes_the_measurements_of_a_finished_run(collective_run
         (joint_run / "heldout_summary.json").read_text())
 
 
+def test_an_interrupted_measurement_goes_on_where_it_stopped(collective_run, tiny_split, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(collective_run, run)
+    for f in ("heldout_accuracy.csv", "heldout_summary.json"):
+        (run / f).unlink()
+    art = learngene.load(run / "learngene.pt")
+    seed = art["provenance"]["collective_config"]["seed"]
+    measure = lambda: source.measure(run, Split(tiny_split), 3, art["source_task"], torch.device("cpu"), "fp32",
+                                     seed, "t", {})
+    reads, real = [], source.choice_accuracy
+
+    def counted(*args, stop_at=None, **kwargs):
+        reads.append(1)
+        if len(reads) == stop_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(source, "choice_accuracy", lambda *a, **k: counted(*a, stop_at=5, **k))
+    with pytest.raises(KeyboardInterrupt):  # in checkpoint 1's row (3 tasks a row): row 0 is kept
+        measure()
+    assert not (run / "heldout_summary.json").exists() and (run / source.PROGRESS).is_file()
+    reads.clear()
+    monkeypatch.setattr(source, "choice_accuracy", counted)
+    measure()
+    assert len(reads) == 2 * 3  # rows 1 and 2 only
+    assert (run / "heldout_accuracy.csv").read_text() == (collective_run / "heldout_accuracy.csv").read_text()
+    assert json.loads((run / "heldout_summary.json").read_text()) == json.loads(
+        (collective_run / "heldout_summary.json").read_text())
+    assert not (run / source.PROGRESS).exists()  # done: the next measurement starts afresh
+
+
+def test_a_stored_measurement_is_reused_only_for_the_same_weights(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    progress = source.Progress(tmp_path)
+    key = f"row 0, weights {source.weights_digest(model)}"
+    assert progress.value(key, lambda: [1.0, 2.0]) == [1.0, 2.0]
+    assert source.Progress(tmp_path).value(key, lambda: pytest.fail("measured again")) == [1.0, 2.0]
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-6
+    assert f"row 0, weights {source.weights_digest(model)}" != key
+
+
 def test_permuted_learngene_keeps_every_filters_values_and_the_batchnorm(collective_run):
     art = learngene.load(collective_run / "learngene.pt")
     inputs = methods.Inputs(art, "")

@@ -30,7 +30,7 @@ from utils.models import CollectiveNet
 from utils.repro import derived_seed, pick_device, provenance
 from utils.splits import Split
 
-RUN_OUTPUTS = ("joint.pt", "last.pt", "metrics.csv", "heldout_summary.json")
+RUN_OUTPUTS = ("joint.pt", "last.pt", "metrics.csv", "heldout_summary.json", source.PROGRESS)
 
 
 def parser():
@@ -112,12 +112,14 @@ def run(argv=None):
 def measure(out, model, split, last_task, class_index, device, precision):
     """heldout_summary.json: the joint source on the held-out images of tasks 0..last_task, through its head and
     through its features (utils/source.py); nothing for a split without held-out images."""
-    heldout = source.joint_heldout(model, split, range(last_task + 1), class_index, device, precision)
+    progress = source.Progress(out)
+    heldout = source.joint_heldout(model, split, range(last_task + 1), class_index, device, precision, progress)
     if heldout is None:
         return None
-    features = source.feature_accuracy(model, source.feature_data(split, range(last_task + 1), device))
+    features = source.feature_accuracy(model, source.feature_data(split, range(last_task + 1), device), progress)
     heldout.update(after_task=last_task, nearest_mean_accuracy=float(np.mean(features)), nearest_mean_per_task=features)
     write_json(out / "heldout_summary.json", heldout)
+    progress.close()
     print(f"held-out accuracy of the joint source: {heldout['task_local_accuracy']:.1f}% task-local (5-way, as the "
           f"collective model is read), {heldout['all_classes_accuracy']:.1f}% over all {len(class_index)} classes; "
           f"its conv features, nearest class mean: {heldout['nearest_mean_accuracy']:.1f}%")

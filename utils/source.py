@@ -14,8 +14,12 @@ the later task's mapping: off the diagonal the matrix measures the head's interf
 features still know. The features are measured apart, at the extraction task: a nearest-class-mean classifier
 on the frozen conv features (cosine; each class's mean over the task's training images, each held-out image
 given the nearest mean), for the collective model, a randomly initialised network of the same widths (the
-floor) and, in utils/joint.py, the joint source."""
+floor) and, in utils/joint.py, the joint source.
+
+A measurement keeps what it has finished in the run's heldout_progress.json (Progress), so an interrupted one goes
+on where it stopped: at the cpu preset's scale on 2 cores the collective model's take about 23 minutes."""
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -31,7 +35,44 @@ from utils.files import torch_load, write_csv, write_json
 from utils.methods import collective_net
 from utils.repro import derived_seed
 
-OUTPUTS = ("heldout_accuracy.csv", "heldout_summary.json", "heldout_matrix.png")
+PROGRESS = "heldout_progress.json"
+OUTPUTS = ("heldout_accuracy.csv", "heldout_summary.json", "heldout_matrix.png", PROGRESS)
+
+
+def weights_digest(model):
+    """The sha256 of a model's parameters and buffers: what a stored measurement of it is keyed by."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Progress:
+    """The measurements of one run finished so far, {key: value}, kept in <folder>/heldout_progress.json after each
+    one so that a rerun of an interrupted measurement computes only what is missing; removed once the measurement's
+    outputs are written. Keys name what was read (the model by weights_digest, the task, the precision), so the
+    values of a model trained again are not reused. With folder None, nothing is kept."""
+
+    def __init__(self, folder):
+        self.path = None if folder is None else Path(folder) / PROGRESS
+        self.values = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                self.values = json.loads(self.path.read_text())
+            except ValueError:  # not the file this class writes (atomically): measure again from the start
+                print(f"warning: {self.path} is unreadable; measuring from the start")
+
+    def value(self, key, compute):
+        if key not in self.values:
+            self.values[key] = compute()
+            if self.path is not None:
+                write_json(self.path, self.values)
+        return self.values[key]
+
+    def close(self):
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def heldout_data(split, tasks, device):
@@ -41,18 +82,19 @@ def heldout_data(split, tasks, device):
     return [DeviceData.from_numpy(*split.heldout(t), device) for t in tasks]
 
 
-def accuracy_matrix(run_dir, split, num_tasks, device, precision):
+def accuracy_matrix(run_dir, split, num_tasks, device, precision, progress):
     """R[i][j] in % for the checkpoints after tasks 0..num_tasks-1 of a collective run, or None without held-out
     images."""
     data = heldout_data(split, range(num_tasks), device)
     if data is None:
         return None
+    outputs = torch.arange(5, device=device)
     matrix = np.zeros((num_tasks, num_tasks))
     for i in tqdm(range(num_tasks), desc="held-out accuracy matrix", unit="checkpoint", leave=False):
         ck = torch_load(Path(run_dir) / "checkpoints" / f"task_{i:03d}.pt", "collective checkpoint")
         model = collective_net(ck).to(device)
-        for j, d in enumerate(data):
-            matrix[i, j] = 100 * choice_accuracy(model, d, torch.arange(5, device=device), precision)[0]
+        matrix[i] = progress.value(f"matrix row {i} in {precision}, weights {weights_digest(model)}", lambda: [
+            100 * choice_accuracy(model, d, outputs, precision)[0] for d in data])
     return matrix
 
 
@@ -77,26 +119,29 @@ def feature_data(split, tasks, device):
             for t in tasks]
 
 
-def feature_accuracy(model, data):
+def feature_accuracy(model, data, progress):
     """Per task of `data` (feature_data), in %: nearest class mean (cosine) on the model's frozen conv features, the
     class means from the task's training images, read on its held-out images."""
-    accuracies = []
-    for train, held in tqdm(data, desc="nearest class mean", unit="task", leave=False):
-        f = F.normalize(conv_features(model, train.images).double(), dim=1)
-        means = F.normalize(torch.stack([f[train.labels == c].mean(0) for c in range(int(train.labels.max()) + 1)]), dim=1)
-        g = F.normalize(conv_features(model, held.images).double(), dim=1)
-        accuracies.append(100 * ((g @ means.T).argmax(1) == held.labels).double().mean().item())
-    return accuracies
+    digest = weights_digest(model)
+    return [progress.value(f"nearest class mean on task {j}, weights {digest}", lambda: nearest_mean(model, *d))
+            for j, d in enumerate(tqdm(data, desc="nearest class mean", unit="task", leave=False))]
 
 
-def features_summary(run_dir, split, extract_task, device, seed):
+def nearest_mean(model, train, held):
+    f = F.normalize(conv_features(model, train.images).double(), dim=1)
+    means = F.normalize(torch.stack([f[train.labels == c].mean(0) for c in range(int(train.labels.max()) + 1)]), dim=1)
+    g = F.normalize(conv_features(model, held.images).double(), dim=1)
+    return 100 * ((g @ means.T).argmax(1) == held.labels).double().mean().item()
+
+
+def features_summary(run_dir, split, extract_task, device, seed, progress):
     """The nearest-class-mean accuracy over tasks 0..extract_task of the collective model after extract_task and of
     a randomly initialised network of its widths."""
     ck = torch_load(Path(run_dir) / "checkpoints" / f"task_{extract_task:03d}.pt", "collective checkpoint")
     data = feature_data(split, range(extract_task + 1), device)
-    trained = feature_accuracy(collective_net(ck).to(device), data)
+    trained = feature_accuracy(collective_net(ck).to(device), data, progress)
     torch.manual_seed(derived_seed(seed, "random-features"))
-    floor = feature_accuracy(collective_net(ck, trained=False).to(device), data)
+    floor = feature_accuracy(collective_net(ck, trained=False).to(device), data, progress)
     return {"after_task": extract_task, "nearest_mean_accuracy": float(np.mean(trained)),
             "random_network_nearest_mean_accuracy": float(np.mean(floor)), "per_task": trained,
             "random_network_per_task": floor}
@@ -146,11 +191,14 @@ def draw(path, matrix, at, title, prov):
 
 def measure(run_dir, split, num_tasks, extract_task, device, precision, seed, title, prov):
     """The collective run's source measurements (written by write), or None for a split without held-out images."""
-    matrix = accuracy_matrix(run_dir, split, num_tasks, device, precision)
+    progress = Progress(run_dir)
+    matrix = accuracy_matrix(run_dir, split, num_tasks, device, precision, progress)
     if matrix is None:
         return None
-    features = features_summary(run_dir, split, extract_task, device, seed)
-    return write(run_dir, matrix, features, split.manifest["heldout_per_class"], title, prov)
+    features = features_summary(run_dir, split, extract_task, device, seed, progress)
+    at = write(run_dir, matrix, features, split.manifest["heldout_per_class"], title, prov)
+    progress.close()
+    return at
 
 
 def write(run_dir, matrix, features, images_per_class, title, prov):
@@ -173,17 +221,19 @@ def read_summary(run_dir):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def joint_heldout(model, split, tasks, class_index, device, precision):
+def joint_heldout(model, split, tasks, class_index, device, precision, progress):
     """A jointly trained model (one output per base class) on each task's held-out images: the task-local accuracy,
     the argmax over that task's 5 classes' outputs (the question the collective model is asked), and the argmax
     over all base classes (its own, harder question), both in %."""
     data = heldout_data(split, tasks, device)
     if data is None:
         return None
+    digest = weights_digest(model)
     local, overall = [], []
     for t, d in zip(tasks, data):
         outputs = torch.tensor([class_index[c] for c in split.manifest["continual"][t]["classes"]], device=device)
-        local_acc, overall_acc = choice_accuracy(model, d, outputs, precision)
+        local_acc, overall_acc = progress.value(f"joint head on task {t} in {precision}, weights {digest}",
+                                                lambda: choice_accuracy(model, d, outputs, precision))
         local.append(100 * local_acc)
         overall.append(100 * overall_acc)
     return {"task_local_accuracy": float(np.mean(local)), "all_classes_accuracy": float(np.mean(overall)),
