@@ -107,35 +107,52 @@ def test_measure_source_redoes_the_measurements_of_a_finished_run(collective_run
         (joint_run / "heldout_summary.json").read_text())
 
 
-def test_an_interrupted_measurement_goes_on_where_it_stopped(collective_run, tiny_split, tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    shutil.copytree(collective_run, run)
+def interrupted_measurement(collective_run, tiny_split, folder, monkeypatch, stop_at):
+    """A copy of collective_run without its measurements, whose measurement stopped at the stop_at-th read; returns
+    (measure, reads): measure() measures it again, counting its reads in `reads`."""
+    shutil.copytree(collective_run, folder)
     for f in ("heldout_accuracy.csv", "heldout_summary.json"):
-        (run / f).unlink()
-    art = learngene.load(run / "learngene.pt")
+        (folder / f).unlink()
+    art = learngene.load(folder / "learngene.pt")
     seed = art["provenance"]["collective_config"]["seed"]
-    measure = lambda: source.measure(run, Split(tiny_split), 3, art["source_task"], torch.device("cpu"), "fp32",
+    measure = lambda: source.measure(folder, Split(tiny_split), 3, art["source_task"], torch.device("cpu"), "fp32",
                                      seed, "t", {})
     reads, real = [], source.choice_accuracy
 
-    def counted(*args, stop_at=None, **kwargs):
+    def counted(*args, stop=None, **kwargs):
         reads.append(1)
-        if len(reads) == stop_at:
+        if len(reads) == stop:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(source, "choice_accuracy", lambda *a, **k: counted(*a, stop_at=5, **k))
-    with pytest.raises(KeyboardInterrupt):  # in checkpoint 1's row (3 tasks a row): row 0 is kept
+    monkeypatch.setattr(source, "choice_accuracy", lambda *a, **k: counted(*a, stop=stop_at, **k))
+    with pytest.raises(KeyboardInterrupt):
         measure()
-    assert not (run / "heldout_summary.json").exists() and (run / source.PROGRESS).is_file()
+    assert not (folder / "heldout_summary.json").exists() and (folder / source.PROGRESS).is_file()
     reads.clear()
     monkeypatch.setattr(source, "choice_accuracy", counted)
-    measure()
+    return measure, reads
+
+
+def test_an_interrupted_measurement_goes_on_where_it_stopped(collective_run, tiny_split, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    measure, reads = interrupted_measurement(collective_run, tiny_split, run, monkeypatch, stop_at=5)
+    measure()  # stopped in checkpoint 1's row (3 tasks a row): row 0 was kept
     assert len(reads) == 2 * 3  # rows 1 and 2 only
     assert (run / "heldout_accuracy.csv").read_text() == (collective_run / "heldout_accuracy.csv").read_text()
     assert json.loads((run / "heldout_summary.json").read_text()) == json.loads(
         (collective_run / "heldout_summary.json").read_text())
     assert not (run / source.PROGRESS).exists()  # done: the next measurement starts afresh
+
+
+def test_a_checkpoint_trained_again_is_measured_again(collective_run, tiny_split, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    measure, reads = interrupted_measurement(collective_run, tiny_split, run, monkeypatch, stop_at=4)
+    shutil.copy(run / "checkpoints" / "task_002.pt", run / "checkpoints" / "task_000.pt")  # row 0 is kept, stale
+    measure()
+    assert len(reads) == 3 * 3
+    rows = list(csv.DictReader(open(run / "heldout_accuracy.csv")))
+    assert [r["accuracy"] for r in rows[:3]] == [r["accuracy"] for r in rows[6:]]
 
 
 def test_a_stored_measurement_is_reused_only_for_the_same_weights(tmp_path):

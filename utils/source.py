@@ -88,13 +88,12 @@ def accuracy_matrix(run_dir, split, num_tasks, device, precision, progress):
     data = heldout_data(split, range(num_tasks), device)
     if data is None:
         return None
-    outputs = torch.arange(5, device=device)
     matrix = np.zeros((num_tasks, num_tasks))
     for i in tqdm(range(num_tasks), desc="held-out accuracy matrix", unit="checkpoint", leave=False):
         ck = torch_load(Path(run_dir) / "checkpoints" / f"task_{i:03d}.pt", "collective checkpoint")
         model = collective_net(ck).to(device)
         matrix[i] = progress.value(f"matrix row {i} in {precision}, weights {weights_digest(model)}", lambda: [
-            100 * choice_accuracy(model, d, outputs, precision)[0] for d in data])
+            100 * choice_accuracy(model, d, torch.arange(5, device=device), precision)[0] for d in data])
     return matrix
 
 
