@@ -52,12 +52,12 @@ class Progress:
     """The measurements of one run finished so far, {key: value}, kept in <folder>/heldout_progress.json after each
     one so that a rerun of an interrupted measurement computes only what is missing; removed once the measurement's
     outputs are written. Keys name what was read (the model by weights_digest, the task, the precision), so the
-    values of a model trained again are not reused. With folder None, nothing is kept."""
+    values of a model trained again are not reused."""
 
     def __init__(self, folder):
-        self.path = None if folder is None else Path(folder) / PROGRESS
+        self.path = Path(folder) / PROGRESS
         self.values = {}
-        if self.path is not None and self.path.is_file():
+        if self.path.is_file():
             try:
                 self.values = json.loads(self.path.read_text())
             except ValueError:  # not the file this class writes (atomically): measure again from the start
@@ -66,13 +66,11 @@ class Progress:
     def value(self, key, compute):
         if key not in self.values:
             self.values[key] = compute()
-            if self.path is not None:
-                write_json(self.path, self.values)
+            write_json(self.path, self.values)
         return self.values[key]
 
     def close(self):
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
 
 def heldout_data(split, tasks, device):
