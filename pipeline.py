@@ -114,7 +114,8 @@ STUDIES = {s.name: s for s in (
           methods=tuple(m for m in METHODS if m not in CONTROLS)),
     Study("source", "method or source? the learngene against its controls: its layers held fixed, its filters' "
           "inputs shuffled (structure), and the same layers, fine-tune and probe of a source trained jointly on "
-          "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",)),
+          "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",),
+          files=(("forest.png", "-forest.png"), ("features.png", "-features.png"))),
     Study("budget", "would more training change the answer? the learngene and the baselines at other source budgets "
           "(utils/budget.py)", methods=budget.METHODS, reuse=("individual", "source"), sources=True,
           files=(("budget.png", ".png"), ("budget.csv", ".csv"))),
@@ -311,6 +312,8 @@ def main(argv=None):
                                                          *lr_flags, *reuse,
                                                          "--name", f"{args.dataset}, {args.preset} preset, "
                                                          f"{study.name}", "--out", work / study.name], None)
+            if study.needs_joint:
+                draw_source_features(work, study, argv, f"{args.dataset}, {args.preset} preset")
         header = (f"## {name}: Learngene pipeline results\n\n"
                   f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
                   f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
@@ -421,15 +424,27 @@ def source_lines(work):
     text = (f"Source on held-out images of its classes ({held['heldout_images_per_class']} per class, never trained "
             f"on): collective model {source.describe(held['extraction'])}"
             + (f"; {source.describe_features(held['features'])}" if "features" in held else "") + ".")
-    joint = work / "joint" / "heldout_summary.json"
-    if joint.exists():
-        j = json.loads(joint.read_text())
+    j = source.read_summary(work / "joint")
+    if j is not None:
         text += (f" Joint source (same network, images and budget, all base classes at once): "
                  f"{j['task_local_accuracy']:.1f}% task-local (5-way, as the collective model is read), "
                  f"{j['all_classes_accuracy']:.1f}% over its {j['classes']} classes"
                  + (f"; its conv features, nearest class mean: {j['nearest_mean_accuracy']:.1f}%"
                     if "nearest_mean_accuracy" in j else "") + ".")
+    if "features" in held:
+        series = source.feature_series(held, j if j is not None and "nearest_mean_per_task" in j else None)
+        text += (" Features compared per base task (nearest class mean): "
+                 + source.describe_gaps(source.paired_gaps(series), len(held["features"]["per_task"])) + ".")
     return text + "\n\n"
+
+
+def draw_source_features(work, study, argv, title):
+    """<work>/<study>/features.png: the sources the study's controls are cut from, read through their features on
+    the base tasks' held-out images (utils/source.py); nothing for a split without held-out images."""
+    held, joint = source.read_summary(work / "collective"), source.read_summary(work / "joint")
+    if held is not None and "features" in held and joint is not None:
+        source.draw_features(work / study.name / "features.png", held, joint, f"{title}: the sources' features on "
+                             f"held-out images of their base classes", provenance(None, argv))
 
 
 def write_report(finals, name, header, work, clock, studies):

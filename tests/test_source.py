@@ -11,6 +11,7 @@ import torch
 import pipeline
 from conftest import run_script
 from utils import fewshot, learngene, methods, source
+from utils.cli import UserError
 from utils.engine import normalize, sgd, train_epoch, seeded_generator
 from utils.runstore import RunKey
 from utils.splits import Split
@@ -164,6 +165,27 @@ def test_a_stored_measurement_is_reused_only_for_the_same_weights(tmp_path):
     with torch.no_grad():
         model.weight[0, 0] += 1e-6
     assert f"row 0, weights {source.weights_digest(model)}" != key
+
+
+def test_the_sources_features_are_compared_task_by_task(collective_run, joint_run, tmp_path):
+    held, joint = source.read_summary(collective_run), source.read_summary(joint_run)
+    series = source.feature_series(held, joint)
+    floor, collective, jointly = series.values()
+    assert floor == held["features"]["random_network_per_task"] and jointly == joint["nearest_mean_per_task"]
+    gaps = source.paired_gaps(series)
+    n = len(collective)
+    for (label, mean, ci), (a, b) in zip(gaps, [(floor, collective), (collective, jointly)]):
+        d = [y - x for x, y in zip(a, b)]  # paired: the same task's images, later model minus earlier
+        assert mean == pytest.approx(sum(d) / n)
+        sd = (sum((v - mean) ** 2 for v in d) / (n - 1)) ** 0.5
+        assert ci == pytest.approx({2: 12.706, 3: 4.303, 4: 3.182}[n] * sd / n ** 0.5)  # Student t, n - 1 df
+    last = held["features"]["after_task"]
+    assert [g[0] for g in gaps] == [f"collective model after task {last} minus random network of the same widths",
+                                    f"joint source minus collective model after task {last}"]
+    source.draw_features(tmp_path / "f.png", held, joint, "t", {})
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(UserError):  # the two sources measured on other tasks cannot be paired
+        source.feature_series(held, {**joint, "nearest_mean_per_task": joint["nearest_mean_per_task"][:-1]})
 
 
 def test_permuted_learngene_keeps_every_filters_values_and_the_batchnorm(collective_run):

@@ -342,6 +342,50 @@ def _count_label(log_v):
     return f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"
 
 
+# the sources' colours: none a method uses, so that a source's line is not read as a method; a floor in grey
+SOURCE_COLOURS = [(148, 103, 189), (140, 86, 75), (23, 190, 207)]
+FLOOR_COLOUR = (150, 150, 150)
+
+
+def source_features(path, series, title, provenance=None, caption=()):
+    """Nearest-class-mean accuracy (%) on each base task's held-out images through each source's frozen features:
+    per source its tasks' points joined, and its mean over tasks as a dashed line across the panel. series:
+    {label: [accuracy per task]}, the first the floor (drawn grey)."""
+    n = max(len(v) for v in series.values())
+    values = [v for vs in series.values() for v in vs]
+    yticks = nice_ticks(max(0.0, min(values + [20.0]) - 3), min(100.0, max(values) + 3), 7)
+    xticks = list(range(n)) if n <= 25 else nice_ticks(0, n - 1, 8)
+    pw, ph, left, top = max(520, 30 * n), 340, 90, 50
+    img = Image.new("RGB", (left + pw + 40, top + ph + 60), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 10), title, fill="black", font=font(17))
+    panel = Panel(d, (left, top, left + pw, top + ph), [-0.5, *xticks, n - 0.5] if n <= 25 else xticks, yticks,
+                  xlabel="base task (its held-out images)", ylabel="nearest class mean accuracy (%)",
+                  xformat=lambda v: "" if v != int(v) else str(int(v)))
+    chance = panel.y(20)
+    for x in range(int(panel.x0), int(panel.x1), 10):
+        d.line([x, chance, x + 5, chance], fill=(120, 120, 120))
+    d.text((panel.x1 - 70, chance + 2), "chance 20%", fill=(120, 120, 120), font=font(12))
+    colours = [FLOOR_COLOUR, *SOURCE_COLOURS]
+    for i, (vs, colour) in enumerate(zip(series.values(), colours)):
+        mean = panel.y(float(np.mean(vs)))
+        for x in range(int(panel.x0), int(panel.x1), 14):
+            d.line([x, mean, min(x + 8, panel.x1), mean], fill=colour, width=2)
+        dodge = (i - (len(series) - 1) / 2) * 5
+        pts = [(panel.x(t) + dodge, panel.y(v)) for t, v in enumerate(vs)]
+        d.line(pts, fill=colour, width=2)
+        for x, y in pts:
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+    legend = Image.new("RGB", (img.width, 22 * len(series) + 10), "white")
+    _legend(ImageDraw.Draw(legend), [(f"{label}: mean {np.mean(vs):.1f}% (dashed)", colour, False)
+                                     for (label, vs), colour in zip(series.items(), colours)], left, 4, per_row=1,
+            width=img.width)
+    full = Image.new("RGB", (img.width, img.height + legend.height), "white")
+    full.paste(img, (0, 0))
+    full.paste(legend, (0, img.height))
+    save_png(full, path, provenance, caption)
+
+
 def source_budget(path, diffs, source, title, provenance=None, caption=()):
     """The source-budget study's figure: per shot count a panel of each method's paired difference against scratch
     (points; marker and 95% interval bar) and a last panel of the source's held-out accuracies (%), all against
@@ -392,8 +436,7 @@ def source_budget(path, diffs, source, title, provenance=None, caption=()):
     x0 = left + len(shots) * (pw + gap)
     panel = Panel(d, (x0, top, x0 + pw, top + ph), xticks, aticks, xlabel=xlabel, ylabel="held-out accuracy (%)",
                   title="the source on held-out images of its classes", xformat=_count_label)
-    # colours no method uses, so that the source's lines are not read as methods; the floor dashed
-    source_colours = [(148, 103, 189), (140, 86, 75), (23, 190, 207), (150, 150, 150)]
+    source_colours = SOURCE_COLOURS[:len(source) - 1] + [FLOOR_COLOUR]  # the floor last, dashed
     for i, ((label, pts), colour) in enumerate(zip(source.items(), source_colours)):
         series(panel, [(math.log10(x), v, h) for x, v, h in pts], colour, 0, dashed=i == len(source) - 1)
     legend = Image.new("RGB", (img.width, 22 * (math.ceil(len(methods) / 3) + math.ceil(len(source) / 2)) + 14),

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils import plots
+from utils import plots, stats
+from utils.cli import require
 from utils.engine import DeviceData, autocast, normalize
 from utils.fewshot import conv_features
 from utils.files import torch_load, write_csv, write_json
@@ -147,6 +148,43 @@ def features_summary(run_dir, split, extract_task, device, seed, progress):
 def describe_features(f):
     return (f"its conv features, nearest class mean over tasks 0-{f['after_task']}: {f['nearest_mean_accuracy']:.1f}% "
             f"(a random network of the same widths: {f['random_network_nearest_mean_accuracy']:.1f}%)")
+
+
+def feature_series(held, joint=None):
+    """{label: nearest-class-mean accuracy (%) per base task} through the frozen features of the random network of
+    the collective model's widths (the floor), the collective model at the extraction task and, where given (its
+    heldout_summary.json), the joint source: the same tasks' held-out images, read by each."""
+    f = held["features"]
+    series = {"random network of the same widths": f["random_network_per_task"],
+              f"collective model after task {f['after_task']} (the learngene's source)": f["per_task"]}
+    if joint is not None:
+        require(len(joint["nearest_mean_per_task"]) == len(f["per_task"]),
+                "the joint source was measured on other tasks than the collective model")
+        series["joint source (same network, images and budget)"] = joint["nearest_mean_per_task"]
+    return series
+
+
+def paired_gaps(series):
+    """Each source against the one before it in `series`, paired per task: [(label, mean, 95% half-width)] in points
+    (Student t over the tasks: how consistently one model's features beat the other's across tasks, for these two
+    trained models; not an interval over training runs)."""
+    names = list(series)
+    return [(f"{b.split(' (')[0]} minus {a.split(' (')[0]}", *stats.mean_ci95(np.subtract(series[b], series[a])))
+            for a, b in zip(names, names[1:])]
+
+
+def describe_gaps(gaps, tasks):
+    return "; ".join(f"{label}: {mean:+.1f} points (95% interval ±{ci:.1f}, paired over {tasks} tasks)"
+                     for label, mean, ci in gaps)
+
+
+def draw_features(path, held, joint, title, prov):
+    series = feature_series(held, joint)
+    tasks = len(next(iter(series.values())))
+    plots.source_features(path, series, title, prov, caption=[
+        f"Each base task's held-out images ({held['heldout_images_per_class']} per class), read through each "
+        f"model's frozen conv features by a nearest-class-mean classifier (class means from the task's training "
+        f"images). " + describe_gaps(paired_gaps(series), tasks).capitalize() + "."])
 
 
 def summary(matrix, task):
