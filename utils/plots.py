@@ -356,7 +356,8 @@ def source_features(path, series, title, provenance=None, caption=()):
     yticks = nice_ticks(max(0.0, min(values + [20.0]) - 3), min(100.0, max(values) + 3), 7)
     xticks = list(range(n)) if n <= 25 else nice_ticks(0, n - 1, 8)
     pw, ph, left, top = max(520, 30 * n), 340, 90, 50
-    img = Image.new("RGB", (left + pw + 40, top + ph + 60), "white")
+    title_width = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font(17))
+    img = Image.new("RGB", (int(max(left + pw + 40, 10 + title_width + 20)), top + ph + 60), "white")
     d = ImageDraw.Draw(img)
     d.text((10, 10), title, fill="black", font=font(17))
     panel = Panel(d, (left, top, left + pw, top + ph), [-0.5, *xticks, n - 0.5] if n <= 25 else xticks, yticks,
