@@ -1,7 +1,9 @@
-"""Provenance: the commit recorded with every result, and when it is marked dirty; CSV cells."""
+"""Provenance: the commit recorded with every result, and when it is marked dirty; CSV cells; the README's links."""
 import csv
+import re
 import subprocess
 
+from conftest import REPO
 from utils import repro
 from utils.files import write_csv
 
@@ -42,3 +44,23 @@ def test_every_mutation_still_applies_to_the_code():
     for m in mutations.MUTATIONS:
         for guard in m.guards:
             assert (mutations.REPO / guard.split("::")[0]).is_file(), guard
+
+
+def github_anchor(heading):
+    """The fragment GitHub gives a markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_of_the_readme_reaches_a_file_and_heading():
+    readme = (REPO / "README.md").read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", readme, flags=re.M)}
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert len(links) > 20
+    for link in links:
+        if re.match(r"[a-z]+://", link):
+            continue
+        path, _, fragment = link.partition("#")
+        if path:
+            assert (REPO / path).exists(), f"README links to {path}, which is not in the repository"
+        elif fragment:
+            assert fragment in anchors, f"README links to #{fragment}, which no heading of it makes"
