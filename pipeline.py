@@ -442,7 +442,7 @@ def draw_source_features(work, study, argv, title):
     """<work>/<study>/features.png: the sources the study's controls are cut from, read through their features on
     the base tasks' held-out images (utils/source.py); nothing for a split without held-out images."""
     held, joint = source.read_summary(work / "collective"), source.read_summary(work / "joint")
-    if held is not None and "features" in held and joint is not None:
+    if held is not None and "features" in held and joint is not None and "nearest_mean_per_task" in joint:
         source.draw_features(work / study.name / "features.png", held, joint, f"{title}: the sources' features on "
                              f"held-out images of their base classes", provenance(None, argv))
 
