@@ -433,8 +433,7 @@ def source_lines(work):
                     if "nearest_mean_accuracy" in j else "") + ".")
     if "features" in held:
         series = source.feature_series(held, j if j is not None and "nearest_mean_per_task" in j else None)
-        text += (" Features compared per base task (nearest class mean): "
-                 + source.describe_gaps(source.paired_gaps(series), len(held["features"]["per_task"])) + ".")
+        text += " Features compared per base task (nearest class mean): " + source.describe_gaps(series) + "."
     return text + "\n\n"
 
 

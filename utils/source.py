@@ -173,18 +173,20 @@ def paired_gaps(series):
             for a, b in zip(names, names[1:])]
 
 
-def describe_gaps(gaps, tasks):
+def describe_gaps(series):
+    """paired_gaps(series) in words."""
+    tasks = len(next(iter(series.values())))
     return "; ".join(f"{label}: {mean:+.1f} points (95% interval ±{ci:.1f}, paired over {tasks} tasks)"
-                     for label, mean, ci in gaps)
+                     for label, mean, ci in paired_gaps(series))
 
 
 def draw_features(path, held, joint, title, prov):
     series = feature_series(held, joint)
-    tasks = len(next(iter(series.values())))
+    gaps = describe_gaps(series)
     plots.source_features(path, series, title, prov, caption=[
         f"Each base task's held-out images ({held['heldout_images_per_class']} per class), read through each "
         f"model's frozen conv features by a nearest-class-mean classifier (class means from the task's training "
-        f"images). " + describe_gaps(paired_gaps(series), tasks).capitalize() + "."])
+        f"images). " + gaps[:1].upper() + gaps[1:] + "."])  # not str.capitalize, which lowers the rest
 
 
 def summary(matrix, task):
