@@ -29,7 +29,7 @@ from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.methods import CONTROLS, METHODS  # noqa: E402
 from utils import budget, released, report, source  # noqa: E402
-from utils.repro import REPO_ROOT, command_line, git_commit, provenance  # noqa: E402
+from utils.repro import COMMIT_AT_START, REPO_ROOT, command_line, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
@@ -316,7 +316,7 @@ def main(argv=None):
                 draw_source_features(work, study, argv, f"{args.dataset}, {args.preset} preset")
         header = (f"## {name}: Learngene pipeline results\n\n"
                   f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
-                  f"`{command_line(argv)}`; commit {git_commit()}; pipeline wall-clock "
+                  f"`{command_line(argv)}`; commit {COMMIT_AT_START}; pipeline wall-clock "
                   f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
                   f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
                   f"{by_lambda} -> **{lam}**.\n\n" + lr_note + source_lines(work))

@@ -1,4 +1,4 @@
-"""Provenance: the commit recorded with every result, and when it is marked dirty; CSV cells; the README's links."""
+"""Provenance: the commit recorded with every result (the one its code was loaded from), and when it is marked dirty; CSV cells; the README's links."""
 import csv
 import re
 import subprocess
@@ -26,6 +26,18 @@ def test_git_commit_is_dirty_only_when_code_changes(tmp_path, monkeypatch):
         assert repro.git_commit() == head, name
     (tmp_path / "code.py").write_text("changed\n")
     assert repro.git_commit() == head + "+dirty"
+
+
+def test_a_result_names_the_commit_its_code_was_loaded_from(tmp_path, monkeypatch):
+    """A long run's checkout may move on before it writes its results: they name the code the process runs."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "later"], check=True)
+    monkeypatch.setattr(repro, "REPO_ROOT", tmp_path)  # HEAD is now another commit
+    assert repro.git_commit() != repro.COMMIT_AT_START
+    assert repro.provenance()["commit"] == repro.COMMIT_AT_START
+    assert repro.COMMIT_AT_START.split("+")[0] == subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
 def test_csv_cells_are_quoted_as_the_csv_module_reads_them(tmp_path):

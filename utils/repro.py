@@ -26,6 +26,11 @@ def git_commit():
         return "unknown"
 
 
+# The commit of the code this process runs, read when it is loaded: a long run's checkout may move on before the run
+# writes its results, and the commit checked out then would name code the run never ran.
+COMMIT_AT_START = git_commit()
+
+
 def command_line(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     script = Path(sys.argv[0])
@@ -46,7 +51,7 @@ def device_name(device):
 def provenance(device=None, argv=None, seed=None):
     import torch
     info = {
-        "commit": git_commit(),
+        "commit": COMMIT_AT_START,
         "command": command_line(argv),
         "time_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
