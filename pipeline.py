@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.methods import CONTROLS, METHODS  # noqa: E402
-from utils import budget, released, report, source  # noqa: E402
+from utils import budget, contrasts, released, report, source  # noqa: E402
 from utils.repro import COMMIT_AT_START, REPO_ROOT, command_line, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
@@ -115,7 +115,8 @@ STUDIES = {s.name: s for s in (
     Study("source", "method or source? the learngene against its controls: its layers held fixed, its filters' "
           "inputs shuffled (structure), and the same layers, fine-tune and probe of a source trained jointly on "
           "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",),
-          files=(("forest.png", "-forest.png"), ("features.png", "-features.png"))),
+          files=(("forest.png", "-forest.png"), ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"),
+                 ("features.png", "-features.png"))),
     Study("budget", "would more training change the answer? the learngene and the baselines at other source budgets "
           "(utils/budget.py)", methods=budget.METHODS, reuse=("individual", "source"), sources=True,
           files=(("budget.png", ".png"), ("budget.csv", ".csv"))),
@@ -314,6 +315,10 @@ def main(argv=None):
                                                          f"{study.name}", "--out", work / study.name], None)
             if study.needs_joint:
                 draw_source_features(work, study, argv, f"{args.dataset}, {args.preset} preset")
+                device = json.loads((work / study.name / "provenance.json").read_text())["device"]
+                contrasts.report(work / study.name, [work / study.name / "runs.jsonl", *(e / "runs.jsonl" for e in earlier)],
+                                 f"{args.dataset}, {args.preset} preset, {study.name}",
+                                 {**provenance(None, argv), "device": device})
         header = (f"## {name}: Learngene pipeline results\n\n"
                   f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
                   f"`{command_line(argv)}`; commit {COMMIT_AT_START}; pipeline wall-clock "
@@ -463,6 +468,7 @@ def write_report(finals, name, header, work, clock, studies):
                for s in studies[1:]}
     table = (target / "results.md").read_text() + "".join(
         f"\n### Study {s.name}: {s.about}\n\n" + (work / s.name / "results.md").read_text()
+        + ("\n" + (work / s.name / "contrasts.md").read_text() if (work / s.name / "contrasts.md").exists() else "")
         + "".join(f"\n![{s.name}]({f.name})\n" for f in figures[s.name]) for s in studies[1:])
     selection = (collective / "selection.txt").read_text()
     write_text(md, header + table + f"\nLearngene selection (collective-model criterion):\n\n```\n{selection}```\n\n"

@@ -110,7 +110,7 @@ def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
     assert {(r["shots"], r["method"]) for r in rows} == {(k, m) for k in ("10", "20") for m in methods}
     assert all(int(r["runs"]) == 2 for r in rows)
     for suffix in ("-forest.png", "-curves.png", "-heatmap.png", "-heldout.png", "-source-forest.png",
-                   "-source-features.png"):
+                   "-source-contrasts.png", "-source-features.png"):
         assert (clone / "results" / f"tiny-imagenet-100-smoke{suffix}").read_bytes()[:4] == b"\x89PNG"
     times = json.loads((clone / "checkpoints" / "tiny-imagenet-100-smoke" / "stage_times.json").read_text())
     check_stage_names(list(times))
@@ -120,6 +120,11 @@ def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
     assert "EWC lambda chosen on the validation" in md and "Provenance" in md
     assert "Source on held-out images of its classes" in md and "### Study source" in md
     assert "joint source minus collective model" in md and "(tiny-imagenet-100-smoke-source-features.png)" in md
+    with open(clone / "results" / "tiny-imagenet-100-smoke-source-contrasts.csv") as f:  # every control, both shots
+        assert {(r["shots"], r["method"]) for r in csv.DictReader(f)} == {
+            (k, m) for k in ("10", "20") for m in ("learngene-joint", "finetune-joint", "probe-joint", "probe-collective",
+                                                  "learngene-permuted", "learngene-frozen")}
+    assert "| learngene-joint minus learngene |" in md and "(tiny-imagenet-100-smoke-source-contrasts.png)" in md
     assert git("status", "--porcelain", cwd=clone) == ""  # every output is ignored; nothing tracked changed
 
 

@@ -271,3 +271,48 @@ def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, 
     assert all(a[a.index("--methods") + 1:a.index("--methods") + 3] == ["scratch", "learngene"] for a in calls)
     assert str(tmp_path / "tune-ewc" / "lambda-400") in calls[0]
     assert flags == ["--lr_of", "scratch=0.02", "learngene=0.001"] and "scratch: 0.001 50.0%" in line
+
+
+def write_runs(path, runs, **changed):
+    """A runs.jsonl of (method, shots, task, final accuracy) with the cpu preset's settings (some `changed`)."""
+    settings = {"epochs": 30, "batch_size": 32, "lr": 0.005, "momentum": 0.9, "weight_decay": 0.0005,
+                "ewc_lambda": 40000.0, "precision": "fp32", "section": "target", "split_hash": "s", **changed}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"settings": settings, "result": {"method": m, "shots": k, "task": t, "seed": 0,
+                                                                          "final_acc": acc}}) + "\n"
+                            for m, k, t, acc in runs))
+
+
+def test_each_control_is_compared_with_the_row_it_stands_in_for_paired_per_task(tmp_path):
+    from utils import contrasts
+    # the individual study holds the collective model's fine-tune; the source study the joint one and, reused, the
+    # learngene (with the same results); learngene-joint beats the learngene by 2, 4 and 6 points on tasks 0-2
+    write_runs(tmp_path / "individual" / "runs.jsonl", [("learngene", 10, t, 50.0 + t) for t in range(3)]
+               + [("finetune-collective", 10, t, 40.0 + 5 * t) for t in range(3)])
+    write_runs(tmp_path / "source" / "runs.jsonl", [("learngene", 10, t, 50.0 + t) for t in range(3)]
+               + [("learngene-joint", 10, t, 50.0 + t + 2 * (t + 1)) for t in range(3)]
+               + [("finetune-joint", 10, t, 41.0 + 5 * t) for t in range(2)]
+               + [("learngene-frozen", 10, t, 49.0 + t) for t in range(3)])
+    files = [tmp_path / "individual" / "runs.jsonl", tmp_path / "source" / "runs.jsonl"]
+    rows = {r[1]: r for r in contrasts.contrast_rows(contrasts.read_folders(files))}
+    assert set(rows) == {"learngene-joint", "finetune-joint", "learngene-frozen"}  # no probe runs: no probe rows
+    _, _, against, _, tasks, diff, ci = rows["learngene-joint"]
+    assert (against, tasks) == ("learngene", 3) and diff == pytest.approx(4.0)
+    assert ci == pytest.approx(4.303 * 2.0 / np.sqrt(3))  # Student t, 2 degrees of freedom, sd 2
+    assert rows["finetune-joint"][2] == "finetune-collective" and rows["finetune-joint"][4:6] == [2, 1.0]
+    assert rows["learngene-frozen"][5] == pytest.approx(-1.0)  # no EWC of its own: its strength is not compared
+    contrasts.report(tmp_path / "source", files, "test", {"commit": "c", "device": "cpu", "time_utc": "now",
+                                                          "command": "python x.py", "torch": "2"})
+    md = (tmp_path / "source" / "contrasts.md").read_text()
+    assert "| 10 | learngene-joint minus learngene |" in md and "| 3 | +4.0 | ±5.0 |" in md
+    assert (tmp_path / "source" / "contrasts.png").exists()
+    with open(tmp_path / "source" / "contrasts.csv", newline="") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["learngene-joint", "finetune-joint", "learngene-frozen"]
+
+
+def test_runs_trained_under_other_settings_are_not_compared(tmp_path):
+    from utils import contrasts
+    write_runs(tmp_path / "a" / "runs.jsonl", [("learngene", 10, t, 50.0) for t in range(2)])
+    write_runs(tmp_path / "b" / "runs.jsonl", [("learngene-joint", 10, t, 52.0) for t in range(2)], lr=0.001)
+    with pytest.raises(UserError, match="learngene-joint and learngene .* other settings \\(lr\\)"):
+        contrasts.contrast_rows(contrasts.read_folders([tmp_path / "a" / "runs.jsonl", tmp_path / "b" / "runs.jsonl"]))

@@ -140,9 +140,10 @@ def method_colour(method, order):
     return SPARE_COLOURS[unknown.index(method) % len(SPARE_COLOURS)]
 
 
-def forest(path, rows, title, provenance=None, caption=()):
-    """The paired differences against the baseline as a forest plot: one line per method, a marker at the mean
-    difference (points) and a bar over its 95% interval, a line at 0; one panel per shot count, side by side.
+def forest(path, rows, title, provenance=None, caption=(), xlabel="vs scratch (points of accuracy)"):
+    """The paired differences against the baseline (or against each line's own, named in its label) as a forest
+    plot: one line per method, a marker at the mean difference (points) and a bar over its 95% interval, a line at
+    0; one panel per shot count, side by side.
     rows: dicts with shots, label (the method and its settings), diff and ci (ci nan: no interval, 1 task)."""
     shots = sorted({r["shots"] for r in rows})
     labels = list(dict.fromkeys(r["label"] for r in rows))
@@ -159,7 +160,7 @@ def forest(path, rows, title, provenance=None, caption=()):
         d.text((10, top + rh * i + rh / 2 - 9), label, fill="black", font=font(15))
     for p, k in enumerate(shots):
         x0 = left + p * (pw + 150)
-        panel = Panel(d, (x0, top, x0 + pw, top + ph), xticks, xlabel="vs scratch (points of accuracy)",
+        panel = Panel(d, (x0, top, x0 + pw, top + ph), xticks, xlabel=xlabel,
                       title=f"{k} shots per class")
         zero = panel.x(0)
         for y in range(top, top + ph, 8):

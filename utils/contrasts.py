@@ -1,0 +1,80 @@
+"""The source study's answer as paired contrasts: each control against the row it stands in for, not only against
+scratch. Whether a source trained jointly carries more than the collective model is learngene-joint minus learngene
+(and the same for the fine-tune and the probe), not the gap between two differences from scratch: the runs of one
+target task share its classes, images, seeds, new layers' initialisation and batch order, so the difference is
+taken per task and its interval over tasks, as the tables' columns against scratch are (utils/stats.py)."""
+from pathlib import Path
+
+from utils import plots
+from utils.cli import require
+from utils.files import write_csv, write_text
+from utils.methods import reads
+from utils.runstore import key_of, records
+from utils.stats import mean_ci95, per_task
+
+CONTRASTS = (  # (method, the row it stands in for, what their difference measures)
+    ("learngene-joint", "learngene", "the joint source's layers inherited instead of the collective model's"),
+    ("finetune-joint", "finetune-collective", "the whole joint source fine-tuned instead of the collective model"),
+    ("probe-joint", "probe-collective", "a probe on the joint source's features instead of the collective model's"),
+    ("probe-collective", "probe-random", "the collective model's features instead of a random network's"),
+    ("learngene-permuted", "learngene", "the inherited filters' structure destroyed (each filter's inputs shuffled)"),
+    ("learngene-frozen", "learngene", "the inherited layers held fixed instead of kept near by EWC"),
+)
+HEADER = ["shots", "method", "against", "measures", "tasks", "diff", "diff_ci95"]
+# what two runs must share to be compared: the training, the split and section of the task; each run's own
+# learning rate and, where it uses EWC, strength come from methods.reads
+TRAINING = ("epochs", "batch_size", "momentum", "weight_decay", "precision", "section", "split_hash", "lr", "ewc_lambda")
+
+
+def read_folders(files):
+    """{RunKey: (training, result)} of the runs.jsonl files, the first file's run kept where several hold one
+    (a study records the runs it reused with their originals' results)."""
+    runs = {}
+    for path in files:
+        for settings, result in records(Path(path)):
+            reads_of = reads(result["method"], settings)
+            runs.setdefault(key_of(result), ({k: reads_of[k] for k in TRAINING if k in reads_of}, result))
+    return runs
+
+
+def contrast_rows(runs):
+    """HEADER rows for every contrast both of whose methods have runs at a shot count, paired per (task, seed);
+    refused where a pair's runs were trained under other settings (their difference would not be the method's)."""
+    results = {key: result for key, (_, result) in runs.items()}
+    rows = []
+    for shots in sorted({key.shots for key in runs}):
+        for method, against, measures in CONTRASTS:
+            pairs = [(runs[key], runs[key._replace(method=against)]) for key in runs
+                     if key.method == method and key.shots == shots and key._replace(method=against) in runs]
+            if not pairs:
+                continue
+            for (a, _), (b, _) in pairs:
+                other = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+                require(not other, f"{method} and {against} runs at {shots} shots were trained with other settings "
+                        f"({', '.join(other)}): their difference would not be the methods'")
+            diffs = per_task(results, method, shots, against)
+            diff, ci = mean_ci95(list(diffs.values()))
+            rows.append([shots, method, against, measures, len(diffs), diff, ci])
+    return rows
+
+
+def report(out, files, title, prov):
+    """contrasts.csv, contrasts.md and contrasts.png in `out` from the runs of `files`; nothing where no contrast has
+    both of its methods (a study without the controls)."""
+    rows = contrast_rows(read_folders(files))
+    if not rows:
+        return
+    write_csv(out / "contrasts.csv", HEADER, rows, prov)
+    lines = ["#### Each control against the row it stands in for", "",
+             "The paired difference per target task (same classes, images, seeds, initialisation of the new layers "
+             "and batch order), its mean and 95% interval over tasks: the table above compares every row with "
+             "scratch, this one compares the sources and the controls with each other.", "",
+             "| shots | contrast | what it measures | tasks | difference (points) | 95% CI |",
+             "|---:|---|---|---:|---:|---:|"]
+    lines += [f"| {k} | {m} minus {b} | {what} | {n} | {d:+.1f} | " + ("n/a (1 task)" if n < 2 else f"±{ci:.1f}") + " |"
+              for k, m, b, what, n, d, ci in rows]
+    write_text(out / "contrasts.md", "\n".join(lines) + "\n")
+    plots.forest(out / "contrasts.png", [{"shots": k, "label": f"{m} minus {b}", "diff": d, "ci": ci}
+                                         for k, m, b, _, _, d, ci in rows],
+                 f"{title}: each control minus the row it stands in for, paired per task, after the last epoch", prov,
+                 xlabel="difference (points of accuracy)")
