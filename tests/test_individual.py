@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import assert_clean_error, run_script
 
-from utils import fewshot, learngene, methods, report, runstore
+from utils import fewshot, learngene, methods, report, repro, runstore
 from utils.engine import DeviceData
 from utils.ewc import fisher_diagonal, fisher_with_batch_statistics
 from utils.splits import Split
@@ -74,6 +74,13 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     assert (tmp_path / "res" / "curves.png").exists() and "| shots | method |" in (tmp_path / "res" / "results.md").read_text()
     again = run_script(script, *common)
     assert again.returncode == 0 and "14 runs already" in again.stdout and "0 to go" in again.stdout
+    # each run keeps the commit and device it was trained with; a table rewritten later names them, not its own
+    record = tmp_path / "res" / "runs.jsonl"
+    lines = record.read_text().splitlines()
+    assert all(json.loads(line)["result"]["trained"]["commit"] == repro.COMMIT_AT_START for line in lines)
+    record.write_text("".join(line.replace(repro.COMMIT_AT_START, "0123456789abcdef") + "\n" for line in lines))
+    assert run_script(script, *common).returncode == 0
+    assert "Runs trained at commit 0123456789ab (14) on cpu" in (tmp_path / "res" / "results.md").read_text()
     assert_clean_error(run_script(script, *common, "--lr", "0.1"), "other settings")
     # another learngene with the same layers is another experiment: its runs are not the old ones relabelled
     other = tmp_path / "other.pt"
@@ -222,6 +229,19 @@ def test_baselines_start_from_the_learngenes_source(collective_run, tiny_split):
     other = methods.load_collective(collective_run / "checkpoints" / "task_000.pt", art, Split(tiny_split))
     assert other["task"] == 0 and not torch.equal(other["model"]["features.10.conv.weight"],
                                                   collective["model"]["features.10.conv.weight"])
+
+
+def test_a_table_says_where_its_runs_were_trained():
+    runs = {Key("scratch", 10, t, 0): {"trained": {"commit": c, "device": "cpu (x86_64, 2 threads)", "time_utc": when}}
+            for t, (c, when) in enumerate([("b" * 40, "2026-01-02T00:00:00Z"), ("a" * 40, "2026-01-01T00:00:00Z"),
+                                           ("b" * 40, "2026-01-03T00:00:00Z")])}
+    runs[Key("scratch", 10, 3, 0)] = {}  # recorded before runs kept their provenance
+    trained = report.runs_trained(runs)
+    assert trained == {"commit": {"a" * 40: 1, "b" * 40: 2}, "device": {"cpu (x86_64, 2 threads)": 3},
+                       "first": "2026-01-01T00:00:00Z", "last": "2026-01-03T00:00:00Z", "not_recorded": 1}
+    assert report.runs_trained_line(trained) == (
+        "Runs trained at commit aaaaaaaaaaaa (1), bbbbbbbbbbbb (2) on cpu (x86_64, 2 threads) (3), 2026-01-01T00:00:00Z "
+        "to 2026-01-03T00:00:00Z; 1 runs recorded before each run kept its own commit and device.")
 
 
 def test_other_layers_share_as_few_layers_as_possible():

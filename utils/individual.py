@@ -19,7 +19,7 @@ from utils.fewshot import RELEASED_CHAIN, FewShotData, Protocol, TrainSettings, 
 from utils.files import FolderLock, ensure_writable
 from utils.joint import load as load_joint
 from utils.methods import CONTROLS, METHODS, Inputs, load_collective
-from utils.repro import pick_device
+from utils.repro import COMMIT_AT_START, device_name, pick_device, utc_now
 from utils.runstore import RunKey, RunStore, record_file, run_identity
 from utils.splits import Split
 
@@ -240,4 +240,7 @@ def train_missing(store, study, requested, use_grouped):
 
 def record(store, study, key, result):
     result["classes"] = study.split.manifest[study.section][str(key.shots)][key.task]["classes"]
+    # each run keeps what it was trained with: a table is rewritten whenever its command runs again, by then perhaps
+    # at another commit or on another machine, and must still say where its runs came from
+    result["trained"] = {"commit": COMMIT_AT_START, "device": device_name(study.device), "time_utc": utc_now()}
     store.add(key, result)

@@ -1,6 +1,7 @@
 """The results of a study: the table (CSV and markdown), its provenance and its figures, from the stored runs."""
 import csv
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def summarize(out, runs, study, argv):
             "split": str(study.split.path), "split_hash": study.split.hash, "learngene": inputs.learngene_path,
             "learngene_layers": inputs.learngene["layers"], "collective": collective["path"] if collective else None,
             "section": study.section, **({"joint": inputs.joint["path"]} if inputs.joint else {}),
-            **study.protocol.identity()}
+            **study.protocol.identity(), "runs_trained": runs_trained(runs)}
     write_json(out / "provenance.json", prov)
     lrs = {m: study.settings_of(m).lr for m in METHODS} if study.lr_of else None  # each method's own rate
     draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov, lrs)
@@ -52,6 +53,30 @@ def summarize(out, runs, study, argv):
     write_text(out / "results.md", table)
     print(table)
     return rows
+
+
+def runs_trained(runs):
+    """Where and when the runs of a table were trained ({commit: runs}, {device: runs}, first and last time), from
+    what each run recorded (utils/individual.record); runs recorded before they did are counted as such."""
+    trained = [r["trained"] for r in runs.values() if "trained" in r]
+    times = sorted(t["time_utc"] for t in trained)
+    return {"commit": dict(sorted(Counter(t["commit"] for t in trained).items())),
+            "device": dict(sorted(Counter(t["device"] for t in trained).items())),
+            "first": times[0] if times else None, "last": times[-1] if times else None,
+            "not_recorded": len(runs) - len(trained)}
+
+
+def runs_trained_line(trained):
+    """The table's sentence on where its runs came from (runs_trained)."""
+    parts = []
+    if trained["commit"]:
+        parts.append("runs trained at commit " + ", ".join(f"{c[:12]} ({n})" for c, n in trained["commit"].items())
+                     + " on " + ", ".join(f"{d} ({n})" for d, n in trained["device"].items())
+                     + f", {trained['first']} to {trained['last']}")
+    if trained["not_recorded"]:
+        parts.append(f"{trained['not_recorded']} runs recorded before each run kept its own commit and device")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "." if text else ""
 
 
 def draw_figures(out, rows, runs, name, ewc_lambda, prov, lrs=None):
@@ -149,8 +174,9 @@ def results_markdown(rows, study, prov):
                                    f"{list(protocol.order) or 'as numbered'}), each starting from the model the "
                                    f"previous task ended with, head included"] if protocol.chain else [])
                                  + (["a new optimizer every epoch"] if protocol.optimizer_per_epoch else [])) + ".")
-    lines += [f"Provenance: commit {prov['commit']}, device {prov['device']}, precision {settings.precision}, seeds "
-              f"{study.seeds}, {prov['time_utc']}, split {prov['split']} (manifest sha256 {split.hash[:12]}).",
+    lines += [f"Provenance: table written at commit {prov['commit']}, device {prov['device']}, precision "
+              f"{settings.precision}, seeds {study.seeds}, {prov['time_utc']}, split {prov['split']} (manifest sha256 "
+              f"{split.hash[:12]}). " + runs_trained_line(prov["runs_trained"]),
               f"Command: `{prov['command']}`", ""]
     return "\n".join(lines)
 

@@ -41,6 +41,10 @@ def command_line(argv=None):
     return shlex.join(["python", str(script), *argv])
 
 
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def device_name(device):
     import torch
     if device.type == "cuda":
@@ -53,7 +57,7 @@ def provenance(device=None, argv=None, seed=None):
     info = {
         "commit": COMMIT_AT_START,
         "command": command_line(argv),
-        "time_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time_utc": utc_now(),
         "python": platform.python_version(),
         "torch": str(torch.__version__),
     }
