@@ -123,7 +123,8 @@ def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
     with open(clone / "results" / "tiny-imagenet-100-smoke-source-contrasts.csv") as f:  # every control, both shots
         assert {(r["shots"], r["method"]) for r in csv.DictReader(f)} == {
             (k, m) for k in ("10", "20") for m in ("learngene-joint", "finetune-joint", "probe-joint", "probe-collective",
-                                                  "learngene-permuted", "learngene-frozen")}
+                                                  "learngene-permuted", "learngene-frozen", "learngene-noewc",
+                                                  "other-layers")}
     assert "| learngene-joint minus learngene |" in md and "(tiny-imagenet-100-smoke-source-contrasts.png)" in md
     assert git("status", "--porcelain", cwd=clone) == ""  # every output is ignored; nothing tracked changed
 

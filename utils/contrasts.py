@@ -19,6 +19,8 @@ CONTRASTS = (  # (method, the row it stands in for, what their difference measur
     ("probe-collective", "probe-random", "the collective model's features instead of a random network's"),
     ("learngene-permuted", "learngene", "the inherited filters' structure destroyed (each filter's inputs shuffled)"),
     ("learngene-frozen", "learngene", "the inherited layers held fixed instead of kept near by EWC"),
+    ("learngene-noewc", "learngene", "the inherited layers trained freely instead of kept near by EWC"),
+    ("other-layers", "learngene", "another window of the collective model's layers instead of the criterion's"),
 )
 HEADER = ["shots", "method", "against", "measures", "tasks", "diff", "diff_ci95"]
 # what two runs must share to be compared: the training, the split and section of the task; each run's own
