@@ -305,6 +305,8 @@ def test_each_control_is_compared_with_the_row_it_stands_in_for_paired_per_task(
                                                           "command": "python x.py", "torch": "2"})
     md = (tmp_path / "source" / "contrasts.md").read_text()
     assert "| 10 | learngene-joint minus learngene |" in md and "| 3 | +4.0 | ±5.0 |" in md
+    assert "Written at commit c on cpu, now" in md
+    assert "14 runs recorded before each run kept its own commit" in md  # the 3 learngene runs of both files once
     assert (tmp_path / "source" / "contrasts.png").exists()
     with open(tmp_path / "source" / "contrasts.csv", newline="") as f:
         assert [r["method"] for r in csv.DictReader(f)] == ["learngene-joint", "finetune-joint", "learngene-frozen"]

@@ -9,6 +9,7 @@ from utils import plots
 from utils.cli import require
 from utils.files import write_csv, write_text
 from utils.methods import reads
+from utils.report import runs_trained, runs_trained_line
 from utils.runstore import key_of, records
 from utils.stats import mean_ci95, per_task
 
@@ -63,9 +64,11 @@ def contrast_rows(runs):
 def report(out, files, title, prov):
     """contrasts.csv, contrasts.md and contrasts.png in `out` from the runs of `files`; nothing where no contrast has
     both of its methods (a study without the controls)."""
-    rows = contrast_rows(read_folders(files))
+    runs = read_folders(files)
+    rows = contrast_rows(runs)
     if not rows:
         return
+    compared = {m for _, method, against, *_ in rows for m in (method, against)}
     write_csv(out / "contrasts.csv", HEADER, rows, prov)
     lines = ["#### Each control against the row it stands in for", "",
              "The paired difference per target task (same classes, images, seeds, initialisation of the new layers "
@@ -75,6 +78,9 @@ def report(out, files, title, prov):
              "|---:|---|---|---:|---:|---:|"]
     lines += [f"| {k} | {m} minus {b} | {what} | {n} | {d:+.1f} | " + ("n/a (1 task)" if n < 2 else f"±{ci:.1f}") + " |"
               for k, m, b, what, n, d, ci in rows]
+    trained = runs_trained({key: result for key, (_, result) in runs.items() if key.method in compared})
+    lines += ["", f"Written at commit {prov['commit']} on {prov['device']}, {prov['time_utc']}, from "
+              f"{', '.join(map(str, files))}. " + runs_trained_line(trained)]
     write_text(out / "contrasts.md", "\n".join(lines) + "\n")
     plots.forest(out / "contrasts.png", [{"shots": k, "label": f"{m} minus {b}", "diff": d, "ci": ci}
                                          for k, m, b, _, _, d, ci in rows],
