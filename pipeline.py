@@ -315,10 +315,8 @@ def main(argv=None):
                                                          f"{study.name}", "--out", work / study.name], None)
             if study.needs_joint:
                 draw_source_features(work, study, argv, f"{args.dataset}, {args.preset} preset")
-                device = json.loads((work / study.name / "provenance.json").read_text())["device"]
                 contrasts.report(work / study.name, [work / study.name / "runs.jsonl", *(e / "runs.jsonl" for e in earlier)],
-                                 f"{args.dataset}, {args.preset} preset, {study.name}",
-                                 {**provenance(None, argv), "device": device})
+                                 f"{args.dataset}, {args.preset} preset, {study.name}", provenance(None, argv))
         header = (f"## {name}: Learngene pipeline results\n\n"
                   f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
                   f"`{command_line(argv)}`; commit {COMMIT_AT_START}; pipeline wall-clock "

@@ -301,11 +301,11 @@ def test_each_control_is_compared_with_the_row_it_stands_in_for_paired_per_task(
     assert ci == pytest.approx(4.303 * 2.0 / np.sqrt(3))  # Student t, 2 degrees of freedom, sd 2
     assert rows["finetune-joint"][2] == "finetune-collective" and rows["finetune-joint"][4:6] == [2, 1.0]
     assert rows["learngene-frozen"][5] == pytest.approx(-1.0)  # no EWC of its own: its strength is not compared
-    contrasts.report(tmp_path / "source", files, "test", {"commit": "c", "device": "cpu", "time_utc": "now",
-                                                          "command": "python x.py", "torch": "2"})
+    contrasts.report(tmp_path / "source", files, "test", {"commit": "c", "time_utc": "now", "command": "python x.py",
+                                                          "torch": "2"})
     md = (tmp_path / "source" / "contrasts.md").read_text()
     assert "| 10 | learngene-joint minus learngene |" in md and "| 3 | +4.0 | ±5.0 |" in md
-    assert "Written at commit c on cpu, now" in md
+    assert "Written at commit c, now" in md
     assert "14 runs recorded before each run kept its own commit" in md  # the 3 learngene runs of both files once
     assert (tmp_path / "source" / "contrasts.png").exists()
     with open(tmp_path / "source" / "contrasts.csv", newline="") as f:
@@ -318,3 +318,20 @@ def test_runs_trained_under_other_settings_are_not_compared(tmp_path):
     write_runs(tmp_path / "b" / "runs.jsonl", [("learngene-joint", 10, t, 52.0) for t in range(2)], lr=0.001)
     with pytest.raises(UserError, match="learngene-joint and learngene .* other settings \\(lr\\)"):
         contrasts.contrast_rows(contrasts.read_folders([tmp_path / "a" / "runs.jsonl", tmp_path / "b" / "runs.jsonl"]))
+
+
+def test_the_contrasts_are_drawn_again_from_stored_runs(tmp_path, capsys):
+    from utils import draw_results
+    write_runs(tmp_path / "individual" / "runs.jsonl", [(m, 10, t, 40.0 + t) for m in ("learngene", "probe-random")
+                                                        for t in range(2)])
+    write_runs(tmp_path / "source" / "runs.jsonl", [("learngene-joint", 10, t, 45.0 + t) for t in range(2)])
+    args = ["--contrasts", str(tmp_path / "source"), str(tmp_path / "individual")]
+    draw_results.main(args)
+    md = (tmp_path / "source" / "contrasts.md").read_text()
+    assert "| 10 | learngene-joint minus learngene | the joint source's layers" in md and "| 2 | +5.0 | ±0.0 |" in md
+    for refused, message in ((args, "exists: pass --overwrite"),  # nothing replaced unasked
+                             (["--contrasts", str(tmp_path / "individual"), "--out", str(tmp_path)],
+                              "no control and the row it stands in for")):
+        with pytest.raises(SystemExit) as stop:
+            draw_results.main(refused)
+        assert stop.value.code == 2 and message in capsys.readouterr().err

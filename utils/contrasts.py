@@ -63,7 +63,9 @@ def contrast_rows(runs):
 
 def report(out, files, title, prov):
     """contrasts.csv, contrasts.md and contrasts.png in `out` from the runs of `files`; nothing where no contrast has
-    both of its methods (a study without the controls)."""
+    both of its methods (a study without the controls). Where the runs were trained is theirs to say (the table's
+    last line); the contrasts themselves are arithmetic on them, done on no device."""
+    prov = {**prov, "device": "none (computed from the stored runs)"}
     runs = read_folders(files)
     rows = contrast_rows(runs)
     if not rows:
@@ -79,8 +81,8 @@ def report(out, files, title, prov):
     lines += [f"| {k} | {m} minus {b} | {what} | {n} | {d:+.1f} | " + ("n/a (1 task)" if n < 2 else f"±{ci:.1f}") + " |"
               for k, m, b, what, n, d, ci in rows]
     trained = runs_trained({key: result for key, (_, result) in runs.items() if key.method in compared})
-    lines += ["", f"Written at commit {prov['commit']} on {prov['device']}, {prov['time_utc']}, from "
-              f"{', '.join(map(str, files))}. " + runs_trained_line(trained)]
+    lines += ["", f"Written at commit {prov['commit']}, {prov['time_utc']}, from {', '.join(map(str, files))}. "
+              + runs_trained_line(trained)]
     write_text(out / "contrasts.md", "\n".join(lines) + "\n")
     plots.forest(out / "contrasts.png", [{"shots": k, "label": f"{m} minus {b}", "diff": d, "ci": ci}
                                          for k, m, b, _, _, d, ci in rows],

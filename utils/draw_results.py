@@ -1,11 +1,12 @@
 """Draw a results table's figures again, with no retraining: the forest plot of its paired differences against
 scratch (from the table alone: a results.csv of the individual script or a preset's
 results/<dataset>-<preset>.csv) and, given the runs.jsonl the table summarises, the learning curves; or a
-collective run's held-out accuracy matrix from its heldout_accuracy.csv.
+collective run's held-out accuracy matrix from its heldout_accuracy.csv; or a source study's contrasts from its runs.
 
-    python utils/draw_results.py results/reference/tiny-imagenet-100-cpu.csv --ewc_lambda 40000 \
+    python utils/draw_results.py results/reference/tiny-imagenet-100-cpu-intel-bf16.csv --ewc_lambda 40000 \
         --title "tiny-imagenet-100, cpu preset"
     python utils/draw_results.py --heldout checkpoints/tiny-imagenet-100-quick/collective --out matrix.png
+    python utils/draw_results.py --contrasts checkpoints/tiny-imagenet-100-cpu/{source,individual} --out /tmp
 """
 import argparse
 import csv
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import report, source  # noqa: E402
+from utils import contrasts, report, source  # noqa: E402
 from utils.cli import EWC_LAMBDA, UserError, cli, require  # noqa: E402
 from utils.repro import provenance  # noqa: E402
 from utils.runstore import read_runs, record_file  # noqa: E402
@@ -28,6 +29,10 @@ def main(argv=None):
                    "TABLE_HEADER")
     p.add_argument("--heldout", default=None, metavar="RUNS", help="instead of a table: a collective run folder, "
                    "whose held-out accuracy matrix to draw (to --out, default heldout_matrix.png in the folder)")
+    p.add_argument("--contrasts", nargs="+", default=None, metavar="RUNS", help="instead of a table: the runs.jsonl "
+                   "files (or their folders) of a source study and of the studies it reused, first the source study's: "
+                   "each control against the row it stands in for, as contrasts.{csv,md,png} in --out (a folder; "
+                   "default: the first's)")
     p.add_argument("--out", default=None, metavar="OUTFILE", help="PNG to write (default: the table's name with -forest.png)")
     p.add_argument("--title", default=None, metavar="TEXT", help="what the figure shows (default: the table's file name)")
     p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=None, help="the EWC strength of the table's EWC rows, "
@@ -38,9 +43,12 @@ def main(argv=None):
                    help="PNG for the curves (default: the table's name with -curves.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out and --curves_out if they exist")
     args = p.parse_args(argv)
-    require((args.table is None) != (args.heldout is None), "give a results TABLE or --heldout RUN, one of them")
+    require(sum(x is not None for x in (args.table, args.heldout, args.contrasts)) == 1,
+            "give a results TABLE, --heldout RUN or --contrasts RUNS, one of them")
     if args.heldout:
         return draw_heldout(Path(args.heldout), args, argv)
+    if args.contrasts:
+        return draw_contrasts([record_file(r) for r in args.contrasts], args, argv)
     table = Path(args.table)
     require(table.is_file(), f"{table}: no such file")
     try:
@@ -78,6 +86,23 @@ def main(argv=None):
     if runs:
         report.draw_curves(curves_out, runs, name, prov, [f"Drawn from the {len(runs)} runs of {runs_file}."])
         print(f"wrote {curves_out}")
+
+
+def draw_contrasts(files, args, argv):
+    for f in files:
+        require(f.is_file(), f"--contrasts {f}: no such file")
+    out = Path(args.out or files[0].parent)
+    require(out.is_dir(), f"--out {out}: no such folder (--contrasts writes contrasts.{{csv,md,png}} into a folder)")
+    written = [out / f"contrasts.{e}" for e in ("csv", "md", "png")]
+    require(args.overwrite or not any(w.exists() for w in written), f"{out / 'contrasts.csv'} exists: pass "
+            f"--overwrite to replace it")
+    try:
+        runs = contrasts.read_folders(files)
+    except (KeyError, TypeError) as e:
+        raise UserError(f"--contrasts: a run there lacks what a run of the individual script records ({e})")
+    require(contrasts.contrast_rows(runs), "--contrasts: no control and the row it stands in for both have runs there")
+    contrasts.report(out, files, args.title or f"contrasts of {files[0]}", provenance(argv=argv))
+    print(f"wrote {', '.join(map(str, written))}")
 
 
 def draw_heldout(run_dir, args, argv):
