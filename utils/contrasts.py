@@ -62,14 +62,14 @@ def contrast_rows(runs):
 
 
 def report(out, files, title, prov):
-    """contrasts.csv, contrasts.md and contrasts.png in `out` from the runs of `files`; nothing where no contrast has
-    both of its methods (a study without the controls). Where the runs were trained is theirs to say (the table's
-    last line); the contrasts themselves are arithmetic on them, done on no device."""
+    """contrasts.csv, contrasts.md and contrasts.png in `out` from the runs of `files`, and their rows; nothing (and
+    no rows) where no contrast has both of its methods (a study without the controls). Where the runs were trained
+    is theirs to say (the table's last line); the contrasts themselves are arithmetic on them, done on no device."""
     prov = {**prov, "device": "none (computed from the stored runs)"}
     runs = read_folders(files)
     rows = contrast_rows(runs)
     if not rows:
-        return
+        return rows
     compared = {m for _, method, against, *_ in rows for m in (method, against)}
     write_csv(out / "contrasts.csv", HEADER, rows, prov)
     lines = ["#### Each control against the row it stands in for", "",
@@ -88,3 +88,4 @@ def report(out, files, title, prov):
                                          for k, m, b, _, _, d, ci in rows],
                  f"{title}: each control minus the row it stands in for, paired per task, after the last epoch", prov,
                  xlabel="difference (points of accuracy)")
+    return rows

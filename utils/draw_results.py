@@ -97,11 +97,10 @@ def draw_contrasts(files, args, argv):
     require(args.overwrite or not any(w.exists() for w in written), f"{out / 'contrasts.csv'} exists: pass "
             f"--overwrite to replace it")
     try:
-        runs = contrasts.read_folders(files)
+        rows = contrasts.report(out, files, args.title or f"contrasts of {files[0]}", provenance(argv=argv))
     except (KeyError, TypeError) as e:
         raise UserError(f"--contrasts: a run there lacks what a run of the individual script records ({e})")
-    require(contrasts.contrast_rows(runs), "--contrasts: no control and the row it stands in for both have runs there")
-    contrasts.report(out, files, args.title or f"contrasts of {files[0]}", provenance(argv=argv))
+    require(rows, "--contrasts: no control and the row it stands in for both have runs there")
     print(f"wrote {', '.join(map(str, written))}")
 
 

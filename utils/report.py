@@ -70,13 +70,12 @@ def runs_trained_line(trained):
     """The table's sentence on where its runs came from (runs_trained)."""
     parts = []
     if trained["commit"]:
-        parts.append("runs trained at commit " + ", ".join(f"{c[:12]} ({n})" for c, n in trained["commit"].items())
+        parts.append("Runs trained at commit " + ", ".join(f"{c[:12]} ({n})" for c, n in trained["commit"].items())
                      + " on " + ", ".join(f"{d} ({n})" for d, n in trained["device"].items())
                      + f", {trained['first']} to {trained['last']}")
     if trained["not_recorded"]:
         parts.append(f"{trained['not_recorded']} runs recorded before each run kept its own commit and device")
-    text = "; ".join(parts)
-    return text[:1].upper() + text[1:] + "." if text else ""
+    return "; ".join(parts) + "." if parts else ""
 
 
 def draw_figures(out, rows, runs, name, ewc_lambda, prov, lrs=None):
