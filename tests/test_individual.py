@@ -241,7 +241,7 @@ def test_a_table_says_where_its_runs_were_trained():
                        "first": "2026-01-01T00:00:00Z", "last": "2026-01-03T00:00:00Z", "not_recorded": 1}
     assert report.runs_trained_line(trained) == (
         "Runs trained at commit aaaaaaaaaaaa (1), bbbbbbbbbbbb (2) on cpu (x86_64, 2 threads) (3), 2026-01-01T00:00:00Z "
-        "to 2026-01-03T00:00:00Z; 1 runs recorded before each run kept its own commit and device.")
+        "to 2026-01-03T00:00:00Z; 1 run recorded before each run kept its own commit and device.")
 
 
 def test_other_layers_share_as_few_layers_as_possible():

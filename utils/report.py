@@ -74,7 +74,8 @@ def runs_trained_line(trained):
                      + " on " + ", ".join(f"{d} ({n})" for d, n in trained["device"].items())
                      + f", {trained['first']} to {trained['last']}")
     if trained["not_recorded"]:
-        parts.append(f"{trained['not_recorded']} runs recorded before each run kept its own commit and device")
+        n = trained["not_recorded"]
+        parts.append(f"{n} run{'s' if n > 1 else ''} recorded before each run kept its own commit and device")
     return "; ".join(parts) + "." if parts else ""
 
 
