@@ -86,6 +86,7 @@ PRESETS = {
 EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold steps down
 EWC_GRID_TOP = 4e8  # the grid grows upward in hundredfold steps while its largest strength is the best, up to this
 LR_GRID = ["0.001", "0.005", "0.02"]  # the tuned study's SGD learning rates: the released 0.005, a fifth and 4 times it
+LR_GRID_RANGE = (1e-5, 0.5)  # the grid grows past an end some method prefers (a fifth below, 4 times above), within these
 
 
 @dataclass(frozen=True)
@@ -327,17 +328,32 @@ def main(argv=None):
 
 
 def tune_lr(clock, individual_script, common, tune_tasks, work, methods):
-    """Each method's SGD learning rate, chosen from LR_GRID on the validation tasks (never a target task), the EWC
-    strength being the tuned one (in `common`); returns the individual script's --lr_of flags and the line that
-    gives every rate's accuracy. The learngene's runs at the default rate are the EWC tuning's, reused."""
+    """Each method's SGD learning rate, chosen on the validation tasks (never a target task) from LR_GRID, extended
+    a fifth below its lowest rate or 4 times above its highest while some method prefers that end (within
+    LR_GRID_RANGE), so each choice lies inside the grid where it can; the EWC strength is the tuned one (in `common`).
+    Returns the individual script's --lr_of flags and the line that gives every rate's accuracy. The learngene's
+    runs at the default rate are the EWC tuning's, reused."""
     earlier = [work / "tune-ewc" / name for name in sorted(os.listdir(work / "tune-ewc"))]
-    for lr in LR_GRID:
-        out = work / "tune-lr" / f"lr-{lr}"
-        stage(clock, f"tune-lr lr={lr}", individual_script, [*common, "--section", "validation", "--methods", *methods,
-              "--lr", lr, *tune_tasks, "--eval_every", "1000", "--reuse", *earlier, "--out", out], out / "results.csv")
-        earlier.append(out)
-    best, line = report.best_learning_rates(work / "tune-lr", LR_GRID, methods)
-    return ["--lr_of", *(f"{m}={lr}" for m, lr in best.items())], line
+    grid, tried = list(LR_GRID), []
+    while True:
+        for lr in [lr for lr in grid if lr not in tried]:
+            out = work / "tune-lr" / f"lr-{lr}"
+            stage(clock, f"tune-lr lr={lr}", individual_script, [*common, "--section", "validation", "--methods",
+                  *methods, "--lr", lr, *tune_tasks, "--eval_every", "1000", "--reuse", *earlier, "--out", out],
+                  out / "results.csv")
+            earlier.append(out)
+            tried.append(lr)
+        grid = sorted(grid, key=float)
+        best, line = report.best_learning_rates(work / "tune-lr", grid, methods)
+        low, high = float(grid[0]) / 5, float(grid[-1]) * 4
+        grow = ([f"{low:g}"] if grid[0] in best.values() and low >= LR_GRID_RANGE[0] else []) + \
+               ([f"{high:g}"] if grid[-1] in best.values() and high <= LR_GRID_RANGE[1] else [])
+        if not grow:
+            edge = [m for m, lr in best.items() if lr in (grid[0], grid[-1])]
+            return (["--lr_of", *(f"{m}={lr}" for m, lr in best.items())],
+                    line + (f" ({', '.join(edge)}: the best rate tried is an end of the range the grid may grow "
+                            f"to, {LR_GRID_RANGE[0]:g} to {LR_GRID_RANGE[1]:g})" if edge else ""))
+        grid += grow
 
 
 def train_collective(clock, name, script, args):

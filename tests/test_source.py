@@ -249,28 +249,37 @@ def test_ewc_grid_grows_upward_only_while_its_top_is_best_and_on_validation_task
         assert "largest strength tried is the best" in note
 
 
-def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scratch_peak, tried_after", [("0.005", []), ("0.001", ["0.0002"]),
+                                                       ("0.0002", ["0.0002", "4e-05"]), ("1", ["0.08", "0.32"])])
+def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, monkeypatch, scratch_peak, tried_after):
     """pipeline.tune_lr: every rate of the grid, every method of the study, on the validation section, reusing the
-    EWC tuning's runs; the flags it returns give each method the rate its validation runs preferred."""
+    EWC tuning's runs; the grid grows past an end some method prefers, until the best lies inside it or the range
+    ends; the flags it returns give each method the rate its validation runs preferred."""
     calls = []
     (tmp_path / "tune-ewc" / "lambda-400").mkdir(parents=True)
-    peak = {"scratch": "0.02", "learngene": "0.001"}
+    peak = {"scratch": float(scratch_peak), "learngene": 0.005}
 
     def fake_stage(clock, name, script, args, done):
+        if done.exists():  # as the real stage: a finished stage is not run again
+            return
         args = list(map(str, args))
         calls.append(args)
-        lr = args[args.index("--lr") + 1]
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text("shots,method,final_acc\n" + "".join(f"10,{m},{60 if lr == peak[m] else 50}\n" for m in peak))
+        lr = float(args[args.index("--lr") + 1])
+        done.parent.mkdir(parents=True, exist_ok=True)  # accuracy falls with the distance from the method's peak
+        done.write_text("shots,method,final_acc\n" + "".join(f"10,{m},{60 - abs(np.log(lr / p))}\n" for m, p in peak.items()))
 
     monkeypatch.setattr(pipeline, "stage", fake_stage)
     flags, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path,
                                    ("scratch", "learngene"))
-    assert [a[a.index("--lr") + 1] for a in calls] == pipeline.LR_GRID
+    assert [a[a.index("--lr") + 1] for a in calls] == pipeline.LR_GRID + tried_after
     assert all(a[a.index("--section") + 1] == "validation" and "--reuse" in a for a in calls)
     assert all(a[a.index("--methods") + 1:a.index("--methods") + 3] == ["scratch", "learngene"] for a in calls)
     assert str(tmp_path / "tune-ewc" / "lambda-400") in calls[0]
-    assert flags == ["--lr_of", "scratch=0.02", "learngene=0.001"] and "scratch: 0.001 50.0%" in line
+    assert all(str(tmp_path / "tune-lr" / "lr-0.001") in a for a in calls[1:])  # each rate reuses the earlier ones
+    chosen = {"1": "0.32"}.get(scratch_peak, scratch_peak)
+    assert flags == ["--lr_of", f"scratch={chosen}", "learngene=0.005"]
+    assert line.startswith(f"scratch: {min([*pipeline.LR_GRID, *tried_after], key=float)} ")  # rates in order
+    assert ("scratch: the best rate tried is an end of the range" in line) == (scratch_peak == "1")
 
 
 def write_runs(path, runs, **changed):
