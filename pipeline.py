@@ -338,8 +338,8 @@ def tune_lr(clock, individual_script, common, tune_tasks, work, methods):
     while True:
         for lr in [lr for lr in grid if lr not in tried]:
             out = work / "tune-lr" / f"lr-{lr}"
-            stage(clock, f"tune-lr lr={lr}", individual_script, [*common, "--section", "validation", "--methods",
-                  *methods, "--lr", lr, *tune_tasks, "--eval_every", "1000", "--reuse", *earlier, "--out", out],
+            flags = ["--section", "validation", "--methods", *methods, "--lr", lr, *tune_tasks, "--eval_every", "1000"]
+            stage(clock, f"tune-lr lr={lr}", individual_script, [*common, *flags, "--reuse", *earlier, "--out", out],
                   out / "results.csv")
             earlier.append(out)
             tried.append(lr)

@@ -197,7 +197,7 @@ MUTATIONS = [
              ("tests/test_source.py::test_ewc_grid_grows_upward_only_while_its_top_is_best_and_on_validation_tasks",)),
     # every method at its best: its own learning rate, chosen on the validation tasks
     Mutation("lr-tuned-on-target", "the learning rates are tuned on the validation tasks", "pipeline.py",
-             '"--section", "validation", "--methods", *methods,', '"--section", "target", "--methods", *methods,',
+             '"--section", "validation", "--methods", *methods, "--lr"', '"--section", "target", "--methods", *methods, "--lr"',
              ("tests/test_source.py::test_each_methods_learning_rate_is_tried_on_validation_tasks_only",)),
     Mutation("lr-grid-never-grows", "each chosen learning rate lies inside the grid where it can", "pipeline.py",
              "        if not grow:\n", "        if True:\n",
