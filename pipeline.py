@@ -86,7 +86,7 @@ PRESETS = {
 EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold steps down
 EWC_GRID_TOP = 4e8  # the grid grows upward in hundredfold steps while its largest strength is the best, up to this
 LR_GRID = ["0.001", "0.005", "0.02"]  # the tuned study's SGD learning rates: the released 0.005, a fifth and 4 times it
-LR_GRID_RANGE = (1e-5, 0.5)  # the grid grows past an end some method prefers (a fifth below, 4 times above), within these
+LR_GRID_RANGE = (1e-5, 0.5)  # the grid grows past an end some method prefers (a fifth below, 4 times above), within
 
 
 @dataclass(frozen=True)

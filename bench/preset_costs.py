@@ -223,7 +223,8 @@ def main(argv=None):
     tuned = pipeline.STUDIES["tuned"].methods
     tuned_val_s, tuned_target_s = tuned_projection(len(pipeline.LR_GRID), tune, targets, per_run, tuned)
     print(f"study tuned: {len(tuned)} methods x {len(pipeline.LR_GRID)} learning rates x {tune} validation tasks = "
-          f"{tuned_val_s / 60:.1f} min (a third more for each rate the grid grows by); target runs at the chosen rates, at most {targets} tasks x {len(tuned)} methods "
+          f"{tuned_val_s / 60:.1f} min (a third more for each rate the grid grows by); target runs at the chosen "
+          f"rates, at most {targets} tasks x {len(tuned)} methods "
           f"= {tuned_target_s / 60:.1f} min; total at most {(tuned_val_s + tuned_target_s) / 60:.1f} min")
     stages += [("source_joint", source_joint_s), ("source_target", source_target_s),
                ("tuned_validation", tuned_val_s), ("tuned_target_at_most", tuned_target_s)]

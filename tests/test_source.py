@@ -266,7 +266,8 @@ def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, 
         calls.append(args)
         lr = float(args[args.index("--lr") + 1])
         done.parent.mkdir(parents=True, exist_ok=True)  # accuracy falls with the distance from the method's peak
-        done.write_text("shots,method,final_acc\n" + "".join(f"10,{m},{60 - abs(np.log(lr / p))}\n" for m, p in peak.items()))
+        done.write_text("shots,method,final_acc\n"
+                        + "".join(f"10,{m},{60 - abs(np.log(lr / p))}\n" for m, p in peak.items()))
 
     monkeypatch.setattr(pipeline, "stage", fake_stage)
     flags, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path,
