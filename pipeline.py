@@ -334,26 +334,23 @@ def tune_lr(clock, individual_script, common, tune_tasks, work, methods):
     Returns the individual script's --lr_of flags and the line that gives every rate's accuracy. The learngene's
     runs at the default rate are the EWC tuning's, reused."""
     earlier = [work / "tune-ewc" / name for name in sorted(os.listdir(work / "tune-ewc"))]
-    grid, tried = list(LR_GRID), []
-    while True:
-        for lr in [lr for lr in grid if lr not in tried]:
+    grid, new = [], list(LR_GRID)
+    while new:
+        for lr in new:
             out = work / "tune-lr" / f"lr-{lr}"
             flags = ["--section", "validation", "--methods", *methods, "--lr", lr, *tune_tasks, "--eval_every", "1000"]
             stage(clock, f"tune-lr lr={lr}", individual_script, [*common, *flags, "--reuse", *earlier, "--out", out],
                   out / "results.csv")
             earlier.append(out)
-            tried.append(lr)
-        grid = sorted(grid, key=float)
+        grid = sorted(grid + new, key=float)
         best, line = report.best_learning_rates(work / "tune-lr", grid, methods)
         low, high = float(grid[0]) / 5, float(grid[-1]) * 4
-        grow = ([f"{low:g}"] if grid[0] in best.values() and low >= LR_GRID_RANGE[0] else []) + \
-               ([f"{high:g}"] if grid[-1] in best.values() and high <= LR_GRID_RANGE[1] else [])
-        if not grow:
-            edge = [m for m, lr in best.items() if lr in (grid[0], grid[-1])]
-            return (["--lr_of", *(f"{m}={lr}" for m, lr in best.items())],
-                    line + (f" ({', '.join(edge)}: the best rate tried is an end of the range the grid may grow "
-                            f"to, {LR_GRID_RANGE[0]:g} to {LR_GRID_RANGE[1]:g})" if edge else ""))
-        grid += grow
+        new = ([f"{low:g}"] if grid[0] in best.values() and low >= LR_GRID_RANGE[0] else []) + \
+              ([f"{high:g}"] if grid[-1] in best.values() and high <= LR_GRID_RANGE[1] else [])
+    edge = [m for m, lr in best.items() if lr in (grid[0], grid[-1])]
+    return (["--lr_of", *(f"{m}={lr}" for m, lr in best.items())],
+            line + (f" ({', '.join(edge)}: the best rate tried is an end of the range the grid may grow to, "
+                    f"{LR_GRID_RANGE[0]:g} to {LR_GRID_RANGE[1]:g})" if edge else ""))
 
 
 def train_collective(clock, name, script, args):

@@ -200,7 +200,7 @@ MUTATIONS = [
              '"--section", "validation", "--methods", *methods, "--lr"', '"--section", "target", "--methods", *methods, "--lr"',
              ("tests/test_source.py::test_each_methods_learning_rate_is_tried_on_validation_tasks_only",)),
     Mutation("lr-grid-never-grows", "each chosen learning rate lies inside the grid where it can", "pipeline.py",
-             "        if not grow:\n", "        if True:\n",
+             "    while new:\n", "    while new and not grid:\n",
              ("tests/test_source.py::test_each_methods_learning_rate_is_tried_on_validation_tasks_only",)),
     Mutation("lr-best-is-worst", "each method gets the rate its validation runs preferred", "utils/report.py",
              "best = {m: max(sorted(grid, key=float), key=lambda lr: mean[m][lr]) for m in methods}",
