@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
-from utils.methods import CONTROLS, METHODS  # noqa: E402
-from utils import budget, contrasts, released, report, source  # noqa: E402
+from utils.methods import CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
+from utils import budget, contrasts, ladder, released, report, source  # noqa: E402
 from utils.repro import COMMIT_AT_START, REPO_ROOT, command_line, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
@@ -89,6 +89,10 @@ LR_GRID = ["0.001", "0.005", "0.02"]  # the tuned study's SGD learning rates: th
 LR_GRID_RANGE = (1e-5, 0.5)  # the grid grows past an end some method prefers (a fifth below, 4 times above), within
 
 
+CONTRAST_FILES = (("forest.png", "-forest.png"), ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"))
+LADDER_FILES = (*CONTRAST_FILES, ("ladder.png", "-ladder.png"))
+
+
 @dataclass(frozen=True)
 class Study:
     """A study on the target tasks is a configuration, not code: which methods it trains (rows of its table),
@@ -103,6 +107,7 @@ class Study:
     sources: bool = False  # run once per source of the preset's `budget` entry (utils/budget.py), not once
     protocols: bool = False  # run once per released choice (utils/released.py) beside the individual study's runs
     tuned_lr: bool = False  # each method at the learning rate of LR_GRID its validation tasks prefer (tune_lr)
+    contrasts: str = ""  # its rows compared with each other, paired per task (a set of utils/contrasts.py)
     files: tuple = (("forest.png", "-forest.png"),)  # (file of its folder, suffix): results/<dataset>-<preset>-<name><suffix>
 
     @property
@@ -112,7 +117,7 @@ class Study:
 
 STUDIES = {s.name: s for s in (
     Study("individual", "the learngene against scratch and the baselines, on the target tasks",
-          methods=tuple(m for m in METHODS if m not in CONTROLS)),
+          methods=DEFAULT_METHODS),
     Study("source", "method or source? the learngene against its controls: its layers held fixed, its filters' "
           "inputs shuffled (structure), and the same layers, fine-tune and probe of a source trained jointly on "
           "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",),
@@ -127,6 +132,22 @@ STUDIES = {s.name: s for s in (
     Study("released", "why did the paper see a gain? the released script's protocol beside the clean one, one choice "
           "at a time, with chained scratch (utils/released.py)", methods=("learngene", "scratch"), protocols=True,
           files=(("chain.png", "-chain.png"), ("released.csv", ".csv"))),
+    Study("knowledge", "where does the knowledge sit? the collective model's own architecture trained from its first K "
+          "conv blocks (the rest fresh), from the learngene's window alone, or from no source weight at all (the "
+          "capacity control), each row at the learning rate its validation tasks prefer (utils/ladder.py)",
+          methods=("scratch", "learngene", "finetune-collective", "scratch-collective",
+                   *(m for m in LADDER_ROWS if m.endswith("-collective") and m != "scratch-collective")),
+          reuse=("individual", "source", "tuned"), tuned_lr=True, contrasts="knowledge", files=LADDER_FILES),
+    Study("knowledge-joint", "the same ladder cut from the joint source", methods=(
+          "scratch", "scratch-collective", "finetune-joint", *(m for m in LADDER_ROWS if m.endswith("-joint"))),
+          reuse=("individual", "source", "tuned", "knowledge"), tuned_lr=True, contrasts="knowledge",
+          files=LADDER_FILES),
+    Study("inherit", "a lightweight model that inherits every layer: the learngene's architecture with every conv "
+          "block from the source's layer of its shape, head new, against the learngene, scratch, the capacity "
+          "control and the whole fine-tune, each at the learning rate its validation tasks prefer",
+          methods=("scratch", "learngene", "finetune-collective", "scratch-collective", *FULL_INHERITANCE),
+          reuse=("individual", "source", "tuned", "knowledge", "knowledge-joint"), tuned_lr=True, contrasts="inherit",
+          files=CONTRAST_FILES),
 )}
 
 
@@ -302,22 +323,28 @@ def main(argv=None):
                 continue
             reuse = ["--reuse", *earlier] if earlier else []
             lr_flags = []
+            inputs = ["--joint", joint / "joint.pt"] if study.needs_joint else []
             if study.tuned_lr:
-                lr_flags, lr_line = tune_lr(clock, individual_script, [*common, "--ewc_lambda", lam], tune_tasks, work,
-                                            study.methods)
+                lr_flags, lr_line = tune_lr(clock, individual_script, [*common, "--ewc_lambda", lam, *inputs],
+                                            tune_tasks, work, study)
                 print(f"[tune-lr] validation accuracy by learning rate: {lr_line}")
                 lr_note = (f"Learning rates of the {study.name} study chosen on the validation (open-world) tasks, "
                            f"mean final accuracy: {lr_line}.\n\n")
             methods = ["--methods", *study.methods] if study.methods else []
-            inputs = ["--joint", joint / "joint.pt"] if study.needs_joint else []
             stage(clock, study.name, individual_script, [*common, "--ewc_lambda", lam, *methods, *inputs, *study.flags,
                                                          *lr_flags, *reuse,
                                                          "--name", f"{args.dataset}, {args.preset} preset, "
                                                          f"{study.name}", "--out", work / study.name], None)
-            if study.needs_joint:
+            title = f"{args.dataset}, {args.preset} preset, {study.name}"
+            if any(f == "features.png" for f, _ in study.files):
                 draw_source_features(work, study, argv, f"{args.dataset}, {args.preset} preset")
-                contrasts.report(work / study.name, [work / study.name / "runs.jsonl", *(e / "runs.jsonl" for e in earlier)],
-                                 f"{args.dataset}, {args.preset} preset, {study.name}", provenance(None, argv))
+            if study.contrasts:
+                files = [work / study.name / "runs.jsonl", *(e / "runs.jsonl" for e in earlier)]
+                contrasts.report(work / study.name, files, title, provenance(None, argv), study.contrasts, study.tuned_lr)
+                if study.contrasts == "knowledge":
+                    runs = {key: result for key, (_, result) in contrasts.read_folders(files).items()}
+                    ladder.draw(work / study.name / "ladder.png", runs, f"{title}: where the knowledge sits",
+                                {**provenance(None, argv), "device": "none (computed from the stored runs)"})
         header = (f"## {name}: Learngene pipeline results\n\n"
                   f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
                   f"`{command_line(argv)}`; commit {COMMIT_AT_START}; pipeline wall-clock "
@@ -327,23 +354,26 @@ def main(argv=None):
         write_report(finals, name, header, work, clock, studies)
 
 
-def tune_lr(clock, individual_script, common, tune_tasks, work, methods):
-    """Each method's SGD learning rate, chosen on the validation tasks (never a target task) from LR_GRID, extended
-    a fifth below its lowest rate or 4 times above its highest while some method prefers that end (within
-    LR_GRID_RANGE), so each choice lies inside the grid where it can; the EWC strength is the tuned one (in `common`).
-    Returns the individual script's --lr_of flags and the line that gives every rate's accuracy. The learngene's
-    runs at the default rate are the EWC tuning's, reused."""
-    earlier = [work / "tune-ewc" / name for name in sorted(os.listdir(work / "tune-ewc"))]
+def tune_lr(clock, individual_script, common, tune_tasks, work, study):
+    """Each of the study's methods' SGD learning rate, chosen on the validation tasks (never a target task) from
+    LR_GRID, extended a fifth below its lowest rate or 4 times above its highest while some method prefers that end
+    (within LR_GRID_RANGE), so each choice lies inside the grid where it can; the EWC strength is the tuned one (in
+    `common`). Returns the individual script's --lr_of flags and the line that gives every rate's accuracy. Each
+    study tunes into a folder of its own (the tuned study's is tune-lr/), reusing every validation run an earlier
+    tuning holds (the learngene's at the default rate are the EWC tuning's)."""
+    methods, name = study.methods, "tune-lr" if study.name == "tuned" else f"tune-lr-{study.name}"
+    earlier = [work / "tune-ewc" / d for d in sorted(os.listdir(work / "tune-ewc"))]
+    earlier += sorted(f.parent for f in work.glob("tune-lr*/lr-*/runs.jsonl") if f.parent.parent.name != name)
     grid, new = [], list(LR_GRID)
     while new:
         for lr in new:
-            out = work / "tune-lr" / f"lr-{lr}"
+            out = work / name / f"lr-{lr}"
             flags = ["--section", "validation", "--methods", *methods, "--lr", lr, *tune_tasks, "--eval_every", "1000"]
-            stage(clock, f"tune-lr lr={lr}", individual_script, [*common, *flags, "--reuse", *earlier, "--out", out],
+            stage(clock, f"{name} lr={lr}", individual_script, [*common, *flags, "--reuse", *earlier, "--out", out],
                   out / "results.csv")
             earlier.append(out)
         grid = sorted(grid + new, key=float)
-        best, line = report.best_learning_rates(work / "tune-lr", grid, methods)
+        best, line = report.best_learning_rates(work / name, grid, methods)
         low, high = float(grid[0]) / 5, float(grid[-1]) * 4
         new = ([f"{low:g}"] if grid[0] in best.values() and low >= LR_GRID_RANGE[0] else []) + \
               ([f"{high:g}"] if grid[-1] in best.values() and high <= LR_GRID_RANGE[1] else [])

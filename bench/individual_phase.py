@@ -42,7 +42,7 @@ def main(argv=None):
     # the training scripts' settings, but for the schedule: test accuracy after the last epoch only
     settings = fewshot.TrainSettings(epochs=args.epochs, eval_every=args.epochs, precision=args.precision)
     # the individual study's methods (the source study's controls need inputs this bench does not make)
-    groupable = [m.name for m in methods.METHODS.values() if m.groupable and m.name not in methods.CONTROLS]
+    groupable = [m.name for m in methods.METHODS.values() if m.groupable and m.name in methods.DEFAULT_METHODS]
     data = fewshot.FewShotData(split, "target", device)
     group = [runstore.RunKey(m, args.shots, t, s) for t in range(args.num_target_tasks) for s in range(args.seeds)
              for m in groupable]

@@ -102,7 +102,7 @@ def run_seconds(split, device, settings, shots, task):
 
 
 # the `individual` study's methods; the source study's controls need the joint source, which this bench does not make
-INDIVIDUAL_METHODS = [m for m in methods.METHODS if m not in methods.CONTROLS]
+INDIVIDUAL_METHODS = list(methods.DEFAULT_METHODS)
 
 
 # what each control costs: the method it trains as (the frozen learngene at most a learngene run; the joint source's

@@ -1,9 +1,11 @@
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import subprocess
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +34,53 @@ def hostile_code_ran():
     return ran
 
 
+# The precision the suite runs the training scripts at (their --precision): `auto` by default, as a user's run
+# (bf16 where the CPU computes it natively, fp32 elsewhere); LEARNGENE_TEST_PRECISION=bf16 forces the bf16 path on
+# any x86 CPU (CPU autocast emulates it where it is not native), fp32 the other. A test whose assertion depends on
+# the arithmetic passes its own --precision, which this never overrides.
+SCRIPT_PRECISION = os.environ.get("LEARNGENE_TEST_PRECISION", "auto")
+# the scripts that take --precision (relative to the repository)
+PRECISION_SCRIPTS = {"pipeline.py", "collective-model/val_lifelong_imagenet.py", "collective-model/val_lifelong_cifar100.py",
+                     "collective-model/joint_source.py", "collective-model/measure_source.py",
+                     "individual-model/inheritable_imagenet_wEWC.py", "individual-model/inheritable_cifar100_wEWC.py",
+                     "individual-model/your_task.py", "bench/individual_phase.py", "bench/preset_costs.py",
+                     "bench/throughput.py", "bench/fisher_check.py"}
+
+
+def with_precision(script, args):
+    """`args` with the suite's --precision appended where `script` takes one and the test did not choose it."""
+    args = [str(a) for a in args]
+    if str(script) in PRECISION_SCRIPTS and "--precision" not in args:
+        args += ["--precision", SCRIPT_PRECISION]
+    return args
+
+
 def run_script(script, *args, cwd=REPO):
-    """Run one of the repo's scripts as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    """Run one of the repo's scripts as a user would (a training script at the suite's precision unless the test
+    passes its own); returns the CompletedProcess."""
+    return subprocess.run([sys.executable, str(REPO / script), *with_precision(script, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def printed_agrees(printed, value, slack=0.0):
+    """Whether a number as a script printed it ('0.4921', '31.2', '1e-05', '33.3333') agrees with `value` to within
+    one unit in its last printed place, plus `slack` (e.g. the rounding of the files `value` was recomputed
+    from). A printed number is the exact one rounded once; `value` recomputed elsewhere may lie on the other side
+    of a rounding boundary, so comparing the two strings is not a test of the arithmetic, this is."""
+    try:
+        number = Decimal(printed.strip().rstrip("%"))
+    except InvalidOperation:
+        raise AssertionError(f"{printed!r} is not a printed number")
+    unit = Decimal(1).scaleb(number.as_tuple().exponent)
+    return abs(float(number) - value) <= float(unit) + slack
+
+
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def printed_numbers(line):
+    """The numbers of a printed line, as printed (strings, for printed_agrees)."""
+    return re.findall(NUMBER, line)
 
 
 def assert_clean_error(proc, fragment=None, status=2):
@@ -128,9 +173,17 @@ def pytest_configure(config):
 def pytest_sessionstart(session):
     """CI always has ../shared beside the clone (.ci/run sets LEARNGENE_REQUIRE_DATA): there, missing data is a
     broken setup, and the suite fails at once instead of passing on its unit tests alone."""
+    if SCRIPT_PRECISION not in ("auto", "fp32", "bf16"):
+        raise pytest.UsageError(f"LEARNGENE_TEST_PRECISION={SCRIPT_PRECISION!r}: expected auto, fp32 or bf16")
     if os.environ.get("LEARNGENE_REQUIRE_DATA") and not (TINY / "train.npz").exists():
         raise pytest.UsageError(f"LEARNGENE_REQUIRE_DATA is set but {TINY} is absent: the tests on the real images "
                                 f"would be skipped")
+
+
+def pytest_report_header(config):
+    """The machine a failure happened on, so it can be read against another's."""
+    from utils.repro import machine_line
+    return f"learngene: {machine_line()}; the scripts at --precision {SCRIPT_PRECISION} (LEARNGENE_TEST_PRECISION)"
 
 
 def pytest_terminal_summary(terminalreporter):

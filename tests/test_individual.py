@@ -69,7 +69,7 @@ def test_script_end_to_end_and_resume(collective_run, tiny_split, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "res" / "results.csv")))
     assert {(r["shots"], r["method"]) for r in rows} == {(s, m) for s in ("2", "4") for m in methods.METHODS
-                                                                    if m not in methods.CONTROLS}
+                                                                    if m in methods.DEFAULT_METHODS}
     assert all(0 <= float(r["final_acc"]) <= 100 and r["runs"] == "1" for r in rows)
     assert (tmp_path / "res" / "curves.png").exists() and "| shots | method |" in (tmp_path / "res" / "results.md").read_text()
     again = run_script(script, *common)
@@ -300,3 +300,24 @@ def test_each_method_trains_at_its_own_learning_rate(tiny_split, tmp_path, monke
     for bad in ("probe-collective=0.1", "scratch", "scratch=0", "nothing=0.1"):
         with pytest.raises(argparse.ArgumentTypeError):
             individual.method_lr(bad)
+
+
+def test_the_suite_trains_its_scripts_at_its_stated_precision(collective_run):
+    """The session's collective run was trained at LEARNGENE_TEST_PRECISION (auto: what this CPU computes natively)."""
+    from conftest import SCRIPT_PRECISION
+    from utils.engine import resolve_precision
+    config = json.loads((collective_run / "config.json").read_text())
+    assert config["precision"] == resolve_precision(SCRIPT_PRECISION, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_each_precision_trains_end_to_end_on_any_cpu(precision, collective_run, tiny_split, tmp_path):
+    """Both paths on purpose, whatever this CPU computes natively (CPU autocast emulates bf16 where it is not
+    native): the individual script trains, records the precision it ran at and gives accuracies of a 5-way task."""
+    proc = run_script("individual-model/inheritable_imagenet_wEWC.py", "--path", tiny_split, "--learngene",
+                      collective_run / "learngene.pt", "--epochs", "1", "--batch_size", "4", "--num_works_tt", "1",
+                      "--methods", "learngene", "scratch", "--out", tmp_path / "res", "--no-cuda", "--precision", precision)
+    assert proc.returncode == 0, proc.stderr
+    runs = [json.loads(line) for line in (tmp_path / "res" / "runs.jsonl").open()]
+    assert len(runs) == 4 and all(r["settings"]["precision"] == precision for r in runs)
+    assert all(0 <= r["result"]["final_acc"] <= 100 and not r["result"]["diverged"] for r in runs)

@@ -76,3 +76,18 @@ def test_every_link_of_the_readme_reaches_a_file_and_heading():
             assert (REPO / path).exists(), f"README links to {path}, which is not in the repository"
         elif fragment:
             assert fragment in anchors, f"README links to #{fragment}, which no heading of it makes"
+
+
+def test_printed_numbers_are_compared_within_their_last_printed_digit():
+    """A value on a rounding boundary: the exact number printed once and the same number recomputed from rounded
+    files may round to neighbouring strings; both agree with it, a number two units off does not."""
+    from conftest import printed_agrees, printed_numbers
+    exact, recomputed = 0.4920500001, 0.4920499999
+    assert f"{exact:.4f}" == "0.4921" and f"{recomputed:.4f}" == "0.4920"  # the boundary the substring test failed on
+    assert printed_agrees(f"{exact:.4f}", recomputed) and printed_agrees(f"{recomputed:.4f}", exact)
+    assert not printed_agrees("0.4923", exact) and not printed_agrees("0.4918", exact)
+    assert printed_agrees("31.2%", 31.25) and not printed_agrees("31.4", 31.25)
+    assert printed_agrees("33.3333", 100 / 3) and printed_agrees("1e-05", 1.4e-5) and not printed_agrees("1e-05", 2.1e-5)
+    assert printed_agrees("0.4923", exact, slack=2e-4)  # the slack of the files a value was recomputed from
+    assert printed_numbers("    5  0.1234  0.0123  0.4921  <- learngene") == ["5", "0.1234", "0.0123", "0.4921"]
+    assert printed_numbers("accuracy: -1.5e-3 and +2") == ["-1.5e-3", "+2"]

@@ -1,6 +1,7 @@
 """The source measured and controlled: held-out accuracy of the collective model, the joint-source control, the
 structure control, the frozen learngene and the EWC grid's upward extension."""
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -270,8 +271,8 @@ def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, 
                         + "".join(f"10,{m},{60 - abs(np.log(lr / p))}\n" for m, p in peak.items()))
 
     monkeypatch.setattr(pipeline, "stage", fake_stage)
-    flags, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path,
-                                   ("scratch", "learngene"))
+    tuned = dataclasses.replace(pipeline.STUDIES["tuned"], methods=("scratch", "learngene"))
+    flags, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path, tuned)
     assert [a[a.index("--lr") + 1] for a in calls] == pipeline.LR_GRID + tried_after
     assert all(a[a.index("--section") + 1] == "validation" and "--reuse" in a for a in calls)
     assert all(a[a.index("--methods") + 1:a.index("--methods") + 3] == ["scratch", "learngene"] for a in calls)
@@ -281,6 +282,14 @@ def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, 
     assert flags == ["--lr_of", f"scratch={chosen}", "learngene=0.005"]
     assert line.startswith(f"scratch: {min([*pipeline.LR_GRID, *tried_after], key=float)} ")  # rates in order
     assert ("scratch: the best rate tried is an end of the range" in line) == (scratch_peak == "1")
+    # another study tunes into a folder of its own, reusing every validation run the tuned study holds
+    (tmp_path / "tune-lr" / "lr-0.001" / "runs.jsonl").write_text("")
+    calls.clear()
+    knowledge = dataclasses.replace(pipeline.STUDIES["knowledge"], methods=("scratch", "learngene"))
+    assert pipeline.tune_lr(None, "script.py", ["--path", "s"], [], tmp_path, knowledge)[0] == flags
+    assert all(a[a.index("--out") + 1].startswith(str(tmp_path / "tune-lr-knowledge" / "lr-")) for a in calls)
+    assert all(str(tmp_path / "tune-lr" / "lr-0.001") in a and a[a.index("--section") + 1] == "validation"
+               for a in calls)
 
 
 def write_runs(path, runs, **changed):

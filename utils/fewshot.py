@@ -99,7 +99,7 @@ def prepare(key, inputs, train, settings, device, num_classes=5):
             p.requires_grad_(False)
     ewc = None
     if METHODS[key.method].ewc and settings.ewc_lambda > 0:
-        names = [n for n, _ in model.named_parameters() if n.startswith("inherited.")]
+        names = [n for n, _ in model.named_parameters() if n.startswith(METHODS[key.method].held_prefixes)]
         params = dict(model.named_parameters())
         ewc = EWC({n: params[n] for n in names}, fisher_diagonal(model, train, names), settings.ewc_lambda)
     return model, inherited_layers, ewc
@@ -220,10 +220,12 @@ def train_grouped(group, inputs, data, settings, device):
         model, inherited_layers, ewc = prepare(key, inputs, data(key.shots, key.task)[0], settings, device)
         models.append(model)
         layers.append(inherited_layers)
-        params = {n: p.detach() for n, p in model.named_parameters()}
-        anchors.append(params)
+        # the run's own EWC term, as one by one: its anchor and Fisher; zero importance where it has none (every
+        # conv block has an entry, so that runs holding the learngene's blocks and runs holding all group together)
+        held = {n: p.detach() for n, p in model.named_parameters() if n.startswith(("front.", "inherited."))}
+        anchors.append({n: (ewc.anchor[n] if ewc is not None and n in ewc.anchor else p) for n, p in held.items()})
         fishers.append({n: (ewc.fisher[n] if ewc is not None and n in ewc.fisher else torch.zeros_like(p))
-                        for n, p in params.items() if n.startswith("inherited.")})
+                        for n, p in held.items()})
     names = grouped.grouped_names(models[0])
     network = grouped.GroupedIndividual(models).to(device)
     penalties = None

@@ -18,7 +18,7 @@ from utils.ewc import RELEASED_LAMBDA
 from utils.fewshot import RELEASED_CHAIN, FewShotData, Protocol, TrainSettings, plan_groups, train_chain, train_grouped, train_run
 from utils.files import FolderLock, ensure_writable
 from utils.joint import load as load_joint
-from utils.methods import CONTROLS, METHODS, Inputs, load_collective
+from utils.methods import DEFAULT_METHODS, METHODS, Inputs, check_sources, load_collective
 from utils.repro import COMMIT_AT_START, device_name, pick_device, utc_now
 from utils.runstore import RunKey, RunStore, record_file, run_identity
 from utils.splits import Split
@@ -53,8 +53,8 @@ def parser(family):
                    help="target tasks to use (default: all)")
     p.add_argument("--num_imgs_per_cat_train", dest="shots", type=COUNT, nargs="+", default=None,
                    help="shots per class (default: every shot count of the split)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=[m for m in METHODS if m not in CONTROLS],
-                   help=f"default: all but the controls ({', '.join(CONTROLS)})")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS),
+                   help=f"default: {' '.join(DEFAULT_METHODS)} (the others belong to the pipeline's studies)")
     p.add_argument("--section", choices=["target", "validation"], default="target",
                    help="validation = the open-world tasks, the only ones to tune hyper-parameters on")
     p.add_argument("--eval_every", type=COUNT, default=TrainSettings.eval_every,
@@ -148,6 +148,7 @@ def run(family, argv=None):
         joint = joint if needs_joint else None
     inputs = Inputs(art, str(args.learngene), load_collective(args.collective, art, split)
                     if any(METHODS[m].needs_collective for m in args.methods) else None, joint)
+    check_sources(args.methods, inputs)
     out = Path(args.out or Path("results") / split.dataset)
     device = pick_device(args.no_cuda)
     settings = TrainSettings(args.epochs or TrainSettings.epochs, args.batch_size or TrainSettings.batch_size, args.lr,

@@ -14,6 +14,12 @@ from utils.files import torch_load
 from utils.models import HIDDEN, CollectiveNet, IndividualNet
 
 
+# the ladder's rungs: how many of the source's first conv blocks a rung keeps (each a pooling stage's end: the
+# collective model pools after blocks 1, 3, 6, 9 and 12); 0 is the capacity control, 13 with the head's hidden
+# layers kept is finetune-collective
+LADDER = (2, 4, 7, 10, 13)
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -23,6 +29,10 @@ class Method:
                       # collective model) or "joint-learngene" (the learngene's layers of the joint source);
                       # a whole network: "collective" (the learngene's source collective model), "joint" (the
                       # joint source, utils/joint.py) or "random-collective" (the collective shape, untrained)
+    keep: str = "all"  # of a whole-network start ("collective", "joint"): which of the source's weights the model
+                       # starts from, the rest freshly initialised: "all" (every conv block and the head's hidden
+                       # layers: the fine-tune), "first-K" (the first K conv blocks, head new), "window" (the
+                       # learngene's window of conv blocks only, head new)
     ewc: bool = False  # an EWC penalty keeps the inherited blocks near their inherited values
     probe: bool = False  # a linear classifier on the start's frozen conv features instead of training it all
     frozen: bool = False  # the inherited blocks' weights are not trained at all (BatchNorm statistics still adapt)
@@ -30,11 +40,22 @@ class Method:
 
     @property
     def needs_collective(self):
-        return self.start in ("other-layers", "collective", "random-collective")
+        return self.start in ("other-layers", "collective", "random-collective", "full-learngene")
+
+    @property
+    def held_prefixes(self):
+        """The parameters it inherits (the ones EWC holds): the learngene's blocks, or every conv block."""
+        return ("front.", "inherited.") if self.start in FULL_STARTS else ("inherited.",)
+
+    @property
+    def kept_blocks(self):
+        """Of a whole-network start: 'all', or how many of the source's first conv blocks it keeps (an int), or
+        'window' (the learngene's blocks)."""
+        return int(self.keep.removeprefix("first-")) if self.keep.startswith("first-") else self.keep
 
     @property
     def needs_joint(self):
-        return self.start in ("joint", "joint-learngene")
+        return self.start in ("joint", "joint-learngene", "full-joint-learngene")
 
     @property
     def individual_architecture(self):
@@ -47,7 +68,8 @@ class Method:
         return self.individual_architecture and not self.frozen
 
 
-INDIVIDUAL_STARTS = ("random", "learngene", "permuted-learngene", "other-layers", "joint-learngene")
+FULL_STARTS = ("full-learngene", "full-joint-learngene")  # every conv block of the individual model inherited
+INDIVIDUAL_STARTS = ("random", "learngene", "permuted-learngene", "other-layers", "joint-learngene", *FULL_STARTS)
 LEARNGENE_WEIGHTS = ("learngene", "permuted-learngene")  # starts that read the learngene's weights
 
 
@@ -76,9 +98,31 @@ METHODS = {m.name: m for m in (
            "budget), EWC as learngene"),
     Method("finetune-joint", "joint", about="the whole joint source, a new 5-way output layer, no EWC"),
     Method("probe-joint", "joint", probe=True, about="a linear classifier on the joint source's frozen conv features"),
+    # a lightweight model that inherits every layer it can (README, "A lightweight model that inherits every layer")
+    Method("learngene-full", "full-learngene", ewc=True, about="the learngene's architecture with every conv block "
+           "inherited: the learngene's blocks and, for each new front block, the collective model's conv layer of "
+           "its shape (full_inheritance_layers); head new, EWC on every inherited block"),
+    Method("learngene-full-noewc", "full-learngene", about="the same without EWC"),
+    Method("learngene-full-joint", "full-joint-learngene", ewc=True, about="the same layers cut from the joint "
+           "source, EWC on every inherited block"),
+    # where the knowledge sits: the source's own architecture, some of its blocks kept, the rest fresh
+    Method("scratch-collective", "random-collective", about="capacity control: the collective architecture at the "
+           "extraction widths, every weight random, trained as finetune-collective"),
+    *(Method(f"first{k}-{source}", source, keep=f"first-{k}", about=f"the {source} source's first {k} conv blocks, "
+             f"every later block and the head fresh (the capacity control's initialisation), trained whole")
+      for source in ("collective", "joint") for k in LADDER),
+    *(Method(f"window-{source}", source, keep="window", about=f"the converse of the learngene at the source's "
+             f"capacity: the {source} source's blocks of the learngene's window kept, every block before and after "
+             f"them and the head fresh, trained whole") for source in ("collective", "joint")),
 )}
-# the methods of the plain individual study (the pipeline's `individual`); the controls above belong to `source`
+# the methods of the plain individual study (the pipeline's `individual`, the script's default); the others belong
+# to the studies that ask their questions: the controls to `source`, the rest to `inherit` and `knowledge`
+DEFAULT_METHODS = ("learngene", "learngene-noewc", "scratch", "other-layers", "finetune-collective", "probe-collective",
+                   "probe-random")
 CONTROLS = ("learngene-frozen", "learngene-permuted", "learngene-joint", "finetune-joint", "probe-joint")
+FULL_INHERITANCE = ("learngene-full", "learngene-full-noewc", "learngene-full-joint")
+LADDER_ROWS = ("scratch-collective", *(f"first{k}-collective" for k in LADDER), "window-collective",
+               *(f"first{k}-joint" for k in LADDER), "window-joint")
 BASELINE = "scratch"  # the paired differences are taken against it
 
 
@@ -100,11 +144,12 @@ def reads(method, identity):
     m = METHODS[method]
     start = m.start
     dropped = {"ewc_lambda"} if not m.ewc else set()
-    if start not in LEARNGENE_WEIGHTS + ("other-layers",):  # other-layers: the learngene's criterion picks its window
+    # other-layers: the learngene's criterion picks its window; full-learngene: the learngene's blocks are its own
+    if start not in LEARNGENE_WEIGHTS + ("other-layers", "full-learngene"):
         dropped.add("learngene_sha256")
-    if start not in LEARNGENE_WEIGHTS + ("other-layers", "joint-learngene"):
+    if start not in LEARNGENE_WEIGHTS + ("other-layers", "joint-learngene", *FULL_STARTS) and m.keep != "window":
         dropped.add("learngene_layers")  # the individual architecture is learngene_shapes
-    if start not in ("other-layers", "collective"):
+    if start not in ("other-layers", "collective", "full-learngene"):
         dropped.add("collective_sha256")
     if not m.needs_joint:
         dropped.add("joint_sha256")
@@ -143,13 +188,17 @@ def collective_net(collective, trained=True):
 
 
 def build_model(method, inputs, image_size, num_classes=5):
-    """A method's fresh model and the collective model's conv layers it inherits (None: none, or all of them)."""
-    art, start = inputs.learngene, METHODS[method].start
-    if start in ("collective", "joint"):
-        model = collective_net(inputs.joint if start == "joint" else inputs.collective)
-        model.head[-1] = nn.Linear(HIDDEN, num_classes)
-        return model, None
+    """A method's fresh model and the source's conv layers it inherits (None: none, or all of them)."""
+    art, m = inputs.learngene, METHODS[method]
+    start = m.start
+    if start in ("collective", "joint", "random-collective"):
+        return source_architecture(m, inputs, num_classes)
     model = IndividualNet(art["blocks"], image_size, num_classes)  # the new layers' initialisation: the same for every method
+    if start in FULL_STARTS:
+        source = inputs.joint if start == "full-joint-learngene" else inputs.collective
+        layers = full_inheritance_layers(model.conv_shapes(), art["layers"], source["widths"])
+        inherit_blocks(model, source["model"], layers)
+        return model, layers
     if start in LEARNGENE_WEIGHTS:
         learngene.inherit(model, art)
         if start == "permuted-learngene":
@@ -169,6 +218,66 @@ def build_model(method, inputs, image_size, num_classes=5):
                                                          source_task=collective["task"]))
         return model, other
     return model, None  # random
+
+
+def source_architecture(m, inputs, num_classes):
+    """A model of the collective architecture at the source's widths and the source's weights where the method keeps
+    them. The whole fine-tune is the source with a new `num_classes` output layer. Every other row is first drawn
+    whole (from the global generator, which the caller seeded per run) with a `num_classes` head, so the capacity
+    control and every rung of either source hold the same fresh weights wherever they keep none; then the kept
+    blocks are copied in. Returns the model and the source's conv layers it keeps (None: all of them, with the
+    head's hidden layers, or none)."""
+    source = inputs.joint if m.start == "joint" else inputs.collective
+    if m.keep == "all" and m.start != "random-collective":
+        model = collective_net(source)
+        model.head[-1] = nn.Linear(HIDDEN, num_classes)
+        return model, None
+    model = CollectiveNet(source["widths"], source["config"]["image_size"], num_classes)
+    kept = 0 if m.start == "random-collective" else m.kept_blocks
+    layers = list(inputs.learngene["layers"]) if kept == "window" else list(range(kept))
+    with torch.no_grad():
+        for i in layers:
+            model.features[i].load_state_dict({name: source["model"][f"features.{i}.{name}"]
+                                               for name in learngene.BLOCK_TENSORS})
+    return model, layers or None
+
+
+def full_inheritance_layers(conv_shapes, learngene_layers, widths):
+    """Which of the source's conv layers each conv block of the learngene's individual model inherits: the
+    learngene's own layers for its blocks, and for each new block before them, from the deepest back, the deepest
+    layer of the same shape (in -> out channels) below the layer the next block inherits, so the blocks keep the
+    source's order of depth and each reads what fed it most closely there. A source without such a layer for some
+    block is refused."""
+    cins = [3] + list(widths[:-1])
+    shapes = [(a, b) for a, b, _ in conv_shapes]
+    layers = list(learngene_layers)
+    for shape in reversed(shapes[:len(shapes) - len(layers)]):
+        below = [i for i in range(layers[0]) if (cins[i], widths[i]) == shape]
+        require(below, f"the source (conv widths {list(widths)}) has no {shape[0]}->{shape[1]} conv layer below "
+                f"layer {layers[0]}: no block of it can start the individual model's {shape[0]}->{shape[1]} block")
+        layers.insert(0, below[-1])
+    return layers
+
+
+def check_sources(method_names, inputs):
+    """Refuse, before anything trains, a source that cannot give some requested method its blocks."""
+    art = inputs.learngene
+    for name in method_names:
+        start = METHODS[name].start
+        if start in FULL_STARTS:
+            source = inputs.joint if start == "full-joint-learngene" else inputs.collective
+            full_inheritance_layers(IndividualNet(art["blocks"], art["image_size"]).conv_shapes(), art["layers"],
+                                    source["widths"])
+
+
+def inherit_blocks(model, source_state, layers):
+    """Copy the source's conv blocks `layers` (weights, biases, BatchNorm parameters and running statistics) into
+    the individual model's conv blocks, in order."""
+    blocks = [*model.front, *model.inherited]
+    require(len(blocks) == len(layers), f"{len(layers)} source layers for {len(blocks)} conv blocks")
+    with torch.no_grad():
+        for block, i in zip(blocks, layers):
+            block.load_state_dict({name: source_state[f"features.{i}.{name}"] for name in learngene.BLOCK_TENSORS})
 
 
 @torch.no_grad()

@@ -180,6 +180,10 @@ class IndividualNet(nn.Module):
             x = block(x)
         return self.head(x)
 
+    def conv_shapes(self):
+        """(in, out, pooled) of every conv block, front first."""
+        return [(b.conv.in_channels, b.conv.out_channels, b.pool) for b in (*self.front, *self.inherited)]
+
 
 def count_parameters(module):
     return sum(p.numel() for p in module.parameters())

@@ -52,6 +52,27 @@ def device_name(device):
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def cpu_model():
+    """The CPU's model name as /proc/cpuinfo gives it (the processor's architecture elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line():
+    """One line for a log, so a result or a failure on one machine can be read against another's."""
+    import torch
+    from utils.engine import cpu_supports_bf16, resolve_precision
+    native = "yes" if cpu_supports_bf16() else "no (emulated, slower than fp32)"
+    return (f"CPU {cpu_model()}, native bf16: {native}, --precision auto -> "
+            f"{resolve_precision('auto', torch.device('cpu'))} on the CPU, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}, python {platform.python_version()}")
+
+
 def provenance(device=None, argv=None, seed=None):
     import torch
     info = {
