@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.cli import StageFailed, cli, require  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
+from utils.fewshot import TrainSettings  # noqa: E402
 from utils.methods import CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
-from utils import budget, contrasts, ladder, released, report, source  # noqa: E402
+from utils import budget, contrasts, ladder, released, report, seeds, source  # noqa: E402
+from utils.runstore import records  # noqa: E402
 from utils.repro import COMMIT_AT_START, REPO_ROOT, command_line, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
@@ -87,6 +89,7 @@ EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold ste
 EWC_GRID_TOP = 4e8  # the grid grows upward in hundredfold steps while its largest strength is the best, up to this
 LR_GRID = ["0.001", "0.005", "0.02"]  # the tuned study's SGD learning rates: the released 0.005, a fifth and 4 times it
 LR_GRID_RANGE = (1e-5, 0.5)  # the grid grows past an end some method prefers (a fifth below, 4 times above), within
+EPOCHS_TOP = 4  # a tuned study's schedule doubles, while the validation tasks prefer the longer, up to 4x the preset's
 
 
 CONTRAST_FILES = (("forest.png", "-forest.png"), ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"))
@@ -108,6 +111,7 @@ class Study:
     protocols: bool = False  # run once per released choice (utils/released.py) beside the individual study's runs
     tuned_lr: bool = False  # each method at the learning rate of LR_GRID its validation tasks prefer (tune_lr)
     contrasts: str = ""  # its rows compared with each other, paired per task (a set of utils/contrasts.py)
+    second_seed: bool = False  # the collective model trained again with another seed, the rows from it (seed_study)
     files: tuple = (("forest.png", "-forest.png"),)  # (file of its folder, suffix): results/<dataset>-<preset>-<name><suffix>
 
     @property
@@ -131,7 +135,8 @@ STUDIES = {s.name: s for s in (
           "finetune-collective"), reuse=("individual", "source"), tuned_lr=True),
     Study("released", "why did the paper see a gain? the released script's protocol beside the clean one, one choice "
           "at a time, with chained scratch (utils/released.py)", methods=("learngene", "scratch"), protocols=True,
-          files=(("chain.png", "-chain.png"), ("released.csv", ".csv"))),
+          files=(("chain.png", "-chain.png"), ("released.csv", ".csv"), ("overlap.png", "-overlap.png"),
+                 ("overlap.csv", "-overlap.csv"))),
     Study("knowledge", "where does the knowledge sit? the collective model's own architecture trained from its first K "
           "conv blocks (the rest fresh), from the learngene's window alone, or from no source weight at all (the "
           "capacity control), each row at the learning rate its validation tasks prefer (utils/ladder.py)",
@@ -142,6 +147,10 @@ STUDIES = {s.name: s for s in (
           "scratch", "scratch-collective", "finetune-joint", *(m for m in LADDER_ROWS if m.endswith("-joint"))),
           reuse=("individual", "source", "tuned", "knowledge"), tuned_lr=True, contrasts="knowledge",
           files=LADDER_FILES),
+    Study("seed", "how much do the headline rows move with the source's own training run? the collective model "
+          "trained again with another seed, and from it the learngene and the whole fine-tune at the settings the "
+          "knowledge study chose (utils/seeds.py)", methods=("scratch", "learngene", "finetune-collective",
+          "scratch-collective"), reuse=("individual", "knowledge"), second_seed=True, files=(("seeds.csv", ".csv"),)),
     Study("inherit", "a lightweight model that inherits every layer: the learngene's architecture with every conv "
           "block from the source's layer of its shape, head new, against the learngene, scratch, the capacity "
           "control and the whole fine-tune, each at the learning rate its validation tasks prefer",
@@ -266,7 +275,7 @@ def main(argv=None):
     require(data.is_dir(), f"--data {data}: no such folder (the raw {args.dataset} images)")
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
     studies = [STUDIES[s] for s in args.studies or preset["studies"]]
-    require(not (studies[0].sources or studies[0].protocols), f"--studies {studies[0].name} cannot come first: the "
+    require(not (studies[0].sources or studies[0].protocols or studies[0].second_seed), f"--studies {studies[0].name} cannot come first: the "
             f"results' table is the first study's, on the preset's own learngene (e.g. --studies individual "
             f"{studies[0].name})")
     require(not any(s.protocols for s in studies) or "individual" in [s.name for s in studies],
@@ -316,6 +325,10 @@ def main(argv=None):
                 budget_study(study, preset["budget"], work, sources, individual_script, individual_args, lam,
                              earlier, argv, f"{args.dataset}, {args.preset} preset")
                 continue
+            if study.second_seed:
+                seed_study(study, work, SourceStages(clock, collective_script, split, preset["collective"], cuda),
+                           individual_script, individual_args, lam, earlier, argv, f"{args.dataset}, {args.preset} preset")
+                continue
             if study.protocols:
                 released_study(clock, study, work, split, individual_script, [*common, "--ewc_lambda", lam], argv,
                                f"{args.dataset}, {args.preset} preset",
@@ -325,11 +338,17 @@ def main(argv=None):
             lr_flags = []
             inputs = ["--joint", joint / "joint.pt"] if study.needs_joint else []
             if study.tuned_lr:
-                lr_flags, lr_line = tune_lr(clock, individual_script, [*common, "--ewc_lambda", lam, *inputs],
-                                            tune_tasks, work, study)
+                tuning = [*common, "--ewc_lambda", lam, *inputs]
+                best_lr, lr_line = tune_lr(clock, individual_script, tuning, tune_tasks, work, study)
                 print(f"[tune-lr] validation accuracy by learning rate: {lr_line}")
-                lr_note = (f"Learning rates of the {study.name} study chosen on the validation (open-world) tasks, "
-                           f"mean final accuracy: {lr_line}.\n\n")
+                lr_flags = ["--lr_of", *(f"{m}={lr}" for m, lr in best_lr.items())]
+                best_epochs, epochs_line = tune_epochs(clock, individual_script, tuning, tune_tasks, work, study,
+                                                       best_lr, preset_epochs(preset))
+                print(f"[tune-epochs] validation accuracy by number of epochs: {epochs_line}")
+                lr_flags += ["--epochs_of", *(f"{m}={n}" for m, n in best_epochs.items())]
+                lr_note += (f"Learning rates of the {study.name} study chosen on the validation (open-world) tasks, "
+                            f"mean final accuracy: {lr_line}. Then each method's number of epochs at its rate: "
+                            f"{epochs_line}.\n\n")
             methods = ["--methods", *study.methods] if study.methods else []
             stage(clock, study.name, individual_script, [*common, "--ewc_lambda", lam, *methods, *inputs, *study.flags,
                                                          *lr_flags, *reuse,
@@ -378,9 +397,40 @@ def tune_lr(clock, individual_script, common, tune_tasks, work, study):
         new = ([f"{low:g}"] if grid[0] in best.values() and low >= LR_GRID_RANGE[0] else []) + \
               ([f"{high:g}"] if grid[-1] in best.values() and high <= LR_GRID_RANGE[1] else [])
     edge = [m for m, lr in best.items() if lr in (grid[0], grid[-1])]
-    return (["--lr_of", *(f"{m}={lr}" for m, lr in best.items())],
-            line + (f" ({', '.join(edge)}: the best rate tried is an end of the range the grid may grow to, "
-                    f"{LR_GRID_RANGE[0]:g} to {LR_GRID_RANGE[1]:g})" if edge else ""))
+    return best, line + (f" ({', '.join(edge)}: the best rate tried is an end of the range the grid may grow to, "
+                         f"{LR_GRID_RANGE[0]:g} to {LR_GRID_RANGE[1]:g})" if edge else "")
+
+
+def preset_epochs(preset):
+    flags = preset["individual"]
+    return int(flags[flags.index("--epochs") + 1]) if "--epochs" in flags else TrainSettings.epochs
+
+
+def tune_epochs(clock, individual_script, common, tune_tasks, work, study, best_lr, epochs):
+    """Each of the study's methods' number of epochs at the learning rate it chose (`best_lr`), on the validation
+    tasks: the preset's `epochs`, doubled while the longer schedule gives a method a better
+    mean final accuracy, up to EPOCHS_TOP times the preset's; only the methods still improving train the next
+    doubling. A tie goes to the shorter schedule. Returns ({method: epochs}, a line giving every accuracy)."""
+    name = "tune-lr" if study.name == "tuned" else f"tune-lr-{study.name}"
+    scores = {m: {epochs: report.validation_accuracy(work / name / f"lr-{best_lr[m]}" / "results.csv")[m]}
+              for m in study.methods}
+    earlier = sorted(f.parent for f in work.glob("tune-*/*/runs.jsonl"))
+    growing, n = list(study.methods), epochs
+    while growing and n * 2 <= epochs * EPOCHS_TOP:
+        n *= 2
+        out = work / f"tune-epochs-{study.name}" / f"epochs-{n}"
+        stage(clock, f"tune-epochs-{study.name} epochs={n}", individual_script,
+              [*common, "--section", "validation", "--methods", *growing, "--lr_of", *(f"{m}={best_lr[m]}" for m in growing),
+               "--epochs_of", *(f"{m}={n}" for m in growing),
+               *tune_tasks, "--eval_every", "1000", "--reuse", *earlier, "--out", out], out / "results.csv")
+        earlier.append(out)
+        accuracy = report.validation_accuracy(out / "results.csv")
+        for m in growing:
+            scores[m][n] = accuracy[m]
+        growing = [m for m in growing if scores[m][n] > scores[m][n // 2]]
+    best = {m: max(sorted(s), key=lambda e: s[e]) for m, s in scores.items()}
+    return best, "; ".join(f"{m}: " + ", ".join(f"{e} {a:.1f}%" for e, a in sorted(s.items())) + f" -> {best[m]}"
+                           for m, s in scores.items())
 
 
 def train_collective(clock, name, script, args):
@@ -444,6 +494,30 @@ def budget_study(study, plan, work, sources, individual_script, individual_args,
     device = json.loads((targets[chosen[0].tag] / "provenance.json").read_text())["device"]
     budget.report(folder, records, targets, lr_note, f"{title}, source budget", {**provenance(None, argv),
                                                                                 "device": device})
+
+
+SECOND_SEED = 1
+
+
+def seed_study(study, work, sources, individual_script, individual_args, lam, reuse, argv, title):
+    """The seed study (utils/seeds.py): the collective model again with seed SECOND_SEED (same split and schedule),
+    then the study's rows from its learngene at the learning rates and epochs the knowledge study chose for them on
+    the validation tasks (scratch and the capacity control read no source weight: their runs are reused)."""
+    knowledge = work / "knowledge" / "runs.jsonl"
+    require(knowledge.exists(), f"the {study.name} study takes each row's settings from the knowledge study's: "
+            f"--studies individual knowledge {study.name}")
+    settings = next(settings for settings, _ in records(knowledge))
+    flags = ["--lr_of", *(f"{m}={(settings.get('lr_of') or {}).get(m, settings['lr'])}" for m in study.methods),
+             "--epochs_of", *(f"{m}={(settings.get('epochs_of') or {}).get(m, settings['epochs'])}" for m in study.methods)]
+    run_dir = work / study.name / f"seed-{SECOND_SEED}"
+    sources.train(f"collective seed {SECOND_SEED}", run_dir, seed=SECOND_SEED)
+    out = run_dir / "target"
+    stage(sources.clock, f"{study.name} seed-{SECOND_SEED}", individual_script,
+          [*individual_args(run_dir / "learngene.pt"), "--ewc_lambda", lam, "--methods", *study.methods, *flags,
+           "--reuse", *reuse, "--name", f"{title}, source seed {SECOND_SEED}", "--out", out], None)
+    seeds.report(work / study.name, {"seed 0": seeds.read_runs(knowledge),
+                                     f"seed {SECOND_SEED}": seeds.read_runs(out / "runs.jsonl")},
+                 f"{title}, {study.name}", {**provenance(None, argv), "device": "none (computed from the stored runs)"})
 
 
 def released_study(clock, study, work, split, individual_script, common, argv, title, scratch_epochs):

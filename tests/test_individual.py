@@ -292,7 +292,8 @@ def test_each_method_trains_at_its_own_learning_rate(tiny_split, tmp_path, monke
     study = SimpleNamespace(split=Split(tiny_split), section="target", device=torch.device("cpu"), inputs=None,
                             protocol=fewshot.Protocol(), num_tasks=2, settings=base,
                             settings_of=lambda m: individual.Study.settings_of(SimpleNamespace(settings=base,
-                                                                                                 lr_of=lr_of), m))
+                                                                                                 lr_of=lr_of,
+                                                                                                 epochs_of={}), m))
     requested = [Key(m, 2, t, 0) for m in ("learngene", "scratch", "other-layers") for t in (0, 1)]
     individual.train_missing(runstore.RunStore(tmp_path / "runs.jsonl", {}), study, requested, True)
     assert sorted(trained) == sorted((k.method, 0.02 if k.method == "scratch" else base.lr) for k in requested)

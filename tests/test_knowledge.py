@@ -153,10 +153,10 @@ def test_each_row_reads_only_the_inputs_it_starts_from():
 
 
 def test_tuned_contrasts_pair_rows_at_their_own_rates_and_refuse_other_differences(tmp_path):
-    """The knowledge and inherit studies give each row the rate its validation tasks chose: their contrasts pair runs
-    whose learning rates differ, and nothing else may differ."""
-    def line(method, task, acc, lr, epochs=30):
-        settings = {"epochs": epochs, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4, "precision": "fp32",
+    """The knowledge and inherit studies give each row the rate and number of epochs its validation tasks chose: their
+    contrasts pair runs whose learning rates and epochs differ, and nothing else may differ."""
+    def line(method, task, acc, lr, epochs=30, batch_size=32):
+        settings = {"epochs": 30, "epochs_of": {method: epochs}, "batch_size": batch_size, "momentum": 0.9, "weight_decay": 5e-4, "precision": "fp32",
                     "section": "target", "split_hash": "s", "lr": 0.005, "lr_of": {method: lr}, "ewc_lambda": 4e4}
         return json.dumps({"settings": settings, "result": {"method": method, "shots": 10, "task": task, "seed": 0,
                                                             "final_acc": acc}})
@@ -166,13 +166,16 @@ def test_tuned_contrasts_pair_rows_at_their_own_rates_and_refuse_other_differenc
     runs = contrasts.read_folders([path])
     with pytest.raises(UserError, match="other settings"):
         contrasts.contrast_rows(runs, contrasts.LADDER)
-    rows = contrasts.contrast_rows(runs, contrasts.LADDER, own_lr=True)
+    rows = contrasts.contrast_rows(runs, contrasts.LADDER, own_schedule=True)
     assert [(r[1], r[2], r[4]) for r in rows] == [("first4-collective", "scratch-collective", 3)]
     assert rows[0][5] == pytest.approx(4.0)  # (3 + 4 + 5) / 3
     path.write_text("\n".join([line("scratch-collective", t, 40.0, 0.001) for t in range(3)]
                               + [line("first4-collective", t, 43.0, 0.02, epochs=60) for t in range(3)]) + "\n")
-    with pytest.raises(UserError, match="epochs"):
-        contrasts.contrast_rows(contrasts.read_folders([path]), contrasts.LADDER, own_lr=True)
+    assert contrasts.contrast_rows(contrasts.read_folders([path]), contrasts.LADDER, own_schedule=True)
+    path.write_text("\n".join([line("scratch-collective", t, 40.0, 0.001) for t in range(3)]
+                              + [line("first4-collective", t, 43.0, 0.02, batch_size=64) for t in range(3)]) + "\n")
+    with pytest.raises(UserError, match="batch_size"):
+        contrasts.contrast_rows(contrasts.read_folders([path]), contrasts.LADDER, own_schedule=True)
 
 
 def test_a_source_without_a_layer_of_some_blocks_shape_is_refused_in_one_line(collective_run, tiny_split, tmp_path):
@@ -186,3 +189,18 @@ def test_a_source_without_a_layer_of_some_blocks_shape_is_refused_in_one_line(co
                       "learngene-full", "--epochs", "1", "--num_works_tt", "1", "--out", tmp_path / "o", "--no-cuda")
     assert_clean_error(proc, "conv layer below layer")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_methods_own_number_of_epochs_is_what_it_trains_and_what_its_runs_read(collective_run, tiny_split,
+                                                                                tmp_path):
+    proc = run_script("individual-model/inheritable_imagenet_wEWC.py", "--path", tiny_split, "--learngene",
+                      collective_run / "learngene.pt", "--methods", "scratch", "learngene", "--epochs", "1",
+                      "--epochs_of", "scratch=2", "learngene=1", "--num_works_tt", "1", "--num_imgs_per_cat_train", "2",
+                      "--batch_size", "4", "--out", tmp_path / "o", "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    runs = {r["result"]["method"]: r for r in map(json.loads, (tmp_path / "o" / "runs.jsonl").open())}
+    assert runs["scratch"]["result"]["curve"][-1][0] == 2 and runs["learngene"]["result"]["curve"][-1][0] == 1
+    assert runs["scratch"]["settings"]["epochs_of"] == {"scratch": 2}  # learngene's equals --epochs: not recorded
+    assert methods.reads("scratch", runs["scratch"]["settings"])["epochs"] == 2
+    assert methods.reads("learngene", runs["learngene"]["settings"])["epochs"] == 1
+    assert "scratch 2 (a method's own schedule: --epochs_of)" in (tmp_path / "o" / "results.md").read_text()

@@ -197,4 +197,42 @@ def test_one_chain_falls_back_to_its_tasks_and_says_so():
     rows = released.table(folders, chain=5)
     assert {r[11] for r in rows} == {"task"}
     md = released.markdown(rows, 5, 100, {"commit": "c", "device": "cpu", "time_utc": "now", "command": "python x.py"})
-    assert "understate the uncertainty" in md and "| + target tasks chained | 10 | 52.0 | 49.0 | 51.0 | +3.0 ±0.0 | +2.0 ±0.0 |" in md
+    assert "understate the uncertainty" in md
+    assert "| + target tasks chained | 10 | 52.0 | 49.0 | 51.0 | +3.0 | n/a | ±0.0 | +2.0 | n/a | ±0.0 |" in md
+
+
+def test_a_chained_row_has_an_interval_over_chains_and_one_over_tasks_by_hand():
+    """Per-task differences 1, 3, 2, 6 in 2 chains of 2: over chains the samples are 2 and 4 (t with 1 degree of
+    freedom, 12.706 x sd 1.414 / sqrt 2); over tasks, the four (3.182 x sd 2.160 / 2)."""
+    tasks = range(4)
+    diff = {0: 1.0, 1: 3.0, 2: 2.0, 3: 6.0}
+    scratch = fake_runs({(10, t): 40.0 for t in tasks}, "scratch")
+    chained = fake_runs({(10, t): 40.0 + diff[t] for t in tasks}, chained=True)
+    folders = {"clean": {**scratch, **fake_runs({(10, t): 40.0 for t in tasks})}, "chained": {**chained, **scratch},
+               "optimizer-per-epoch": chained, "no-ewc": chained, "released-scratch": scratch, "released": chained,
+               "released-chained-scratch": scratch}
+    row = next(r for r in released.table(folders, chain=2) if r[0] == "+ target tasks chained" and r[2] == "final_acc")
+    assert row[6] == pytest.approx(3.0) and row[10:12] == [2, "chain"] and row[14] == 4
+    assert row[7] == pytest.approx(12.706)
+    assert row[12] == pytest.approx(3.182 * (14 / 3) ** 0.5 / 2)
+
+
+def test_the_classes_a_chain_had_already_trained_on_are_counted_by_hand():
+    classes = {0: list("abcde"), 1: list("abfgh"), 2: list("afijk")}
+
+    def chain(order):
+        return {Key("learngene", 10, t, 0): {"final_acc": 50.0, "classes": classes[t], "chain": order,
+                                            "chain_position": order.index(t)} for t in order}
+    seen = released.seen_before(chain([0, 1, 2]))
+    assert {k.task: n for k, n in seen.items()} == {0: 0, 1: 2, 2: 2}  # task 2: a and f, from tasks 0 and 1
+    seen = released.seen_before(chain([2, 0, 1]))
+    assert {k.task: n for k, n in seen.items()} == {2: 0, 0: 1, 1: 3}  # task 1: a, b and f
+    runs = chain([0, 1, 2])
+    scratch_chained = {k._replace(method="scratch"): {**r, "final_acc": 40.0 + 2 * k.task} for k, r in runs.items()}
+    fresh = {k._replace(method="scratch"): {"final_acc": 40.0} for k in runs}
+    runs[Key("learngene", 10, 2, 0)]["final_acc"] = 56.0
+    folders = {"chained": {**runs, **scratch_chained}, "clean": fresh}
+    rows = {r[2]: r for r in released.overlap_rows(folders)}
+    assert sorted(rows) == [0, 2] and rows[2][3] == 2  # tasks 1 and 2 had seen 2 classes each
+    assert rows[2][4] == pytest.approx(53.0) and rows[2][7] == pytest.approx(13.0)  # (50 + 56) / 2 - 40
+    assert rows[2][9] == pytest.approx(3.0) and rows[0][9] == pytest.approx(0.0)  # chained scratch: (2 + 4) / 2

@@ -272,21 +272,21 @@ def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, 
 
     monkeypatch.setattr(pipeline, "stage", fake_stage)
     tuned = dataclasses.replace(pipeline.STUDIES["tuned"], methods=("scratch", "learngene"))
-    flags, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path, tuned)
+    best, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path, tuned)
     assert [a[a.index("--lr") + 1] for a in calls] == pipeline.LR_GRID + tried_after
     assert all(a[a.index("--section") + 1] == "validation" and "--reuse" in a for a in calls)
     assert all(a[a.index("--methods") + 1:a.index("--methods") + 3] == ["scratch", "learngene"] for a in calls)
     assert str(tmp_path / "tune-ewc" / "lambda-400") in calls[0]
     assert all(str(tmp_path / "tune-lr" / "lr-0.001") in a for a in calls[1:])  # each rate reuses the earlier ones
     chosen = {"1": "0.32"}.get(scratch_peak, scratch_peak)
-    assert flags == ["--lr_of", f"scratch={chosen}", "learngene=0.005"]
+    assert best == {"scratch": chosen, "learngene": "0.005"}
     assert line.startswith(f"scratch: {min([*pipeline.LR_GRID, *tried_after], key=float)} ")  # rates in order
     assert ("scratch: the best rate tried is an end of the range" in line) == (scratch_peak == "1")
     # another study tunes into a folder of its own, reusing every validation run the tuned study holds
     (tmp_path / "tune-lr" / "lr-0.001" / "runs.jsonl").write_text("")
     calls.clear()
     knowledge = dataclasses.replace(pipeline.STUDIES["knowledge"], methods=("scratch", "learngene"))
-    assert pipeline.tune_lr(None, "script.py", ["--path", "s"], [], tmp_path, knowledge)[0] == flags
+    assert pipeline.tune_lr(None, "script.py", ["--path", "s"], [], tmp_path, knowledge)[0] == best
     assert all(a[a.index("--out") + 1].startswith(str(tmp_path / "tune-lr-knowledge" / "lr-")) for a in calls)
     assert all(str(tmp_path / "tune-lr" / "lr-0.001") in a and a[a.index("--section") + 1] == "validation"
                for a in calls)
@@ -354,3 +354,38 @@ def test_the_contrasts_are_drawn_again_from_stored_runs(tmp_path, capsys):
         with pytest.raises(SystemExit) as stop:
             draw_results.main(refused)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_each_methods_number_of_epochs_is_chosen_on_validation_tasks_at_its_own_rate(tmp_path, monkeypatch):
+    """pipeline.tune_epochs: the preset's schedule doubled while the longer gives a method a better validation
+    accuracy (up to EPOCHS_TOP times), only the methods still improving train the next doubling, each at the rate it
+    chose; a tie goes to the shorter."""
+    calls, peak = [], {"scratch": 60, "learngene": 30, "finetune-collective": 240}
+    tune = tmp_path / "tune-lr-knowledge"
+    for lr in ("0.001", "0.005"):
+        (tune / f"lr-{lr}").mkdir(parents=True)
+        (tune / f"lr-{lr}" / "results.csv").write_text(
+            "shots,method,final_acc\n" + "".join(f"{k},{m},{50 - abs(np.log2(30 / p))}\n" for m, p in peak.items()
+                                                  for k in (10, 20)))
+
+    def fake_stage(clock, name, script, args, done):
+        args = list(map(str, args))
+        calls.append(args)
+        of = dict(a.split("=") for a in args[args.index("--epochs_of") + 1:args.index("--num_works_tt")])
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text("shots,method,final_acc\n" + "".join(
+            f"10,{m},{50 - abs(np.log2(int(n) / peak[m])) if m != 'learngene' else 50.0}\n" for m, n in of.items()))
+
+    monkeypatch.setattr(pipeline, "stage", fake_stage)
+    study = dataclasses.replace(pipeline.STUDIES["knowledge"], methods=tuple(peak))
+    best_lr = {"scratch": "0.001", "learngene": "0.005", "finetune-collective": "0.001"}
+    best, line = pipeline.tune_epochs(None, "script.py", ["--path", "s"], ["--num_works_tt", "4"], tmp_path, study,
+                                      best_lr, 30)
+    assert best == {"scratch": 60, "learngene": 30, "finetune-collective": 120}  # 120: the top, 4 x 30
+    trained = [(a[a.index("--methods") + 1:a.index("--lr_of")], a[a.index("--lr_of") + 1:a.index("--epochs_of")])
+               for a in calls]
+    assert trained == [(["scratch", "learngene", "finetune-collective"],
+                        ["scratch=0.001", "learngene=0.005", "finetune-collective=0.001"]),
+                       (["scratch", "finetune-collective"], ["scratch=0.001", "finetune-collective=0.001"])]
+    assert all(a[a.index("--section") + 1] == "validation" for a in calls)
+    assert "learngene: 30 50.0%, 60 50.0% -> 30" in line  # a tie: the shorter

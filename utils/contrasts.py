@@ -71,10 +71,14 @@ def read_folders(files):
     return runs
 
 
-def contrast_rows(runs, contrasts=CONTRASTS, own_lr=False):
+OWN_SCHEDULE = ("lr", "epochs")  # what a tuned study chooses per method on its validation tasks
+
+
+def contrast_rows(runs, contrasts=CONTRASTS, own_schedule=False):
     """HEADER rows for every contrast of `contrasts` both of whose methods have runs at a shot count, paired per (task,
     seed); refused where a pair's runs were trained under other settings (their difference would not be the
-    method's), the learning rate excepted with `own_lr` (each method at the rate its validation tasks chose)."""
+    method's), the learning rate and number of epochs excepted with `own_schedule` (each method at what its
+    validation tasks chose)."""
     results = {key: result for key, (_, result) in runs.items()}
     rows = []
     for shots in sorted({key.shots for key in runs}):
@@ -84,7 +88,7 @@ def contrast_rows(runs, contrasts=CONTRASTS, own_lr=False):
             if not pairs:
                 continue
             for (a, _), (b, _) in pairs:
-                other = sorted(k for k in a.keys() & b.keys() if a[k] != b[k] and not (own_lr and k == "lr"))
+                other = sorted(k for k in a.keys() & b.keys() if a[k] != b[k] and not (own_schedule and k in OWN_SCHEDULE))
                 require(not other, f"{method} and {against} runs at {shots} shots were trained with other settings "
                         f"({', '.join(other)}): their difference would not be the methods'")
             diffs = per_task(results, method, shots, against)
@@ -93,7 +97,7 @@ def contrast_rows(runs, contrasts=CONTRASTS, own_lr=False):
     return rows
 
 
-def report(out, files, title, prov, contrast_set="source", own_lr=False):
+def report(out, files, title, prov, contrast_set="source", own_schedule=False):
     """contrasts.csv, contrasts.md and contrasts.png in `out` from the runs of `files` (the contrasts of SETS[
     contrast_set]), and their rows; nothing (and no rows) where no contrast has both of its methods (a study without
     the controls). Where the runs were trained is theirs to say (the table's last line); the contrasts themselves
@@ -101,7 +105,7 @@ def report(out, files, title, prov, contrast_set="source", own_lr=False):
     chosen, heading, compares = SETS[contrast_set]
     prov = {**prov, "device": "none (computed from the stored runs)"}
     runs = read_folders(files)
-    rows = contrast_rows(runs, chosen, own_lr)
+    rows = contrast_rows(runs, chosen, own_schedule)
     if not rows:
         return rows
     compared = {m for _, method, against, *_ in rows for m in (method, against)}
@@ -110,7 +114,8 @@ def report(out, files, title, prov, contrast_set="source", own_lr=False):
              "The paired difference per target task (same classes, images, seeds, initialisation of the new layers "
              f"and batch order), its mean and 95% interval over tasks: the table above compares every row with "
              f"scratch, this one compares {compares}"
-             + (", each at the learning rate its validation tasks chose." if own_lr else "."), "",
+             + (", each at the learning rate and number of epochs its validation tasks chose." if own_schedule
+                else "."), "",
              "| shots | contrast | what it measures | tasks | difference (points) | 95% CI |",
              "|---:|---|---|---:|---:|---:|"]
     lines += [f"| {k} | {m} minus {b} | {what} | {n} | {d:+.1f} | " + ("n/a (1 task)" if n < 2 else f"±{ci:.1f}") + " |"

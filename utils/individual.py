@@ -41,6 +41,9 @@ def parser(family):
     p.add_argument("--lr_of", type=method_lr, nargs="+", default=[], metavar="TEXT",
                    help="METHOD=LR: that method's own SGD learning rate instead of --lr (e.g. finetune-collective=0.001, "
                         "as the pipeline chooses it on the validation tasks)")
+    p.add_argument("--epochs_of", type=method_epochs, nargs="+", default=[], metavar="TEXT",
+                   help="METHOD=N: that method's own number of epochs instead of --epochs (as the pipeline chooses it on "
+                        "the validation tasks)")
     p.add_argument("--momentum", type=MOMENTUM, default=TrainSettings.momentum)
     p.add_argument("--weight_decay", type=WEIGHT_DECAY, default=TrainSettings.weight_decay)
     p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=RELEASED_LAMBDA,
@@ -107,21 +110,32 @@ class Study:
         """{method: its own learning rate} (--lr_of), as the runs' identity records it."""
         return self.identity.get("lr_of", {})
 
+    @property
+    def epochs_of(self):
+        """{method: its own number of epochs} (--epochs_of), as the runs' identity records it."""
+        return self.identity.get("epochs_of", {})
+
     def settings_of(self, method):
-        return dataclasses.replace(self.settings, lr=self.lr_of.get(method, self.settings.lr))
+        return dataclasses.replace(self.settings, lr=self.lr_of.get(method, self.settings.lr),
+                                   epochs=self.epochs_of.get(method, self.settings.epochs))
 
     def runs(self):
         return [RunKey(m, k, t, s) for k in self.shots for t in range(self.num_tasks) for s in self.seeds
                 for m in self.methods]
 
 
-def method_lr(text):
-    """--lr_of's METHOD=LR, checked as --methods and --lr are."""
-    method, _, lr = text.partition("=")
-    if method not in METHODS or METHODS[method].probe:
-        raise argparse.ArgumentTypeError(f"expected METHOD=LR with METHOD one of the SGD-trained methods "
-                                         f"({', '.join(m for m in METHODS if not METHODS[m].probe)}), got {text!r}")
-    return method, LEARNING_RATE(lr)
+def method_value(name, kind):
+    """An argparse type for METHOD=VALUE of an SGD-trained method, VALUE checked by `kind` as its own flag's."""
+    def parse(text):
+        method, _, value = text.partition("=")
+        if method not in METHODS or METHODS[method].probe:
+            raise argparse.ArgumentTypeError(f"expected METHOD={name} with METHOD one of the SGD-trained methods "
+                                             f"({', '.join(m for m in METHODS if not METHODS[m].probe)}), got {text!r}")
+        return method, kind(value)
+    return parse
+
+
+method_lr, method_epochs = method_value("LR", LEARNING_RATE), method_value("N", COUNT)
 
 
 def run(family, argv=None):
@@ -162,12 +176,16 @@ def run(family, argv=None):
     for r in reuse:
         require(r.is_file(), f"--reuse {r}: no runs.jsonl there")
     require_distinct([m for m, _ in args.lr_of], "--lr_of")
-    # a method's own rate only where it differs from --lr: the same computation keeps the same identity
+    require_distinct([m for m, _ in args.epochs_of], "--epochs_of")
+    # a method's own rate or length only where it differs from --lr, --epochs: the same computation keeps the same
+    # identity
     lr_of = {m: lr for m, lr in args.lr_of if lr != args.lr}
+    epochs = args.epochs or TrainSettings.epochs
+    epochs_of = {m: n for m, n in args.epochs_of if n != epochs}
     name = args.name or f"{split.dataset} ({split.image_size}px), {args.section} tasks"
     study = Study(name, split, args.section, inputs, settings, args.methods, shots, num_tasks, args.seeds, device,
                   {**run_identity(settings, args.section, split, inputs), **protocol.identity(),
-                   **({"lr_of": lr_of} if lr_of else {})}, protocol)
+                   **({"lr_of": lr_of} if lr_of else {}), **({"epochs_of": epochs_of} if epochs_of else {})}, protocol)
     with FolderLock(out):
         store = RunStore(out / "runs.jsonl", study.identity)
         ensure_writable(out)  # a read-only or full disk fails now, not after the first run has trained
@@ -223,11 +241,12 @@ def train_missing(store, study, requested, use_grouped):
     if use_grouped is None:
         use_grouped = study.device.type == "cuda"
     use_grouped = use_grouped and not protocol.optimizer_per_epoch  # grouped training keeps one optimizer
-    # a group trains with one learning rate: methods with their own rate are grouped apart
-    by_lr = {}
+    # a group trains with one learning rate and schedule: methods with their own are grouped apart
+    by_schedule = {}
     for key in todo:
-        by_lr.setdefault(study.settings_of(key.method).lr, []).append(key)
-    groups = [g for keys in by_lr.values() for g in plan_groups(keys, use_grouped)]
+        settings = study.settings_of(key.method)
+        by_schedule.setdefault((settings.lr, settings.epochs), []).append(key)
+    groups = [g for keys in by_schedule.values() for g in plan_groups(keys, use_grouped)]
     for group in tqdm(groups, desc="individual models", unit="group"):
         settings = study.settings_of(group[0].method)
         if len(group) == 1:

@@ -155,9 +155,11 @@ def reads(method, identity):
         dropped.add("joint_sha256")
     # the architecture a run builds: the individual one (the learngene's shapes) or the collective one
     dropped.add("collective_shapes" if m.individual_architecture else "learngene_shapes")
-    kept = {k: v for k, v in identity.items() if k not in dropped and k != "lr_of"}
-    if "lr" in kept:  # a method given its own learning rate (--lr_of) reads that one, not the others'
-        kept["lr"] = (identity.get("lr_of") or {}).get(method, kept["lr"])
+    kept = {k: v for k, v in identity.items() if k not in dropped and k not in ("lr_of", "epochs_of")}
+    # a method given its own learning rate (--lr_of) or schedule (--epochs_of) reads that one, not the others'
+    for setting in ("lr", "epochs"):
+        if setting in kept:
+            kept[setting] = (identity.get(f"{setting}_of") or {}).get(method, kept[setting])
     return kept
 
 

@@ -458,16 +458,17 @@ CHAIN_COLOURS = {"learngene, chained": (214, 39, 40), "scratch, chained": (31, 1
                  "scratch, fresh per task": (20, 20, 20)}
 
 
-def chain_positions(path, panels, title, provenance=None, caption=()):
-    """Test accuracy (%) against position in the chain (1..L): one panel per (protocol, shots), a line per series
-    with its 95% interval as a bar. panels: {(row label, shots): {series: (positions, mean, ci)}}."""
+def chain_positions(path, panels, title, provenance=None, caption=(), xlabel="position in the chain"):
+    """Test accuracy (%) against position in the chain (1..L), or another count (`xlabel`): one panel per (protocol,
+    shots), a line per series with its 95% interval as a bar. panels: {(row label, shots): {series: (xs, mean, ci)}}."""
     rows = list(dict.fromkeys(r for r, _ in panels))
     shots = sorted({k for _, k in panels})
     values = [v for series in panels.values() for _, mean, ci in series.values()
               for v in np.concatenate([mean - np.nan_to_num(ci), mean + np.nan_to_num(ci)])]
     yticks = nice_ticks(max(0.0, min(values) - 2), min(100.0, max(values) + 2), 7)
+    first = min(min(xs) for series in panels.values() for xs, _, _ in series.values())
     length = max(max(xs) for series in panels.values() for xs, _, _ in series.values())
-    xticks = list(range(0, length + 2))
+    xticks = list(range(first - 1, length + 2))
     pw, ph, left, top, gap_x, gap_y = 420, 260, 90, 60, 100, 90
     img = Image.new("RGB", (left + len(shots) * (pw + gap_x), top + len(rows) * (ph + gap_y)), "white")
     d = ImageDraw.Draw(img)
@@ -477,9 +478,9 @@ def chain_positions(path, panels, title, provenance=None, caption=()):
             if (row, k) not in panels:
                 continue
             x0, y0 = left + j * (pw + gap_x), top + i * (ph + gap_y)
-            panel = Panel(d, (x0, y0, x0 + pw, y0 + ph), xticks, yticks, xlabel="position in the chain",
+            panel = Panel(d, (x0, y0, x0 + pw, y0 + ph), xticks, yticks, xlabel=xlabel,
                           ylabel="test accuracy (%)", title=f"{row}, {k} shots per class",
-                          xformat=lambda v, n=length: "" if v in (0, n + 1) else f"{v:g}")
+                          xformat=lambda v, ends=(xticks[0], xticks[-1]): "" if v in ends else f"{v:g}")
             series = panels[(row, k)]
             for s, (label, (xs, mean, ci)) in enumerate(series.items()):
                 colour = CHAIN_COLOURS.get(label, SPARE_COLOURS[s % len(SPARE_COLOURS)])

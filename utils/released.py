@@ -9,10 +9,16 @@ from a model whose layers all start random (chained scratch). If chained scratch
 learngene, the released protocol's gain is the chain's. The pipeline (study `released`) runs the invocations of
 RUNS; this module turns their runs into the decomposition table, its CSV and the chain-position figure.
 
-Statistics: a chain's tasks share one model, so they are not independent samples; the unit of every interval
-is a chain (the tasks' paired differences averaged within each chain of RELEASED_CHAIN tasks), as for the
-unchained rows, so the rows compare alike. With a single chain (fewer than two chains' worth of target tasks)
-the interval is over its tasks instead, which understates the uncertainty, and the table says so."""
+Statistics: a chain's tasks share one model, so they are not independent samples; the unit of the table's first
+interval is a chain (the tasks' paired differences averaged within each chain of RELEASED_CHAIN tasks), as for the
+unchained rows, so the rows compare alike; the per-task interval beside it treats the tasks as independent, which
+understates a chained row's uncertainty, and is given so a reader sees by how much. With a single chain (fewer than
+two chains' worth of target tasks) only the per-task interval exists, and the table says so.
+
+The mechanism by which a chain could help: the target tasks share their novel classes, so a chained task may
+already have trained on some of its classes earlier in its chain. `seen_before` counts them for every chained run,
+and the overlap table and figure give the chained rows' accuracy, against fresh scratch on the same tasks, by that
+count."""
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +29,7 @@ from utils.fewshot import RELEASED_CHAIN, Protocol
 from utils.files import write_csv, write_text
 from utils.repro import provenance_lines
 from utils.runstore import read_runs
-from utils.stats import mean_ci95
+from utils.stats import mean_ci95, t_quantile
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,8 @@ ROWS = [("clean protocol", "clean", "clean", None),
         ("released protocol (all of the above)", "released", "released-scratch", "released-chained-scratch")]
 METRICS = {"final_acc": "after the last epoch", "best_acc": "best epoch, chosen on the test set (as released)"}
 HEADER = ["row", "shots", "metric", "learngene", "scratch", "chained_scratch", "diff_vs_scratch", "diff_ci95",
-          "chained_scratch_vs_scratch", "chained_scratch_ci95", "units", "unit"]
+          "chained_scratch_vs_scratch", "chained_scratch_ci95", "units", "unit", "diff_ci95_per_task",
+          "chained_scratch_ci95_per_task", "tasks"]
 
 
 def per_task(runs, method, shots, metric):
@@ -95,13 +102,62 @@ def table(folders, chain):
                 scratch = per_task(folders[scratch_from], "scratch", k, metric)
                 chained = per_task(folders[chained_from], "scratch", k, metric) if chained_from else {}
                 tasks = sorted(set(lg) & set(scratch))
-                diff, unit = units({t: lg[t] - scratch[t] for t in tasks}, tasks, chain)
+                per_task_diff = {t: lg[t] - scratch[t] for t in tasks}
+                diff, unit = units(per_task_diff, tasks, chain)
                 d, ci = mean_ci95(diff)
-                cs, cs_ci = mean_ci95(units({t: chained[t] - scratch[t] for t in tasks if t in chained}, tasks,
-                                            chain)[0]) if chained else ("", "")
+                ci_tasks = mean_ci95(list(per_task_diff.values()))[1]
+                cs, cs_ci, cs_ci_tasks = "", "", ""
+                if chained:
+                    per_task_cs = {t: chained[t] - scratch[t] for t in tasks if t in chained}
+                    cs, cs_ci = mean_ci95(units(per_task_cs, tasks, chain)[0])
+                    cs_ci_tasks = mean_ci95(list(per_task_cs.values()))[1]
                 rows.append([label, k, metric, np.mean([lg[t] for t in tasks]), np.mean([scratch[t] for t in tasks]),
                              np.mean([chained[t] for t in tasks if t in chained]) if chained else "", d, ci, cs,
-                             cs_ci, len(diff), unit])
+                             cs_ci, len(diff), unit, ci_tasks, cs_ci_tasks, len(tasks)])
+    return rows
+
+
+def seen_before(runs):
+    """{RunKey: how many of its task's classes the earlier tasks of its chain had trained on} for every chained run of
+    `runs` (one folder's; each chained run records its chain's tasks, its position and its classes)."""
+    classes = {key: set(r["classes"]) for key, r in runs.items()}
+    counts = {}
+    for key, r in runs.items():
+        if "chain" in r:
+            earlier = [classes[key._replace(task=t)] for t in r["chain"][:r["chain_position"]]]
+            counts[key] = len(classes[key] & set().union(*earlier))
+    return counts
+
+
+# the chained rows read against fresh scratch on the same tasks: (label, chained learngene, chained scratch, fresh)
+CHAINED = (("clean protocol, chained", "chained", "chained", "clean"),
+           ("released protocol", "released", "released-chained-scratch", "released-scratch"))
+OVERLAP_HEADER = ["protocol", "shots", "classes_seen_before", "tasks", "learngene_chained", "scratch_chained",
+                  "scratch_fresh", "learngene_chained_minus_fresh", "ci95", "scratch_chained_minus_fresh", "ci95"]
+
+
+def overlap_rows(folders):
+    """OVERLAP_HEADER rows: per chained protocol, shot count and number of classes the chain had already trained on,
+    the chained runs' accuracy and their paired difference from fresh scratch on the same task (interval over the
+    tasks of that count: they come from several chains, but a chain's tasks are not independent)."""
+    rows = []
+    for label, lg_from, cs_from, fresh_from in CHAINED:
+        if not all(f in folders for f in (lg_from, cs_from, fresh_from)):
+            continue
+        seen = {**seen_before(folders[lg_from]), **seen_before(folders[cs_from])}
+        for k in sorted({key.shots for key in folders[lg_from]}):
+            for n in sorted({c for key, c in seen.items() if key.shots == k}):
+                def at(folder, method):
+                    return {key.task: r["final_acc"] for key, r in folders[folder].items()
+                            if key.method == method and key.shots == k and seen.get(key) == n}
+                lg, cs = at(lg_from, "learngene"), at(cs_from, "scratch")
+                fresh = {key.task: r["final_acc"] for key, r in folders[fresh_from].items()
+                         if key.method == "scratch" and key.shots == k}
+                tasks = sorted(set(lg) & set(cs) & set(fresh))
+                if tasks:
+                    rows.append([label, k, n, len(tasks), *(np.mean([v[t] for t in tasks]) for v in (lg, cs, fresh)),
+                                 *mean_ci95([lg[t] - fresh[t] for t in tasks]),
+                                 *mean_ci95([cs[t] - fresh[t] for t in tasks])])
     return rows
 
 
@@ -127,9 +183,12 @@ def report(out, dirs, chain, scratch_epochs, name, prov):
     folders = {n: read_runs(Path(d) / "runs.jsonl") for n, d in dirs.items()}
     rows = table(folders, chain)
     write_csv(out / "released.csv", HEADER, rows, prov)
-    md = markdown(rows, chain, scratch_epochs, prov)
+    overlaps = overlap_rows(folders)
+    write_csv(out / "overlap.csv", OVERLAP_HEADER, overlaps, prov)
+    md = markdown(rows, chain, scratch_epochs, prov, overlaps)
     write_text(out / "results.md", md)
     draw(out / "chain.png", folders, name, prov)
+    draw_overlap(out / "overlap.png", overlaps, name, prov)
     return md
 
 
@@ -140,25 +199,68 @@ def _cell(v, ci):
     return (value if value != "-0.0" else "+0.0") + ("" if np.isnan(ci) else f" ±{ci:.1f}")
 
 
-def markdown(rows, chain, scratch_epochs, prov):
+def _interval(ci):
+    return "-" if ci == "" or np.isnan(ci) else f"±{ci:.1f}"
+
+
+def markdown(rows, chain, scratch_epochs, prov, overlaps=()):
     unit = {r[11] for r in rows}
+    chains = max(r[10] for r in rows) if unit == {"chain"} else 1
     lines = [f"Each released choice added alone to the clean protocol, then all of them; target test accuracy (%) "
              f"and each method minus scratch, paired per task (points). Chains of {chain} target tasks. The released "
              f"scratch baseline's settings: a fresh model per task, {scratch_epochs} epochs at batch 64. "
-             + ("95% intervals over chains (a chain's tasks share one model, so the chain is the sample)."
+             + (f"Two 95% intervals: over the {chains} chains (a chain's tasks share one model, so the chain is the "
+                f"sample; {chains} samples make a wide t interval, t = {t_quantile(chains):.2f}), and over the tasks as if "
+                f"independent (narrower: it understates a chained row's uncertainty)."
                 if unit == {"chain"} else
-                "95% intervals over the tasks of a single chain: they share one model, so these intervals "
+                "Only one chain: its intervals are over the tasks of that chain, which share one model, so they "
                 "understate the uncertainty (the cpu preset's 20 target tasks make 4 chains)."), ""]
     for metric, about in METRICS.items():
         lines += [f"Accuracy {about}:", "",
-                  "| protocol | shots | learngene | scratch | chained scratch | learngene - scratch | chained scratch - "
-                  "scratch |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| protocol | shots | learngene | scratch | chained scratch | learngene - scratch | CI over chains | "
+                  "CI over tasks | chained scratch - scratch | CI over chains | CI over tasks |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r[2] == metric):
+            by_chain = r[11] == "chain"
             lines.append(f"| {r[0]} | {r[1]} | {r[3]:.1f} | {r[4]:.1f} | {'-' if r[5] == '' else f'{r[5]:.1f}'} | "
-                         f"{_cell(r[6], r[7])} | {_cell(r[8], r[9])} |")
+                         f"{_cell(r[6], float('nan'))} | {_interval(r[7]) if by_chain else 'n/a'} | "
+                         f"{_interval(r[12])} | {_cell(r[8], float('nan'))} | "
+                         f"{_interval(r[9]) if by_chain and r[9] != '' else ('-' if r[8] == '' else 'n/a')} | "
+                         f"{_interval(r[13])} |")
+        lines.append("")
+    if overlaps:
+        lines += ["The chain's mechanism: a chained task whose classes earlier tasks of its chain had trained on. Test "
+                  "accuracy (%) after the last epoch by how many of its 5 classes the chain had seen before, and each "
+                  "chained row minus fresh scratch on the same tasks (points; 95% interval over those tasks, which "
+                  "come from several chains but are not independent within one).", "",
+                  "| protocol | shots | classes seen before | tasks | learngene, chained | scratch, chained | scratch, "
+                  "fresh | learngene chained - fresh | scratch chained - fresh |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {p} | {k} | {n} | {t} | {lg:.1f} | {cs:.1f} | {fr:.1f} | {_cell(d, ci)} | {_cell(d2, ci2)} |"
+                  for p, k, n, t, lg, cs, fr, d, ci, d2, ci2 in overlaps]
         lines.append("")
     lines += provenance_lines(prov)
     return "\n".join(lines)
+
+
+def draw_overlap(path, overlaps, name, prov):
+    """Accuracy by the number of the task's classes its chain had already trained on (nothing without chains)."""
+    panels = {}
+    for p, k, n, _, lg, cs, fr, *_ in overlaps:
+        series = panels.setdefault((p, k), {"learngene, chained": ([], [], []), "scratch, chained": ([], [], []),
+                                            "scratch, fresh per task": ([], [], [])})
+        for label, v in zip(series, (lg, cs, fr)):
+            series[label][0].append(n)
+            series[label][1].append(v)
+            series[label][2].append(float("nan"))
+    if not panels:
+        return
+    panels = {key: {label: (xs, np.array(m), np.array(c)) for label, (xs, m, c) in series.items()}
+              for key, series in panels.items()}
+    plots.chain_positions(path, panels, f"{name}: accuracy by the classes the chain had already trained on", prov,
+                          ["Mean final accuracy over the chained tasks with that many of their 5 classes trained on "
+                           "earlier in the chain; fresh scratch: the same tasks, each from a new model."],
+                          xlabel="classes of the task trained on earlier in its chain (of 5)")
 
 
 def draw(path, folders, name, prov):

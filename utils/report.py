@@ -136,7 +136,8 @@ def _interval(ci):
 def results_markdown(rows, study, prov):
     split, settings, art, collective = study.split, study.settings, study.inputs.learngene, study.inputs.collective
     lines = [f"### Individual models on {split.dataset} ({split.image_size}px), {study.section} tasks", "",
-             f"Test accuracy (%) after the last of {settings.epochs} epochs, 5-way; {len(study.seeds)} seed(s) per "
+             f"Test accuracy (%) after the last of {settings.epochs} epochs"
+             + (" (or the method's own number, below)" if study.epochs_of else "") + f", 5-way; {len(study.seeds)} seed(s) per "
              f"task, averaged within each task first, so the 95% CIs are over tasks. 'vs scratch' is the paired "
              f"difference in points, per task (same classes, images, seeds, initialisation of the new layers and "
              f"batch order), then its mean and 95% CI over tasks: an interval that excludes 0 is a measured "
@@ -156,9 +157,12 @@ def results_markdown(rows, study, prov):
     lines += ["", f"Learngene: conv layers {art['layers']} of the collective model after task {art['source_task']}"
               + (f"; baselines from {collective['path']} ({count_parameters_state(collective['model']) / 1e6:.2f}M "
                  f"parameters)" if collective else "") + "."]
-    lr_of = study.lr_of
+    lr_of, epochs_of = study.lr_of, study.epochs_of
     lines.append(f"SGD learning rate {settings.lr:g}" + (" except " + ", ".join(f"{m} {lr:g}" for m, lr in lr_of.items())
                                                         + " (a method's own rate: --lr_of)" if lr_of else "") + ".")
+    if epochs_of:
+        lines.append(f"Epochs {settings.epochs} except " + ", ".join(f"{m} {n}" for m, n in epochs_of.items())
+                     + " (a method's own schedule: --epochs_of).")
     joint = study.inputs.joint
     if joint:
         lines.append(f"Joint source (learngene-joint, finetune-joint, probe-joint): {joint['path']}, the same network "
@@ -197,6 +201,15 @@ def best_lambda(tune_dir, grid):
         notes.append(f"{lam}: {scores[lam]:.1f}%" + (f" ({diverged} of {runs} runs diverged)" if diverged else ""))
     best = max(grid, key=lambda lam: scores[lam])
     return best, ", ".join(notes)
+
+
+def validation_accuracy(results_csv):
+    """{method: its mean final accuracy (%) over the shot counts' rows} of a tuning stage's results.csv."""
+    rows = {}
+    with open(results_csv) as f:
+        for r in csv.DictReader(f):
+            rows.setdefault(r["method"], []).append(float(r["final_acc"]))
+    return {m: sum(v) / len(v) for m, v in rows.items()}
 
 
 def best_learning_rates(tune_dir, grid, methods):

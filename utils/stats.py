@@ -9,14 +9,17 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 
 
+def t_quantile(samples):
+    """Student t's 97.5% quantile for a 95% interval over `samples` values (2 or more)."""
+    return T975[max(d for d in T975 if d <= samples - 1)]
+
+
 def mean_ci95(values):
     """Mean and half-width of the 95% confidence interval (Student t); the half-width is nan for one value."""
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return float(v.mean()), float("nan")
-    df = len(v) - 1
-    t = T975[max(d for d in T975 if d <= df)]
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), float(t_quantile(len(v)) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 def per_task(runs, method, shots, baseline=None):
