@@ -14,6 +14,7 @@ map in results/<dataset>-<preset>*. The table ends with the wall-clock time of e
 """
 import argparse
 import json
+import math
 import os
 import shlex
 import signal
@@ -25,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.cli import StageFailed, cli, require  # noqa: E402
+from utils.cli import StageFailed, cli, require, require_distinct  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.fewshot import TrainSettings  # noqa: E402
 from utils.methods import CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
 from utils import budget, contrasts, ladder, released, report, seeds, source  # noqa: E402
 from utils.runstore import records  # noqa: E402
-from utils.repro import COMMIT_AT_START, REPO_ROOT, command_line, provenance  # noqa: E402
+from utils.repro import COMMIT_AT_START, REPO_ROOT, ROOT_VARIABLE, command_line, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
 DEFAULT_DATA = {"tiny-imagenet-100": Path("..") / "shared" / "data" / "tiny-imagenet-100", "cifar100": Path("data"),
@@ -124,7 +125,7 @@ STUDIES = {s.name: s for s in (
           methods=DEFAULT_METHODS),
     Study("source", "method or source? the learngene against its controls: its layers held fixed, its filters' "
           "inputs shuffled (structure), and the same layers, fine-tune and probe of a source trained jointly on "
-          "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",),
+          "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",), contrasts="source",
           files=(("forest.png", "-forest.png"), ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"),
                  ("features.png", "-features.png"))),
     Study("budget", "would more training change the answer? the learngene and the baselines at other source budgets "
@@ -167,7 +168,16 @@ class StageClock:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.seconds = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.seconds = {}
+        if self.path.exists():
+            try:
+                self.seconds = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self.seconds = None
+            require(isinstance(self.seconds, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in self.seconds.values()), f"{self.path} is not a record of stage times ({{stage: seconds}}): "
+                f"move it away to start the count again (the stages' outputs are not affected)")
 
     def add(self, name, seconds):
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -271,9 +281,12 @@ def main(argv=None):
     data = Path(args.data).resolve() if args.data else DEFAULT_DATA[args.dataset]
     require(data is not None, f"--data is required for {args.dataset}")
     root = Path(args.root).resolve() if args.root else Path(".")
+    if args.root:  # every stage's readers' files name it <root> (repro.for_display)
+        os.environ[ROOT_VARIABLE] = str(root)
     os.chdir(REPO_ROOT)  # every relative path below is relative to the repository
     require(data.is_dir(), f"--data {data}: no such folder (the raw {args.dataset} images)")
     preset, name = PRESETS[args.preset], f"{args.dataset}-{args.preset}"
+    require_distinct(args.studies or [], "--studies")
     studies = [STUDIES[s] for s in args.studies or preset["studies"]]
     require(not (studies[0].sources or studies[0].protocols or studies[0].second_seed), f"--studies {studies[0].name} cannot come first: the "
             f"results' table is the first study's, on the preset's own learngene (e.g. --studies individual "

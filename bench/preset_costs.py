@@ -108,7 +108,11 @@ INDIVIDUAL_METHODS = list(methods.DEFAULT_METHODS)
 # what each control costs: the method it trains as (the frozen learngene at most a learngene run; the joint source's
 # learngene, fine-tune and probe the collective model's), measured as that method
 MIRRORS = {"learngene-frozen": "learngene", "learngene-permuted": "learngene", "learngene-joint": "learngene",
-           "finetune-joint": "finetune-collective", "probe-joint": "probe-collective"}
+           "finetune-joint": "finetune-collective", "probe-joint": "probe-collective",
+           # every row of the source's architecture trains as the whole fine-tune does; the lightweight model that
+           # inherits every block as the learngene (its EWC term over a few more parameters)
+           **{m: "finetune-collective" for m in methods.LADDER_ROWS},
+           **{m: "learngene" for m in methods.FULL_INHERITANCE}}
 
 
 def run_cost(per_run, method):
@@ -137,13 +141,17 @@ def source_projection(presentations, final_rate, targets, per_run):
 
 
 def tuned_projection(rates, tune, targets, per_run, study_methods):
-    """Seconds of the tuned study beside the preset: every method at every learning rate of the grid on the `tune`
-    validation tasks (the learngene's runs at the default rate are the EWC tuning's, reused), then, at most, every
-    method again on the target tasks at a rate other than the default (a method whose best rate is the default
-    reuses its individual-study runs, so this is an upper bound)."""
-    per_task = sum(per_run[k][m] for k in per_run for m in study_methods)
+    """Seconds of a tuned study beside the preset (tuned, knowledge, knowledge-joint, inherit): (validation runs at
+    every learning rate of the grid, then the schedule's doublings at the chosen rates, at least one: 2x, at most
+    2x + 4x; the learngene's runs at the default rate are the EWC tuning's, reused), (target runs, at least at the
+    preset's epochs, at most at 4x). A method whose choices are the defaults reuses its earlier runs, and a study
+    reuses an earlier study's validation runs, so the upper bounds are upper bounds."""
+    per_task = sum(run_cost(per_run[k], m) for k in per_run for m in study_methods)
     reused = sum(per_run[k]["learngene"] for k in per_run) if "learngene" in study_methods else 0
-    return tune * (rates * per_task - reused), targets * per_task
+    rates_s = tune * (rates * per_task - reused)
+    top = pipeline.EPOCHS_TOP
+    return (rates_s + tune * 2 * per_task, rates_s + tune * (2 + top) * per_task), \
+        (targets * per_task, targets * top * per_task)
 
 
 def released_projection(chain, scratch_epochs, epochs, targets, per_run):
@@ -220,14 +228,25 @@ def main(argv=None):
           f"measurements ({joint_measure_s / 60:.1f} min) = {source_joint_s / 60:.1f} min; controls "
           f"{len(methods.CONTROLS)} methods x {targets} tasks = {source_target_s / 60:.1f} min; total "
           f"{(source_joint_s + source_target_s) / 60:.1f} min")
-    tuned = pipeline.STUDIES["tuned"].methods
-    tuned_val_s, tuned_target_s = tuned_projection(len(pipeline.LR_GRID), tune, targets, per_run, tuned)
-    print(f"study tuned: {len(tuned)} methods x {len(pipeline.LR_GRID)} learning rates x {tune} validation tasks = "
-          f"{tuned_val_s / 60:.1f} min (a third more for each rate the grid grows by); target runs at the chosen "
-          f"rates, at most {targets} tasks x {len(tuned)} methods "
-          f"= {tuned_target_s / 60:.1f} min; total at most {(tuned_val_s + tuned_target_s) / 60:.1f} min")
-    stages += [("source_joint", source_joint_s), ("source_target", source_target_s),
-               ("tuned_validation", tuned_val_s), ("tuned_target_at_most", tuned_target_s)]
+    stages += [("source_joint", source_joint_s), ("source_target", source_target_s)]
+    for name in ("tuned", "knowledge", "knowledge-joint", "inherit"):
+        study = pipeline.STUDIES[name].methods
+        (val_lo, val_hi), (target_lo, target_hi) = tuned_projection(len(pipeline.LR_GRID), tune, targets, per_run,
+                                                                    study)
+        print(f"study {name}: {len(study)} methods x {len(pipeline.LR_GRID)} learning rates x {tune} validation tasks, "
+              f"then the epochs' doublings = {val_lo / 60:.1f} to {val_hi / 60:.1f} min (a third of the rates' part "
+              f"more for each rate the grid grows by); target runs {targets} tasks x {len(study)} methods = "
+              f"{target_lo / 60:.1f} to {target_hi / 60:.1f} min; total {(val_lo + target_lo) / 60:.1f} to "
+              f"{(val_hi + target_hi) / 60:.1f} min (runs an earlier study holds are reused)")
+        stages += [(f"{name}_validation_at_least", val_lo), (f"{name}_validation_at_most", val_hi),
+                   (f"{name}_target_at_least", target_lo), (f"{name}_target_at_most", target_hi)]
+    seed = [m for m in pipeline.STUDIES["seed"].methods if m in ("learngene", "finetune-collective")]
+    seed_target = targets * sum(run_cost(per_run[k], m) for k in per_run for m in seed)
+    print(f"study seed: the collective model again {(collective_s + measure_s) / 60:.1f} min; {', '.join(seed)} from "
+          f"it on {targets} tasks = {seed_target / 60:.1f} to {pipeline.EPOCHS_TOP * seed_target / 60:.1f} min "
+          f"(at the knowledge study's epochs)")
+    stages += [("seed_collective", collective_s + measure_s), ("seed_target_at_least", seed_target),
+               ("seed_target_at_most", pipeline.EPOCHS_TOP * seed_target)]
     chain = min(released.RELEASED_CHAIN, targets)  # released.chain_length on the preset's split
     scratch_epochs = preset.get("released_scratch_epochs", released.RELEASED_SCRATCH_EPOCHS)
     released_s = released_projection(chain, scratch_epochs, args.epochs, targets, per_run)

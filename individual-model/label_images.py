@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import your_task  # noqa: E402
 from utils.cli import cli, require  # noqa: E402
-from utils.files import write_csv  # noqa: E402
+from utils.files import FolderLock, require_apart, require_replaceable, starts_with, write_csv  # noqa: E402
 from utils.repro import pick_device  # noqa: E402
 
 
@@ -27,18 +27,21 @@ def main(argv=None):
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
-    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
     require(not out.is_dir(), f"--out {out} is a folder; give a file name")
-    model, record = your_task.load_model(args.model)
-    files = your_task.image_files(args.path)
-    truth = your_task.true_classes(files, args.path, record["classes"]) if args.labelled else None
-    labels = your_task.predict(model, record, files, pick_device(args.no_cuda))
-    rows = [[str(f.relative_to(args.path)), c, round(q, 6)] for f, (c, q) in zip(files, labels)]
-    header = ["file", "class", "probability"]
-    if truth:
-        header.append("true_class")
-        rows = [[*row, t] for row, t in zip(rows, truth)]
-    write_csv(out, header, rows)
+    require_apart(out, [("--model", args.model), ("--path", args.path)])
+    # the output's folder is held from the check to the write: two runs to one --out cannot both believe it theirs
+    with FolderLock(out.parent if str(out.parent) else Path(".")):
+        require_replaceable(out, args.overwrite, starts_with(b"file,class,probability"))
+        model, record = your_task.load_model(args.model)
+        files = your_task.image_files(args.path)
+        truth = your_task.true_classes(files, args.path, record["classes"]) if args.labelled else None
+        labels = your_task.predict(model, record, files, pick_device(args.no_cuda))
+        rows = [[str(f.relative_to(args.path)), c, round(q, 6)] for f, (c, q) in zip(files, labels)]
+        header = ["file", "class", "probability"]
+        if truth:
+            header.append("true_class")
+            rows = [[*row, t] for row, t in zip(rows, truth)]
+        write_csv(out, header, rows)
     print(f"labelled {len(rows)} images of {args.path} into {out} ({len(record['classes'])} classes, "
           f"{record['method']} model, {record['test_accuracy']:.1f}% on its held-out images)")
     if truth:

@@ -23,7 +23,7 @@ from utils.cli import BATCH, COUNT, EWC_LAMBDA, FRACTION, LEARNING_RATE, SEED, c
 from utils.engine import PRECISIONS, resolve_precision  # noqa: E402
 from utils.ewc import RELEASED_LAMBDA  # noqa: E402
 from utils.fewshot import TrainSettings  # noqa: E402
-from utils.files import FolderLock, foreign_files, replace_dir, torch_save, write_json  # noqa: E402
+from utils.files import FolderLock, foreign_files, replace_dir, require_apart, torch_save, write_json  # noqa: E402
 from utils.repro import pick_device, provenance  # noqa: E402
 
 OUTPUTS = ("learngene.pt", "scratch.pt", "results.json")
@@ -49,12 +49,18 @@ def main(argv=None):
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = p.parse_args(argv)
     art = learngene.load(args.learngene)
-    out = Path(args.out)
-    if out.exists():
-        require(out.is_dir(), f"--out {out} exists and is not a folder")
-        foreign = foreign_files(out, OUTPUTS)
-        require(not foreign, f"{out} holds files this script did not write ({', '.join(foreign[:3])}); choose another --out")
-        require(args.overwrite or not any(out.iterdir()), f"{out} holds an earlier run's models: pass --overwrite to replace them")
+    out = Path(args.out).resolve()  # `--out .` is a folder with a name, the one the user is in
+    require_apart(out, [("--path", args.path), ("--learngene", args.learngene)])
+
+    def check_out():
+        if out.exists():
+            require(out.is_dir(), f"--out {out} exists and is not a folder")
+            foreign = foreign_files(out, OUTPUTS)
+            require(not foreign, f"{out} holds files this script did not write ({', '.join(foreign[:3])}); choose "
+                    f"another --out")
+            require(args.overwrite or not any(out.iterdir()), f"{out} holds an earlier run's models: pass --overwrite "
+                    f"to replace them")
+    check_out()  # before any work, and again once the lock is held (another run may have finished meanwhile)
     device = pick_device(args.no_cuda)
     source, data = your_task.read_task(args.path, art["image_size"], device, args.seed, args.test_fraction)
     lam, lam_note = (args.ewc_lambda, "given") if args.ewc_lambda is not None else your_task.tuned_lambda(args.learngene)
@@ -73,6 +79,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial"  # moved into place when every model is written; locked until then
     with FolderLock(tmp):
+        check_out()
         for name in OUTPUTS:  # an interrupted run's models are not mixed with this run's
             (tmp / name).unlink(missing_ok=True)
         for method in your_task.METHODS[:1] if args.no_scratch else your_task.METHODS:

@@ -62,10 +62,15 @@ def test_preset_costs_bench(tiny_split, tmp_path):
     table = {r["quantity"]: float(r["value"]) for r in rows(out)}
     units = [f"{kind}_images_per_s_{w}" for kind in ("collective", "eval") for w in ("base", "final")]
     stages = ["collective", "measurements", "tune", "individual", "budget_collective", "budget_target", "source_joint",
-              "source_target", "tuned_validation", "tuned_target_at_most", "released"]
+              "source_target", *(f"{study}_{part}_{bound}" for study in ("tuned", "knowledge", "knowledge-joint", "inherit")
+                                 for part in ("validation", "target") for bound in ("at_least", "at_most")),
+              "seed_collective", "seed_target_at_least", "seed_target_at_most", "released"]
     assert all(table[q] > 0 for q in units + [f"projected_minutes_cpu_{s}" for s in stages])
     assert {q for q in table if q.startswith("projected_minutes_")} == {f"projected_minutes_cpu_{s}" for s in stages}
     assert "source measurements (50 held-out images per class)" in proc.stdout
+    for study in ("tuned", "knowledge", "knowledge-joint", "inherit"):  # an upper bound is never below its lower
+        for part in ("validation", "target"):
+            assert table[f"projected_minutes_cpu_{study}_{part}_at_most"] >= table[f"projected_minutes_cpu_{study}_{part}_at_least"]
 
 
 def test_paired_runs_pairs_by_run_and_reads_either_unit(tmp_path):
@@ -108,9 +113,14 @@ def test_source_and_tuned_projections_count_every_run_once():
     assert joint == 300.0
     # frozen, permuted and joint learngene (2 each), the joint fine-tune (3) and probe (4); both shot counts (x 3)
     assert target == 3 * (2 + 2 + 2 + 3 + 4) * 3
-    validation, target = tuned_projection(3, 4, 20, per_run, ("scratch", "learngene", "finetune-collective"))
-    assert validation == 4 * (3 * (1 + 2 + 3) * 3 - 2 * 3)
-    assert target == 20 * (1 + 2 + 3) * 3
+    (low, high), (target_low, target_high) = tuned_projection(3, 4, 20, per_run, ("scratch", "learngene",
+                                                                                 "finetune-collective"))
+    rates = 4 * (3 * (1 + 2 + 3) * 3 - 2 * 3)
+    # then the schedule's doublings at the chosen rates: 60 epochs (2x) at least, 60 and 120 (2x + 4x) at most
+    assert low == rates + 4 * 2 * (1 + 2 + 3) * 3 and high == rates + 4 * (2 + 4) * (1 + 2 + 3) * 3
+    assert target_low == 20 * (1 + 2 + 3) * 3 and target_high == 4 * target_low
+    # a row of the source's architecture costs as the fine-tune, the lightweight model as the learngene
+    assert tuned_projection(3, 4, 20, per_run, ("first4-collective", "learngene-full"))[1][0] == 20 * (3 + 2) * 3
 
 
 def test_source_measurements_read_every_checkpoint_on_every_task_and_the_features_at_extraction():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import plots, report, stats
+from utils import heatmaps, plots, report, stats, study_figures
 from utils.runstore import RunKey
 
 PROV = {"commit": "abc123", "device": "cpu (test)", "time_utc": "2026-01-01T00:00:00Z", "command": "python x.py"}
@@ -92,8 +92,8 @@ def test_source_budget_figure_joins_its_points_along_the_axis(tmp_path):
     figure drawn from shuffled points is the figure drawn from sorted ones."""
     pts = [(48_000, -0.8, 2.0, False), (12_000, -1.1, 1.1, False), (108_000, -0.1, 4.0, False), (48_000, 0.5, 1.0, True)]
     source = {"features": [(48_000, 47.2, False), (12_000, 39.8, False), (108_000, 45.3, False)]}
-    plots.source_budget(tmp_path / "a.png", {10: {"learngene": pts}}, source, "test", PROV)
-    plots.source_budget(tmp_path / "b.png", {10: {"learngene": sorted(pts)}}, {"features": sorted(source["features"])},
+    study_figures.source_budget(tmp_path / "a.png", {10: {"learngene": pts}}, source, "test", PROV)
+    study_figures.source_budget(tmp_path / "b.png", {10: {"learngene": sorted(pts)}}, {"features": sorted(source["features"])},
                         "test", PROV)
     a, b = (np.asarray(Image.open(tmp_path / f).convert("L")) for f in ("a.png", "b.png"))
     assert a.shape == b.shape and (a != b).mean() < 1e-3  # the same picture (up to nothing but the dodge order)
@@ -107,7 +107,7 @@ def test_chain_position_figure(tmp_path):
                          "scratch, chained": (xs, np.array([49.0, 51.0, 53.0]), np.array([1.0, 2.0, 1.0])),
                          "scratch, fresh per task": (xs, np.array([49.0, 48.0, 50.0]), np.array([1.0, 1.0, 1.0]))}
               for row in ("clean protocol, chained", "released protocol") for k in (10, 20)}
-    plots.chain_positions(tmp_path / "c.png", panels, "test", PROV, ["caption"])
+    study_figures.chain_positions(tmp_path / "c.png", panels, "test", PROV, ["caption"])
     share, img = ink(tmp_path / "c.png")
     assert img.width >= 900 and img.height >= 600 and 0.02 < share < 0.5 and img.text["commit"] == "abc123"
 
@@ -116,10 +116,10 @@ def test_a_long_command_wraps_under_the_figure_instead_of_widening_it(tmp_path):
     """The accuracy matrix of few tasks is narrow; a long command line wraps beneath it, and the whole command is
     kept in the PNG's text chunks."""
     command = "python collective-model/val_lifelong_imagenet.py " + " ".join(f"--option{i} value{i}" for i in range(40))
-    plots.accuracy_matrix(tmp_path / "m.png", np.full((3, 3), 50.0), "matrix", provenance={**PROV, "command": command})
+    heatmaps.accuracy_matrix(tmp_path / "m.png", np.full((3, 3), 50.0), "matrix", provenance={**PROV, "command": command})
     _, img = ink(tmp_path / "m.png")
     short = tmp_path / "short.png"
-    plots.accuracy_matrix(short, np.full((3, 3), 50.0), "matrix", provenance=PROV)
+    heatmaps.accuracy_matrix(short, np.full((3, 3), 50.0), "matrix", provenance=PROV)
     assert img.width == Image.open(short).width <= 720
     assert img.height > Image.open(short).height + 18  # the command took more than one line
     assert img.text["command"] == command

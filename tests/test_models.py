@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from utils import criterion
-from utils import plots
+from utils import heatmaps
 from utils.engine import DeviceData, normalize
 from utils.ewc import EWC, fisher_diagonal
 from utils.models import (BASE_WIDTHS, WIDENING, CollectiveNet, IndividualNet, count_parameters,
@@ -165,7 +165,7 @@ def test_selection_rule_prefers_stable_over_merely_low():
 
 
 def test_heatmap_png(tmp_path):
-    plots.criterion_heatmap(*criterion.task_layer_matrix(synthetic_record({10, 11, 12})), tmp_path / "h.png", "test",
+    heatmaps.criterion_heatmap(*criterion.task_layer_matrix(synthetic_record({10, 11, 12})), tmp_path / "h.png", "test",
                             [10, 11, 12])
     from PIL import Image
     assert Image.open(tmp_path / "h.png").size[0] >= 400

@@ -14,6 +14,7 @@ from conftest import REPO, SCRIPT_PRECISION, SHARED, TINY, assert_clean_error, p
 
 import pipeline
 from utils import released
+from utils.cli import UserError
 
 # the smoke preset's stages: the EWC grid may grow upward (hundredfold) by what the validation tasks say, so the
 # tuning stages after the first three depend on the data; the studies always come last
@@ -251,3 +252,12 @@ def test_tuned_study_gives_each_method_the_learning_rate_its_validation_tasks_pr
         assert reads(r["result"]["method"], r["settings"])["lr"] == float(best[r["result"]["method"]])
     md = (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
     assert "### Study tuned" in md and "Learning rates of the tuned study chosen on the validation" in md
+
+
+def test_a_corrupt_record_of_stage_times_is_one_line(tmp_path):
+    for text in ("{not json", "[1, 2]", '{"collective": "long"}', '{"collective": -3}'):
+        (tmp_path / "stage_times.json").write_text(text)
+        with pytest.raises(UserError, match="is not a record of stage times"):
+            pipeline.StageClock(tmp_path / "stage_times.json")
+    (tmp_path / "stage_times.json").write_text('{"collective": 12.5}')
+    assert pipeline.StageClock(tmp_path / "stage_times.json").seconds == {"collective": 12.5}

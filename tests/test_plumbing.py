@@ -63,19 +63,35 @@ def github_anchor(heading):
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_every_link_of_the_readme_reaches_a_file_and_heading():
+DOCUMENTS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")), "bench/RESULTS.md"]
+
+
+def test_every_link_of_the_documents_reaches_a_file_and_heading():
+    """README.md, docs/*.md and bench/RESULTS.md: every relative link reaches a file of the repository (relative to
+    the document's folder) and, with a #fragment, a heading of that file; every document is linked from the README."""
+    anchors = {}
+
+    def anchors_of(path):
+        if path not in anchors:
+            anchors[path] = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)}
+        return anchors[path]
+    checked = 0
+    for name in DOCUMENTS:
+        doc = REPO / name
+        for link in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+://", link):
+                continue
+            path, _, fragment = link.partition("#")
+            target = (doc.parent / path).resolve() if path else doc
+            assert target.exists() and REPO in target.parents, f"{name} links to {path}, which is not in the repository"
+            if fragment:
+                assert target.suffix == ".md" and fragment in anchors_of(target), \
+                    f"{name} links to {link}, which no heading of {target.relative_to(REPO)} makes"
+            checked += 1
+    assert checked > 60
     readme = (REPO / "README.md").read_text()
-    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", readme, flags=re.M)}
-    links = re.findall(r"\]\(([^)\s]+)\)", readme)
-    assert len(links) > 20
-    for link in links:
-        if re.match(r"[a-z]+://", link):
-            continue
-        path, _, fragment = link.partition("#")
-        if path:
-            assert (REPO / path).exists(), f"README links to {path}, which is not in the repository"
-        elif fragment:
-            assert fragment in anchors, f"README links to #{fragment}, which no heading of it makes"
+    assert all(f"]({name})" in readme for name in DOCUMENTS[1:]), "a document the README does not link"
+    assert len(readme.encode()) < 15_000  # the front door: read in five minutes
 
 
 def test_printed_numbers_are_compared_within_their_last_printed_digit():
@@ -91,3 +107,17 @@ def test_printed_numbers_are_compared_within_their_last_printed_digit():
     assert printed_agrees("0.4923", exact, slack=2e-4)  # the slack of the files a value was recomputed from
     assert printed_numbers("    5  0.1234  0.0123  0.4921  <- learngene") == ["5", "0.1234", "0.0123", "0.4921"]
     assert printed_numbers("accuracy: -1.5e-3 and +2") == ["-1.5e-3", "+2"]
+
+
+ABSOLUTE = re.compile(r"(?<![\w.<>/-])/(?!path/to/|usr/|proc/|dev/|etc/)[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+")
+
+
+def test_no_committed_document_or_result_holds_a_local_absolute_path():
+    """What a reader gets names paths as they would type them (relative to the repository, <root>, ../shared/...,
+    /path/to/... placeholders), never the folders of the machine that made a result."""
+    files = [REPO / name for name in DOCUMENTS] + sorted((REPO / "results" / "reference").glob("*.md")) \
+        + sorted((REPO / "results" / "reference").glob("*.csv")) + sorted((REPO / "bench" / "results").glob("*.csv"))
+    found = {str(f.relative_to(REPO)): ABSOLUTE.findall(f.read_text()) for f in files}
+    assert {f: paths for f, paths in found.items() if paths} == {}
+    assert ABSOLUTE.findall("see /work/runs/cpu19/x and /tmp/a/b") == ["/work/runs", "/tmp/a"]
+    assert ABSOLUTE.findall("<root>/data/x, ../shared/data/t, /path/to/CUB_200_2011, https://a.org/b/c") == []

@@ -129,6 +129,16 @@ CASES = {
     "draw results: table missing": ("utils/draw_results.py", lambda i, o: [i.root / "none.csv"], "no such file"),
     "draw results: not a results table": ("utils/draw_results.py", lambda i, o: [i.file, "--out", o / "f.png"],
                                           "not a results table"),
+    "individual: --lr_of a method not trained": (
+        INDIVIDUAL, ["--methods", "scratch", "--lr_of", "learngene=0.01"], "--lr_of learngene: not among --methods"),
+    "individual: --epochs_of a method not trained": (
+        INDIVIDUAL, ["--methods", "scratch", "--epochs_of", "learngene=60"], "--epochs_of learngene: not among"),
+    "individual: --epochs_of repeated": (
+        INDIVIDUAL, ["--methods", "scratch", "--epochs_of", "scratch=60", "scratch=30"], "--epochs_of repeats scratch"),
+    "individual: --epochs_of 0": (INDIVIDUAL, ["--methods", "scratch", "--epochs_of", "scratch=0"], "an integer in"),
+    "pipeline: --studies repeated": (
+        "pipeline.py", lambda i, o: ["--preset", "smoke", "--root", o, "--studies", "individual", "individual"],
+        "--studies repeats individual"),
     "pipeline: --preset unknown": ("pipeline.py", lambda i, o: ["--preset", "huge"], "invalid choice"),
     "pipeline: --dataset unknown": ("pipeline.py", lambda i, o: ["--dataset", "mnist"], "invalid choice"),
     "pipeline: --precision unknown": ("pipeline.py", lambda i, o: ["--precision", "fp8"], "invalid choice"),
@@ -303,3 +313,19 @@ def test_an_interrupted_split_makers_folder_is_removed_by_the_next(tmp_path):
     assert not stale.exists() and "interrupted split maker" in proc.stdout
     assert (kept / "notes.txt").read_text() == "mine"
     assert (out / "manifest.json").exists() and not list(tmp_path.glob(f".split.partial-{os.getpid()}*"))
+
+
+def test_draw_results_never_writes_over_its_table_or_a_file_of_another_kind(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    table = tmp_path / "table.csv"
+    shutil.copyfile(REPO / "results" / "reference" / "tiny-imagenet-100-quick.csv", table)
+    (tmp_path / "mine.png").write_text("my notes, not a figure")
+    before = {f: f.read_bytes() for f in (table, tmp_path / "mine.png")}
+    for out, fragment in ((table, "is TABLE"), (tmp_path / "mine.png", "not a file this script writes")):
+        proc = run_in_process("utils/draw_results.py", [table, "--out", out, "--overwrite"], capsys)
+        assert_clean_error(proc, fragment)
+    assert before == {f: f.read_bytes() for f in before}
+    from utils import draw_results
+    draw_results.main([str(table), "--out", str(tmp_path / "f.png")])
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    draw_results.main([str(table), "--out", str(tmp_path / "f.png"), "--overwrite"])  # its own figure: replaced

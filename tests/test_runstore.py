@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import assert_clean_error, printed_agrees, run_script
 
+from utils import runstore
+from utils.cli import UserError
 from utils.methods import METHODS, reads
 
 IDENTITY = {"epochs": 30, "lr": 0.005, "ewc_lambda": 40000.0, "section": "target", "split_hash": "s",
@@ -101,3 +103,33 @@ def test_a_method_with_its_own_learning_rate_reads_that_rate_only():
     assert reads("scratch", own) == reads("scratch", IDENTITY) and reads("learngene", own) == reads("learngene", IDENTITY)
     assert reads("finetune-collective", own) != reads("finetune-collective", IDENTITY)
     assert reads("finetune-collective", own) == reads("finetune-collective", {**IDENTITY, "lr": 0.001})
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda r: r["result"].update(final_acc=float("nan")), "final_acc nan is not an accuracy"),
+    (lambda r: r["result"].update(final_acc=140.0), "final_acc 140.0 is not an accuracy"),
+    (lambda r: r["result"].update(best_acc="high"), "best_acc 'high' is not an accuracy"),
+    (lambda r: r["result"].pop("task"), "its task is missing"),
+    (lambda r: r["result"].update(shots=True), "its shots is missing or not an integer"),
+])
+def test_a_run_record_with_a_bad_field_is_refused_in_one_line_naming_the_file_and_field(tmp_path, edit, fragment):
+    row = {"settings": {"lr": 0.005}, "result": {"method": "scratch", "shots": 10, "task": 0, "seed": 0,
+                                                 "final_acc": 50.0, "best_acc": 52.0}}
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(row) + "\n")
+    assert [r["final_acc"] for _, r in runstore.records(good)] == [50.0]
+    edit(row)
+    bad = tmp_path / "runs.jsonl"
+    bad.write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=fragment) as refused:
+        list(runstore.records(bad))
+    assert str(bad) in str(refused.value) and "run 1" in str(refused.value)
+
+
+def test_a_refused_rerun_names_what_differs_even_a_setting_only_the_stored_runs_have(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    row = {"settings": {"lr": 0.005, "lr_of": {"scratch": 0.01}}, "result": {"method": "scratch", "shots": 10, "task": 0,
+                                                                            "seed": 0, "final_acc": 50.0}}
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=r"differs in: lr_of\)"):
+        runstore.RunStore(path, {"lr": 0.005})

@@ -2,6 +2,7 @@
 the model it saved (individual-model/label_images.py): end to end on real photos, the saved model reloaded giving
 the accuracy it recorded, the EWC strength read from the learngene's pipeline run, bad folders refused."""
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -81,6 +82,23 @@ def test_your_task_trains_saves_and_labels(photos, collective_run, tmp_path):
     assert_clean_error(proc, "pass --overwrite")
     proc = run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", tmp_path / "task", "--epochs", "1")
     assert_clean_error(proc, "pass --overwrite")
+    # an output never lands on an input, --overwrite or not: the model, one of the images, the images' folder
+    model = tmp_path / "task" / "learngene.pt"
+    image = next(p for p in sorted(photos.rglob("*.jpg")))
+    before = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in (model, image)}
+    for out, fragment in ((model, "is --model"), (image, "inside --path"), (photos / "labels.csv", "inside --path")):
+        proc = run_script(LABEL, "--model", model, "--path", photos, "--out", out, "--overwrite", "--no-cuda")
+        assert_clean_error(proc, fragment)
+    assert_clean_error(run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", photos / "task",
+                                  "--epochs", "1"), "inside --path")
+    # a file of another kind at --out is not replaced, even with --overwrite
+    (tmp_path / "notes.csv").write_text("my,own,table\n")
+    proc = run_script(LABEL, "--model", model, "--path", photos, "--out", tmp_path / "notes.csv", "--overwrite",
+                      "--no-cuda")
+    assert_clean_error(proc, "not a file this script writes")
+    assert (tmp_path / "notes.csv").read_text() == "my,own,table\n"
+    assert before == {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in (model, image)}
+    assert not (photos / "labels.csv").exists() and not (photos / "task").exists()
 
 
 def test_ewc_strength_is_read_from_the_learngenes_pipeline_run(tmp_path):

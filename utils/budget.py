@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import plots
+from utils import study_figures
 from utils.files import write_csv, write_json, write_text
 from utils.methods import BASELINE
 from utils.repro import provenance_lines
@@ -251,5 +251,5 @@ def draw(path, rows, records, name, prov):
     caption = [f"Hollow markers: the learning-rate point (lr {lr_point['lr']:g}, {lr_point['epochs_per_task']} "
                f"epochs per task); lines join the points at the preset's learning rate." if lr_point else
                "Lines join the points at the preset's learning rate."]
-    plots.source_budget(path, diffs, source, f"{name}: the learngene's value against its source's training", prov,
+    study_figures.source_budget(path, diffs, source, f"{name}: the learngene's value against its source's training", prov,
                         caption)

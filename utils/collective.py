@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils import learngene, plots, source
+from utils import heatmaps, learngene, source
 from utils.criterion import DEFAULT_THRESHOLD, GradientCriterion, describe, task_layer_matrix
 from utils.cli import (BATCH, CONV_LAYER, COUNT, EWC_LAMBDA, INDEX, LEARNING_RATE, MOMENTUM, SEED, WEIGHT_DECAY,
                        require)
@@ -126,7 +126,7 @@ def run(family, argv=None):
         artifact = learngene.extract(out, split, selection, config, state["record"], state["variant_record"],
                                      num_tasks, device, argv)
         if state["record"]:
-            plots.criterion_heatmap(*task_layer_matrix(state["record"]), out / "criterion_heatmap.png",
+            heatmaps.criterion_heatmap(*task_layer_matrix(state["record"]), out / "criterion_heatmap.png",
                                     f"{split.dataset}: fraction of conv weight-gradient entries with "
                                     f"{describe(settings.criterion_abs, DEFAULT_THRESHOLD)}", artifact["layers"],
                                     artifact["provenance"])

@@ -18,8 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import contrasts, report, source  # noqa: E402
 from utils.cli import EWC_LAMBDA, UserError, cli, require  # noqa: E402
+from utils.files import require_apart, require_replaceable, starts_with  # noqa: E402
 from utils.repro import provenance  # noqa: E402
 from utils.runstore import read_runs, record_file  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"  # the signature of the files this script writes
 
 
 @cli
@@ -78,7 +81,9 @@ def main(argv=None):
         require(runs and all(isinstance(r.get("curve"), list) and r["curve"] for r in runs.values()),
                 f"{runs_file} holds no runs with learning curves")
     for path in (out, curves_out):
-        require(path is None or args.overwrite or not path.exists(), f"{path} exists: pass --overwrite to replace it")
+        if path is not None:
+            require_apart(path, [("TABLE", table), *([("--runs", runs_file)] if args.runs else [])])
+            require_replaceable(path, args.overwrite, starts_with(PNG))
     name = args.title or table.stem
     prov = provenance(argv=argv)
     report.draw_forest(out, lines, name, prov, [f"Drawn from {table} (the table's own numbers)."])
@@ -113,7 +118,7 @@ def draw_heldout(run_dir, args, argv):
     require(matrix is not None and at is not None, f"--heldout {run_dir}: no heldout_accuracy.csv and "
             f"heldout_summary.json there (a collective run on a split made with --heldout_per_class writes them)")
     out = Path(args.out or run_dir / "heldout_matrix.png")
-    require(args.overwrite or not out.exists(), f"{out} exists: pass --overwrite to replace it")
+    require_replaceable(out, args.overwrite, starts_with(PNG))
     source.draw(out, matrix, at, args.title or f"{run_dir}: collective model's accuracy (%) on held-out images",
                 provenance(argv=argv))
     print(f"wrote {out}")

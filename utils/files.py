@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from utils.cli import UserError, require
-from utils.repro import PROVENANCE_COLUMNS
+from utils.repro import PROVENANCE_COLUMNS, for_display
 
 
 def _atomic(path, write):
@@ -34,6 +34,9 @@ def write_bytes(path, data):
 
 
 def write_text(path, text):
+    """Atomically; markdown and CSV, written for readers, name this machine's folders as a reader would type them."""
+    if Path(path).suffix in (".md", ".csv"):
+        text = for_display(text)
     write_bytes(path, text.encode())
 
 
@@ -98,6 +101,35 @@ def foreign_files(folder, ours):
             continue
         found.append(rel)
     return found
+
+
+def require_apart(out, inputs):
+    """Refuse an output path that is one of the inputs, or lies inside an input folder: a user's model, images or
+    table is never what a script writes over. inputs: (flag, path) pairs."""
+    target = Path(out).resolve()
+    for flag, path in inputs:
+        source = Path(path).resolve()
+        require(target != source and source not in target.parents, f"--out {out} is "
+                f"{'' if target == source else 'inside '}{flag} {path}: an output never replaces an input")
+
+
+def require_replaceable(path, overwrite, written_by):
+    """An existing output is replaced only with --overwrite and only if it is a file of the kind the script writes
+    (`written_by(path)` says so), never something else of the user's that happens to have its name."""
+    path = Path(path)
+    if not path.exists():
+        return
+    require(overwrite, f"{path} exists: pass --overwrite to replace it")
+    require(path.is_file() and written_by(path), f"{path} exists and is not a file this script writes: it is not "
+            f"replaced, even with --overwrite; choose another --out")
+
+
+def starts_with(prefix):
+    """written_by for require_replaceable: the file begins with these bytes (a PNG's signature, a CSV's header)."""
+    def check(path):
+        with open(path, "rb") as f:
+            return f.read(len(prefix)) == prefix
+    return check
 
 
 class FolderLock:

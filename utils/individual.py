@@ -175,8 +175,10 @@ def run(family, argv=None):
     reuse = [record_file(r) for r in args.reuse]
     for r in reuse:
         require(r.is_file(), f"--reuse {r}: no runs.jsonl there")
-    require_distinct([m for m, _ in args.lr_of], "--lr_of")
-    require_distinct([m for m, _ in args.epochs_of], "--epochs_of")
+    for flag, given in (("--lr_of", args.lr_of), ("--epochs_of", args.epochs_of)):
+        require_distinct([m for m, _ in given], flag)
+        stray = [m for m, _ in given if m not in args.methods]
+        require(not stray, f"{flag} {' '.join(stray)}: not among --methods ({' '.join(args.methods)})")
     # a method's own rate or length only where it differs from --lr, --epochs: the same computation keeps the same
     # identity
     lr_of = {m: lr for m, lr in args.lr_of if lr != args.lr}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import plots
+from utils import study_figures
 from utils.fewshot import RELEASED_CHAIN, Protocol
 from utils.files import write_csv, write_text
 from utils.repro import provenance_lines
@@ -257,7 +257,7 @@ def draw_overlap(path, overlaps, name, prov):
         return
     panels = {key: {label: (xs, np.array(m), np.array(c)) for label, (xs, m, c) in series.items()}
               for key, series in panels.items()}
-    plots.chain_positions(path, panels, f"{name}: accuracy by the classes the chain had already trained on", prov,
+    study_figures.chain_positions(path, panels, f"{name}: accuracy by the classes the chain had already trained on", prov,
                           ["Mean final accuracy over the chained tasks with that many of their 5 classes trained on "
                            "earlier in the chain; fresh scratch: the same tasks, each from a new model."],
                           xlabel="classes of the task trained on earlier in its chain (of 5)")
@@ -276,6 +276,6 @@ def draw(path, folders, name, prov):
                 "scratch, chained": positions(folders[chained_from], "scratch", k, folders[chained_from]),
                 "scratch, fresh per task": positions(folders[chained_from], "scratch", k, folders[chained_from],
                                                      fresh=folders[fresh_from])}
-    plots.chain_positions(path, panels, f"{name}: target accuracy by position in the chain", prov,
+    study_figures.chain_positions(path, panels, f"{name}: target accuracy by position in the chain", prov,
                           ["Mean over chains at each position; bar: 95% interval over chains (none with one chain). "
                            "Fresh scratch: the same tasks, each trained from a new model."])

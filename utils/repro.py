@@ -1,6 +1,7 @@
 """Provenance and seeding: what every result records about how it was made, and the seeds derived from it."""
 import datetime
 import hashlib
+import os
 import platform
 import shlex
 import subprocess
@@ -50,6 +51,19 @@ def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+ROOT_VARIABLE = "LEARNGENE_ROOT"  # the pipeline's --root, for its stages: shown as <root> in what a reader gets
+
+
+def for_display(text):
+    """`text` with this machine's folders as a reader would type them: the pipeline's --root as <root>, the shared
+    folder beside the repository as ../shared, and the repository itself as relative paths. Applied to what is
+    written for readers (markdown, CSV, figures), never to files the scripts read back."""
+    root = os.environ.get(ROOT_VARIABLE)
+    if root:
+        text = text.replace(str(Path(root).resolve()), "<root>")
+    return text.replace(str(REPO_ROOT.parent / "shared"), "../shared").replace(f"{REPO_ROOT}/", "")
 
 
 def cpu_model():

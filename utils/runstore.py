@@ -4,6 +4,7 @@ another identity is refused; and runs of other folders whose method reads the sa
 be reused instead of retrained, so presets and studies share what they have in common."""
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -94,10 +95,22 @@ def records(path):
             continue  # a line cut short by an interruption: that run is simply redone
     require(rows or not any(line.strip() for line in lines), f"{path} is not a record of this script's runs (no line "
             f"of it is JSON)")
-    for row in rows:
+    for number, row in enumerate(rows, 1):
         require(isinstance(row, dict) and isinstance(row.get("result"), dict) and isinstance(row.get("settings"), dict),
                 f"{path} is not a record of this script's runs (a line without settings and result)")
-        yield row["settings"], row["result"]
+        result = row["result"]
+        for field, kind in (("method", str), ("shots", int), ("task", int), ("seed", int)):
+            require(isinstance(result.get(field), kind) and not isinstance(result.get(field), bool),
+                    f"{path}, run {number}: its {field} is missing or not a{'n integer' if kind is int else ' name'}")
+        for field in ("final_acc", "best_acc"):
+            value = result.get(field)
+            require(field == "best_acc" and value is None or _percent(value),
+                    f"{path}, run {number} ({result['method']}): {field} {value!r} is not an accuracy in [0, 100]")
+        yield row["settings"], result
+
+
+def _percent(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 100
 
 
 def _load(path, identity):
@@ -105,7 +118,8 @@ def _load(path, identity):
     if not path.exists():
         return runs
     for stored, r in records(path):
+        differs = [k for k in dict.fromkeys([*identity, *stored]) if stored.get(k) != identity.get(k)]
         require(stored == identity, f"{path} holds runs made with other settings; use another --out or remove it "
-                f"(differs in: {', '.join(k for k in identity if stored.get(k) != identity[k])})")
+                f"(differs in: {', '.join(differs)})")
         runs[key_of(r)] = r
     return runs

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils import plots, stats
+from utils import heatmaps, stats, study_figures
 from utils.cli import require
 from utils.engine import DeviceData, autocast, normalize
 from utils.fewshot import conv_features
@@ -183,7 +183,7 @@ def describe_gaps(series):
 def draw_features(path, held, joint, title, prov):
     series = feature_series(held, joint)
     gaps = describe_gaps(series)
-    plots.source_features(path, series, title, prov, caption=[
+    study_figures.source_features(path, series, title, prov, caption=[
         f"Each base task's held-out images ({held['heldout_images_per_class']} per class), read through each "
         f"model's frozen conv features by a nearest-class-mean classifier (class means from the task's training "
         f"images). " + gaps[:1].upper() + gaps[1:] + "."])  # not str.capitalize, which lowers the rest
@@ -223,7 +223,7 @@ def draw(path, matrix, at, title, prov):
         caption.append(describe(at["last"]))
     if "features" in at:
         caption.append("after task {}: {}".format(at["features"]["after_task"], describe_features(at["features"])))
-    plots.accuracy_matrix(path, matrix, title, provenance=prov, caption=caption)
+    heatmaps.accuracy_matrix(path, matrix, title, provenance=prov, caption=caption)
 
 
 def measure(run_dir, split, num_tasks, extract_task, device, precision, seed, title, prov):
