@@ -22,6 +22,18 @@ COLLECTIVE = "collective-model/val_lifelong_imagenet.py"
 INDIVIDUAL = "individual-model/inheritable_imagenet_wEWC.py"
 
 
+def first(per_class):
+    return next(iter(per_class.values()))
+
+
+def add_class(task, other):
+    """A 6th class in a few-shot task, with images of another task's class: the hand edit a 5-way model cannot take."""
+    c = other["classes"][0]
+    task["classes"].append(c)
+    task["train"][c] = other["samples"][c][:2]
+    task["test"][c] = other["samples"][c][2:4]
+
+
 @pytest.fixture(scope="module")
 def inputs(tiny_split, collective_run, tmp_path_factory):
     """Damaged copies of the good inputs, made once."""
@@ -34,6 +46,9 @@ def inputs(tiny_split, collective_run, tmp_path_factory):
         "missing_key": lambda m: m.pop("continual"),
         "wrong_size": lambda m: m.update(image_size=64),
         "wrong_type": lambda m: m.update(target=[1, 2]),
+        "sixth_class": lambda m: add_class(m["target"]["2"][0], m["continual"][0]),
+        "test_leak": lambda m: first(m["target"]["2"][0]["test"]).append(first(m["target"]["2"][0]["train"])[0]),
+        "shots_short": lambda m: first(m["target"]["4"][0]["train"]).pop(),
     }.items():
         split = root / f"split-{name}"
         shutil.copytree(tiny_split, split)
@@ -120,6 +135,12 @@ CASES = {
         INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--collective", i.file], "corrupted"),
     "individual: manifest with an unknown sample": (
         INDIVIDUAL, lambda i, o: individual_args(i, o, i.manifests["unknown_id"]), "is not among the split's images"),
+    "individual: manifest with a sixth class in a task": (
+        INDIVIDUAL, lambda i, o: individual_args(i, o, i.manifests["sixth_class"]), "6 classes, not 5 distinct ones"),
+    "individual: manifest whose test images include a training image": (
+        INDIVIDUAL, lambda i, o: individual_args(i, o, i.manifests["test_leak"]), "both a training and a test image"),
+    "individual: manifest with a class short of its shots": (
+        INDIVIDUAL, lambda i, o: individual_args(i, o, i.manifests["shots_short"]), "without exactly 4 training images"),
     "individual: --out is a file": (INDIVIDUAL, lambda i, o: individual_args(i, i.file), "is not a folder"),
     "individual: --out under a file": (INDIVIDUAL, lambda i, o: individual_args(i, i.file / "results"), "a-file"),
     "individual: --reuse a folder without runs": (INDIVIDUAL, lambda i, o: [*individual_args(i, o), "--reuse", i.root],

@@ -48,7 +48,11 @@ def summarize(out, runs, study, argv):
             **study.protocol.identity(), "runs_trained": runs_trained(runs)}
     write_json(out / "provenance.json", prov)
     lrs = {m: study.settings_of(m).lr for m in METHODS} if study.lr_of else None  # each method's own rate
-    draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov, lrs)
+    epochs = {m: study.settings_of(m).epochs for m in METHODS} if study.epochs_of else None  # and schedule
+    about = (f"{study.num_tasks} {study.section} tasks per shot count, {len(study.seeds)} seed(s); "
+             + (f"SGD learning rate {study.settings.lr:g}" if not lrs else "each method at its own learning rate")
+             + (f", {study.settings.epochs} epochs" if not epochs else " and epochs (in its label)") + ".")
+    draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov, lrs, epochs, about)
     table = results_markdown(rows, study, prov)
     write_text(out / "results.md", table)
     print(table)
@@ -79,15 +83,19 @@ def runs_trained_line(trained):
     return "; ".join(parts) + "." if parts else ""
 
 
-def draw_figures(out, rows, runs, name, ewc_lambda, prov, lrs=None):
+def draw_figures(out, rows, runs, name, ewc_lambda, prov, lrs=None, epochs=None, about=""):
     """forest.png (the paired differences of the table's rows; none without scratch runs to pair with, as when
-    tuning the EWC strength on the learngene alone) and curves.png (accuracy per epoch of the runs). `lrs`: each
-    method's learning rate, where methods train at rates of their own: every line and the baseline say theirs."""
-    lines = forest_rows(rows, ewc_lambda, lrs)
+    tuning the EWC strength on the learngene alone) and curves.png (accuracy per epoch of the runs). `lrs`,
+    `epochs`: each method's learning rate and number of epochs, where methods train with their own: every line and
+    the baseline say theirs. `about`: the tasks, seeds and settings, under both figures."""
+    lines = forest_rows(rows, ewc_lambda, lrs, epochs)
+    caption = [about] if about else []
     if lines:
-        caption = [f"Each method at its own SGD learning rate; {BASELINE} at {lrs[BASELINE]:g}."] if lrs else []
-        draw_forest(out / "forest.png", lines, name, prov, caption)
-    draw_curves(out / "curves.png", runs, name, prov)
+        own = [f"{BASELINE} at {lrs[BASELINE]:g}" if lrs else "",
+               f"{epochs[BASELINE]} epochs" if epochs else ""]
+        draw_forest(out / "forest.png", lines, name, prov,
+                    caption + ([f"The baseline, {' and '.join(o for o in own if o)}."] if lrs or epochs else []))
+    draw_curves(out / "curves.png", runs, name, prov, caption)
 
 
 def draw_forest(path, lines, name, prov, caption=()):
@@ -101,7 +109,7 @@ def draw_curves(path, runs, name, prov, caption=()):
     plots.learning_curves(path, curves, f"{name}: test accuracy per epoch, mean over tasks", prov, caption)
 
 
-def forest_rows(rows, ewc_lambda=None, lrs=None):
+def forest_rows(rows, ewc_lambda=None, lrs=None, epochs=None):
     """The forest plot's lines from table rows (TABLE_HEADER lists, or the dicts of a results.csv): every method but
     the baseline, labelled with what distinguishes its settings (the EWC strength, the inherited layers, and its
     learning rate where `lrs` gives each method its own)."""
@@ -118,6 +126,8 @@ def forest_rows(rows, ewc_lambda=None, lrs=None):
             settings.append(f"EWC {float(ewc_lambda):g}")
         if lrs:
             settings.append(f"lr {lrs[r['method']]:g}")
+        if epochs:
+            settings.append(f"{epochs[r['method']]} epochs")
         label = r["method"] + (f" ({', '.join(settings)})" if settings else "")
         ci = r["diff_ci95"]
         lines.append({"shots": int(r["shots"]), "label": label, "diff": float(r["diff_vs_scratch"]),

@@ -282,14 +282,29 @@ def check_manifest(m, where):
                       for k, section_tasks in m[section].items() for t, task in enumerate(section_tasks)]
         if "heldout" in m:
             tasks.append(("held-out images", {"classes": list(m["heldout"]), "heldout": m["heldout"]}, ("heldout",)))
+        ways = m.get("ways", WAYS)
         for name, task, parts in tasks:
+            if name != "held-out images" and (len(task["classes"]) != ways or len(set(task["classes"])) != ways):
+                bad(f"{name}: {len(task['classes'])} classes, not {ways} distinct ones")
             for part in parts:
                 if list(task[part]) != list(task["classes"]):
                     bad(f"{name}: its {part} classes are not its classes")
                 unknown = [i for c in task["classes"] for i in task[part][c] if i not in ids]
                 if unknown:
                     bad(f"{name}: sample id {unknown[0]!r} is not among the split's images")
-    except (KeyError, TypeError, AttributeError) as e:
+                if part != "heldout" and not all(task[part][c] for c in task["classes"]):
+                    bad(f"{name}: a class without {part} images")
+            if "test" in task:  # what a few-shot task trains on is never what it is tested on
+                shared = {i for c in task["classes"] for i in task["train"][c]} & \
+                    {i for c in task["classes"] for i in task["test"][c]}
+                if shared:
+                    bad(f"{name}: sample {sorted(shared)[0]!r} is both a training and a test image")
+        for section in ("target", "validation"):
+            for k, section_tasks in m[section].items():
+                for t, task in enumerate(section_tasks):
+                    if any(len(task["train"][c]) != int(k) for c in task["classes"]):
+                        bad(f"{section} {k}-shot task {t}: a class without exactly {k} training images")
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
         bad(f"missing or wrong-typed entry {e}")
 
 
