@@ -2,6 +2,8 @@
 the official CUB-200-2011 split honoured, byte-identical reruns, bad folders refused, and the pipeline on one."""
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from conftest import TINY, assert_clean_error, needs_tiny, run_script
 from PIL import Image
 
 from utils import sources, splits
+from utils.cli import UserError
 
 MAKER = "utils/data_imagenet_mk.py"
 
@@ -183,3 +186,30 @@ def test_the_smoke_pipeline_runs_on_an_image_folder(tmp_path):
     table = (tmp_path / "out" / "results" / "folder-smoke.md").read_text()
     assert "learngene" in table and "scratch" in table
     assert (tmp_path / "out" / "results" / "folder-smoke-heatmap.png").is_file()
+
+
+@pytest.mark.parametrize("mode, top", [("I;16", 65535), ("I", 65535), ("F", 1.0), ("L", 255)])
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path, mode, top):
+    """A grey ramp from black to white in a 16-bit PNG, a 32-bit integer image and a float image in [0, 1] reads as
+    the same 8-bit ramp an 8-bit image gives (PIL's convert("RGB") alone leaves 97% of a 16-bit ramp at 255)."""
+    import io
+    from utils.sources import _decode
+    ramp = np.linspace(0, top, 64 * 64).reshape(64, 64)
+    image = Image.fromarray(ramp.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32, "L": np.uint8}[mode]),
+                            mode if mode != "I;16" else None)
+    buf = io.BytesIO()
+    image.save(buf, format="TIFF" if mode in ("I", "F") else "PNG")
+    rgb = np.asarray(_decode(buf.getvalue(), "ramp"))
+    expected = np.linspace(0, 255, 64 * 64).reshape(64, 64)
+    assert rgb.shape == (64, 64, 3) and np.abs(rgb[..., 0] - expected).max() <= 1.0
+    assert (rgb[..., 0] == 255).mean() < 0.01
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_in_one_line(tmp_path):
+    raw = tmp_path / "raw"
+    for name in (b"cats", b"dogs-\xff"):
+        folder = Path(os.fsdecode(bytes(raw) + b"/" + name))
+        folder.mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "a.png")
+    with pytest.raises(UserError, match=r"dogs-\\udcff: the name is not valid UTF-8"):
+        sources.image_folder(raw, 0, 0.5)

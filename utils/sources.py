@@ -133,9 +133,22 @@ def cifar100(root, verify=True, download=False):
 # ---------------------------------------------------------------- JPEG helpers
 def _decode(raw, where):
     try:
-        return Image.open(io.BytesIO(raw)).convert("RGB")
+        return _to_rgb(Image.open(io.BytesIO(raw)))
     except Exception as e:  # PIL raises many types for a broken file
         raise UserError(f"cannot decode image {where}: {type(e).__name__}: {e}")
+
+
+def _to_rgb(img):
+    """8-bit RGB. PIL's own conversion clips a high-bit-depth grey image (16-bit PNG, 32-bit integer or float TIFF)
+    at 255 instead of scaling it: 16-bit values are scaled by 255/65535, floats in [0, 1] by 255."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode == "F" and a.max(initial=0) <= 1.0:
+            a = a * 255
+        elif img.mode != "F" and (img.mode.startswith("I;16") or a.max(initial=0) > 255):
+            a = a / 257
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
 
 
 # ---------------------------------------------------------------- Tiny-ImageNet-100 (offline, npz of JPEGs)
@@ -330,12 +343,23 @@ def _class_files(folder, prefix):
     for d in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
         require(d.is_dir(), f"{d} is a file where class folders are expected ({folder}/<class>/<image>)")
         names = sorted(p for p in d.iterdir() if not p.name.startswith("."))
+        for path in (d, *names):  # a name the file system holds as bytes that are not UTF-8 (class names are text)
+            require(_utf8(path.name), f"{folder}/{ascii(path.relative_to(folder).as_posix())[1:-1]}: the name is not "
+                    f"valid UTF-8; rename it (class names and file names are written to the results as text)")
         odd = [p for p in names if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES]
         require(not odd, f"{odd[0] if odd else d} is not an image file (a class folder holds only "
                 f"{', '.join(IMAGE_SUFFIXES)} files)")
         require(names, f"class folder {d} holds no images")
         per_class[d.name] = [f"{prefix}{d.name}/{p.name}" for p in names]
     return per_class
+
+
+def _utf8(name):
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # Python holds undecodable bytes of a file name as lone surrogates
+        return False
 
 
 def _held_out(per_class, fraction, seed):
