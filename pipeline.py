@@ -304,7 +304,8 @@ def main(argv=None):
     cuda = (["--no-cuda"] if args.no_cuda else []) + ["--precision", args.precision]
     maker = "utils/data_cifar_mk.py" if scripts == "cifar100" else "utils/data_imagenet_mk.py"
     if not (split / "manifest.json").exists():
-        from utils.splits import open_raw, read_class_split
+        from utils.split_maker import open_raw
+        from utils.splits import read_class_split
         open_raw(args.dataset, data)  # a missing, truncated or foreign raw file is one line before anything is written
         if args.class_split:
             read_class_split(args.class_split)

@@ -13,7 +13,7 @@ from conftest import assert_clean_error, run_script
 from utils import contrasts, fewshot, learngene, methods
 from utils.cli import UserError
 from utils.joint import load as load_joint
-from utils.models import POOL_AFTER, IndividualNet, widths_at
+from utils.models import POOL_AFTER, CollectiveNet, IndividualNet, widths_at
 from utils.runstore import RunKey
 from utils.splits import Split
 
@@ -182,7 +182,8 @@ def test_a_source_without_a_layer_of_some_blocks_shape_is_refused_in_one_line(co
     """A collective checkpoint whose conv widths give a block of the lightweight model no layer of its shape is
     refused before anything trains or is written."""
     ck = torch.load(collective_run / "checkpoints" / "task_002.pt", weights_only=True)
-    ck["widths"] = [64] * 13
+    ck["widths"] = [64] * 13  # a whole, consistent network, only narrower everywhere
+    ck["model"] = CollectiveNet(ck["widths"], ck["config"]["image_size"], ck["config"]["num_outputs"]).state_dict()
     torch.save(ck, tmp_path / "narrow.pt")
     proc = run_script("individual-model/inheritable_imagenet_wEWC.py", "--path", tiny_split, "--learngene",
                       collective_run / "learngene.pt", "--collective", tmp_path / "narrow.pt", "--methods",

@@ -16,7 +16,8 @@ from conftest import TINY, printed_agrees, printed_numbers, run_script
 from utils import criterion, fewshot, learngene, methods
 from utils.engine import batch_indices
 from utils.runstore import RunKey
-from utils.splits import Split, open_raw
+from utils.split_maker import open_raw
+from utils.splits import Split
 
 
 def test_criterion_scores_are_mean_plus_std_over_tasks_of_per_task_means(collective_run):

@@ -350,10 +350,18 @@ def test_the_contrasts_are_drawn_again_from_stored_runs(tmp_path, capsys):
     assert "| 10 | learngene-joint minus learngene | the joint source's layers" in md and "| 2 | +5.0 | ±0.0 |" in md
     for refused, message in ((args, "exists: pass --overwrite"),  # nothing replaced unasked
                              (["--contrasts", str(tmp_path / "individual"), "--out", str(tmp_path)],
-                              "no control and the row it stands in for")):
+                              "no contrast of the set has both of its rows' runs there")):
         with pytest.raises(SystemExit) as stop:
             draw_results.main(refused)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+    # a knowledge study's contrasts and ladder, its rows at their own rates
+    write_runs(tmp_path / "knowledge" / "runs.jsonl", [(m, 10, t, a + t) for m, a in (("scratch-collective", 40.0),
+                                                                                      ("first4-collective", 43.0))
+                                                       for t in range(2)])
+    draw_results.main(["--contrasts", str(tmp_path / "knowledge"), "--contrast_set", "knowledge"])
+    md = (tmp_path / "knowledge" / "contrasts.md").read_text()
+    assert "| 10 | first4-collective minus scratch-collective |" in md and "| 2 | +3.0 | ±0.0 |" in md
+    assert (tmp_path / "knowledge" / "ladder.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_each_methods_number_of_epochs_is_chosen_on_validation_tasks_at_its_own_rate(tmp_path, monkeypatch):

@@ -9,14 +9,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import splits  # noqa: E402
+from utils import split_maker  # noqa: E402
 from utils.cli import cli  # noqa: E402
 
 
 @cli
 def main(argv=None):
-    p = splits.maker_parser(__doc__.splitlines()[0], ["imagenet100", "tiny-imagenet-100", "folder"])
-    splits.run_maker(p, argv)
+    p = split_maker.maker_parser(__doc__.splitlines()[0], ["imagenet100", "tiny-imagenet-100", "folder"])
+    split_maker.run_maker(p, argv)
 
 
 if __name__ == "__main__":

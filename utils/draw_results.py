@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import contrasts, report, source  # noqa: E402
+from utils import contrasts, ladder, report, source  # noqa: E402
 from utils.cli import EWC_LAMBDA, UserError, cli, require  # noqa: E402
 from utils.files import require_apart, require_replaceable, starts_with  # noqa: E402
 from utils.repro import provenance  # noqa: E402
@@ -36,6 +36,11 @@ def main(argv=None):
                    "files (or their folders) of a source study and of the studies it reused, first the source study's: "
                    "each control against the row it stands in for, as contrasts.{csv,md,png} in --out (a folder; "
                    "default: the first's)")
+    p.add_argument("--contrast_set", choices=list(contrasts.SETS), default="source", help="with --contrasts: which "
+                   "study's contrasts (source: each control against the row it stands in for; knowledge: each whole-"
+                   "network row against the capacity control, and the ladder figure; inherit: the lightweight model "
+                   "against its alternatives); knowledge and inherit pair rows at their own validation-chosen "
+                   "learning rates and epochs")
     p.add_argument("--out", default=None, metavar="OUTFILE", help="PNG to write (default: the table's name with -forest.png)")
     p.add_argument("--title", default=None, metavar="TEXT", help="what the figure shows (default: the table's file name)")
     p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=None, help="the EWC strength of the table's EWC rows, "
@@ -49,9 +54,10 @@ def main(argv=None):
     require(sum(x is not None for x in (args.table, args.heldout, args.contrasts)) == 1,
             "give a results TABLE, --heldout RUN or --contrasts RUNS, one of them")
     if args.heldout:
-        return draw_heldout(Path(args.heldout), args, argv)
+        return draw_heldout(Path(args.heldout), args.out, args.title, args.overwrite, argv)
     if args.contrasts:
-        return draw_contrasts([record_file(r) for r in args.contrasts], args, argv)
+        return draw_contrasts([record_file(r) for r in args.contrasts], args.out, args.title, args.overwrite, argv,
+                              args.contrast_set)
     table = Path(args.table)
     require(table.is_file(), f"{table}: no such file")
     try:
@@ -93,23 +99,32 @@ def main(argv=None):
         print(f"wrote {curves_out}")
 
 
-def draw_contrasts(files, args, argv):
+def draw_contrasts(files, out, title, overwrite, argv, contrast_set="source"):
+    """contrasts.{csv,md,png} into the folder `out` (default: the first file's) from the runs of `files`, and for the
+    knowledge studies' set the ladder figure (ladder.png)."""
     for f in files:
         require(f.is_file(), f"--contrasts {f}: no such file")
-    out = Path(args.out or files[0].parent)
+    out = Path(out or files[0].parent)
     require(out.is_dir(), f"--out {out}: no such folder (--contrasts writes contrasts.{{csv,md,png}} into a folder)")
     written = [out / f"contrasts.{e}" for e in ("csv", "md", "png")]
-    require(args.overwrite or not any(w.exists() for w in written), f"{out / 'contrasts.csv'} exists: pass "
+    require(overwrite or not any(w.exists() for w in written), f"{out / 'contrasts.csv'} exists: pass "
             f"--overwrite to replace it")
     try:
-        rows = contrasts.report(out, files, args.title or f"contrasts of {files[0]}", provenance(argv=argv))
+        rows = contrasts.report(out, files, title or f"contrasts of {files[0]}", provenance(argv=argv), contrast_set,
+                                own_schedule=contrast_set != "source")
     except (KeyError, TypeError) as e:
         raise UserError(f"--contrasts: a run there lacks what a run of the individual script records ({e})")
-    require(rows, "--contrasts: no control and the row it stands in for both have runs there")
+    require(rows, "--contrasts: no contrast of the set has both of its rows' runs there")
+    if contrast_set == "knowledge":
+        runs = {key: result for key, (_, result) in contrasts.read_folders(files).items()}
+        ladder.draw(out / "ladder.png", runs, f"{title or files[0]}: where the knowledge sits",
+                    {**provenance(argv=argv), "device": "none (computed from the stored runs)"})
+        written.append(out / "ladder.png")
     print(f"wrote {', '.join(map(str, written))}")
 
 
-def draw_heldout(run_dir, args, argv):
+def draw_heldout(run_dir, out, title, overwrite, argv):
+    """The held-out accuracy matrix of a collective run, as `out` (default: <run>/heldout_matrix.png)."""
     require(run_dir.is_dir(), f"--heldout {run_dir}: no such folder")
     try:
         matrix, at = source.read_matrix(run_dir), source.read_summary(run_dir)
@@ -117,9 +132,9 @@ def draw_heldout(run_dir, args, argv):
         raise UserError(f"--heldout {run_dir}: its heldout_accuracy.csv or heldout_summary.json is damaged ({e})")
     require(matrix is not None and at is not None, f"--heldout {run_dir}: no heldout_accuracy.csv and "
             f"heldout_summary.json there (a collective run on a split made with --heldout_per_class writes them)")
-    out = Path(args.out or run_dir / "heldout_matrix.png")
-    require_replaceable(out, args.overwrite, starts_with(PNG))
-    source.draw(out, matrix, at, args.title or f"{run_dir}: collective model's accuracy (%) on held-out images",
+    out = Path(out or run_dir / "heldout_matrix.png")
+    require_replaceable(out, overwrite, starts_with(PNG))
+    source.draw(out, matrix, at, title or f"{run_dir}: collective model's accuracy (%) on held-out images",
                 provenance(argv=argv))
     print(f"wrote {out}")
 

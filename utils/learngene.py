@@ -77,17 +77,44 @@ def make_artifact(model_state, widths, layers, *, dataset, image_size, source_ta
     }
 
 
+def _integer(v, low, high):
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def check_artifact(art, path):
+    """Every field a reader uses, with the types and shapes it needs: a hand-edited or damaged artifact is one line
+    naming the file and the field, before any model is built from it."""
+    def bad(what):
+        raise UserError(f"{path} is a damaged learngene artifact ({what})")
+    import torch
+    if not (isinstance(art.get("dataset"), str) and _integer(art.get("image_size"), 8, 4096)):
+        bad(f"dataset {art.get('dataset')!r}, image size {art.get('image_size')!r}")
+    blocks, layers, state = art.get("blocks"), art.get("layers"), art.get("state")
+    if not (isinstance(blocks, list) and blocks and isinstance(layers, list) and len(layers) == len(blocks)
+            and all(_integer(i, 0, 1000) for i in layers) and layers == list(range(layers[0], layers[0] + len(layers)))):
+        bad(f"blocks {blocks!r:.80} for layers {layers!r:.80}: one block per consecutive conv layer")
+    if not all(isinstance(b, list) and len(b) == 3 and _integer(b[0], 1, 100000) and _integer(b[1], 1, 100000)
+               and isinstance(b[2], bool) for b in blocks):
+        bad("a block is not [in channels, out channels, pooled]")
+    if not all(blocks[j][1] == blocks[j + 1][0] for j in range(len(blocks) - 1)):
+        bad("a block's input width is not the previous block's output width")
+    if not (isinstance(state, dict) and set(state) == {f"{j}.{n}" for j in range(len(blocks)) for n in BLOCK_TENSORS}):
+        bad("its state does not hold exactly the blocks' conv and BatchNorm tensors")
+    for j, (cin, cout, _) in enumerate(blocks):
+        for name in BLOCK_TENSORS:
+            t = state[f"{j}.{name}"]
+            shape = (cout, cin, 3, 3) if name == "conv.weight" else () if name == "bn.num_batches_tracked" else (cout,)
+            if not (isinstance(t, torch.Tensor) and tuple(t.shape) == shape):
+                bad(f"block {j} {name}: {type(t).__name__} {tuple(getattr(t, 'shape', ()))}, its header says {shape}")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad(f"block {j} {name} holds non-finite values")
+
+
 def load(path, dataset=None, image_size=None):
     """Load and check a learngene artifact; a foreign, corrupt or mismatched file is a UserError."""
     art = torch_load(path, "learngene artifact")
     require(isinstance(art, dict) and art.get("format") == FORMAT, f"{path} is not a learngene artifact ({FORMAT})")
-    try:
-        for j, (cin, cout, _) in enumerate(art["blocks"]):
-            w = art["state"][f"{j}.conv.weight"]
-            require(tuple(w.shape) == (cout, cin, 3, 3), f"{path}: block {j} holds a {tuple(w.shape)} conv, "
-                    f"its header says {(cout, cin, 3, 3)}")
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path} is an incomplete learngene artifact (missing {e})")
+    check_artifact(art, path)
     if dataset is not None:
         require(art["dataset"] == dataset, f"{path} is a learngene from {art['dataset']}; the split is {dataset}")
     if image_size is not None:

@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 
 from utils import learngene
-from utils.cli import require
+from utils.cli import UserError, require
 from utils.files import torch_load
-from utils.models import HIDDEN, CollectiveNet, IndividualNet
+from utils.models import BASE_WIDTHS, HIDDEN, CollectiveNet, IndividualNet
 
 
 # the ladder's rungs: how many of the source's first conv blocks a rung keeps (each a pooling stage's end: the
@@ -172,12 +172,41 @@ def load_collective(path, art, split):
     ck = torch_load(path, "collective checkpoint")
     require(isinstance(ck, dict) and {"config", "widths", "model", "task"} <= set(ck),
             f"{path} is not a collective checkpoint of this project")
+    check_checkpoint(ck, path)
     require(ck["config"].get("dataset") == split.dataset and ck["config"].get("image_size") == split.image_size,
             f"{path} is a collective model of {ck['config'].get('dataset')} at {ck['config'].get('image_size')}px; "
             f"the split is {split.dataset} at {split.image_size}px")
     ck["path"] = str(path)
     return ck
 
+
+
+def _integer(v, low, high):
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def check_checkpoint(ck, path):
+    """A collective checkpoint's fields, and its weights' names and shapes against the network its widths make (built
+    on the meta device: no memory), every weight finite: a damaged file is one line naming the file and the field."""
+    def bad(what):
+        raise UserError(f"{path} is a damaged collective checkpoint ({what})")
+    config, widths, state = ck["config"], ck["widths"], ck["model"]
+    if not (isinstance(config, dict) and isinstance(config.get("dataset"), str)
+            and _integer(config.get("image_size"), 8, 4096) and _integer(config.get("num_outputs"), 1, 100000)):
+        bad("its config's dataset, image_size or num_outputs")
+    if not (isinstance(widths, list) and len(widths) == len(BASE_WIDTHS) and all(_integer(w, 1, 100000) for w in widths)):
+        bad(f"widths {widths!r:.80}")
+    if not (_integer(ck["task"], 0, 100000) and isinstance(state, dict)):
+        bad("its task or its weights")
+    with torch.device("meta"):
+        expected = CollectiveNet(widths, config["image_size"], config["num_outputs"]).state_dict()
+    if set(state) != set(expected):
+        bad(f"its weights are not the network's ({sorted(set(state) ^ set(expected))[0]})")
+    for name, t in state.items():
+        if not (isinstance(t, torch.Tensor) and t.shape == expected[name].shape):
+            bad(f"{name}: {tuple(getattr(t, 'shape', ()))}, the widths say {tuple(expected[name].shape)}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad(f"{name} holds non-finite values")
 
 
 def collective_net(collective, trained=True):

@@ -1,0 +1,153 @@
+"""Every file the scripts read back, damaged mechanically: for each kind (a split's manifest, a runs.jsonl, the
+pipeline's stage times, a learngene artifact, a collective checkpoint, a your-task model), a valid file made by the
+scripts, then one variant per field and damage (the field removed, its value replaced by NaN, infinity, a wrong
+type, a list, a negative or out-of-range number; a line duplicated; the file cut short). Each variant is either
+refused in one line (a UserError naming the file) or read into something the code then uses without failing: never
+a traceback, never a file written. The science's own fields (accuracies, a task's classes) are refused outright
+(tests/test_reliability.py, test_runstore.py)."""
+import copy
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from utils import learngene, methods, runstore
+from utils.cli import UserError
+from utils.models import IndividualNet
+from utils.splits import Split
+
+DAMAGES = {"removed": ..., "nan": math.nan, "infinity": math.inf, "text": "x", "list": [1], "negative": -1,
+           "huge": 10 ** 9, "none": None}
+
+
+def paths(obj, prefix=(), depth=4):
+    """Paths to the values of nested dicts (and the first element of lists), `depth` levels down at most."""
+    if depth == 0:
+        return
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj[:1]) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield (*prefix, key)
+        yield from paths(value, (*prefix, key), depth - 1)
+
+
+def damaged(obj, path, damage):
+    out = copy.deepcopy(obj)
+    parent = out
+    for key in path[:-1]:
+        parent = parent[key]
+    if damage == "removed":
+        if isinstance(parent, list):
+            parent.pop(path[-1])
+        else:
+            del parent[path[-1]]
+    else:
+        parent[path[-1]] = DAMAGES[damage]
+    return out
+
+
+def variants(obj, depth=4):
+    return [(f"{'/'.join(map(str, p))} {d}", damaged(obj, p, d)) for p in paths(obj, depth=depth) for d in DAMAGES]
+
+
+def sweep(kind, cases, read, use, where):
+    """Each case read and, if accepted, used; returns how many were refused. Fails, listing them, on the cases that
+    raised anything but a one-line UserError naming `where`."""
+    refused, broken = 0, []
+    for name, case in cases:
+        try:
+            value = read(case)
+        except UserError as e:
+            if str(where) in str(e) and "\n" not in str(e).strip():
+                refused += 1
+            else:
+                broken.append(f"{name}: refused without naming the file, or in several lines: {e}")
+            continue
+        except Exception as e:  # noqa: BLE001 - the point: no other exception may escape
+            broken.append(f"{name}: read raised {type(e).__name__}: {e}")
+            continue
+        try:
+            use(value)
+        except Exception as e:  # noqa: BLE001
+            broken.append(f"{name}: accepted, then {type(e).__name__}: {e}")
+    print(f"{kind}: {len(cases)} damaged files, {refused} refused in one line, {len(cases) - refused - len(broken)} "
+          f"read and used")
+    assert not broken, f"{len(broken)} of {len(cases)} damaged {kind} files:\n" + "\n".join(broken[:40])
+    return refused
+
+
+@pytest.fixture
+def split_copy(tiny_split, tmp_path):
+    out = tmp_path / "split"
+    shutil.copytree(tiny_split, out)
+    return out
+
+
+def read_every_task(split):
+    for t in range(len(split.manifest["continual"])):
+        split.continual(t)
+    for section in ("target", "validation"):
+        for k in split.manifest["shots"]:
+            for t in range(split.num_few_shot(section, k)):
+                split.few_shot(section, int(k), t)
+    if "heldout" in split.manifest:
+        for t in range(len(split.manifest["continual"])):
+            split.heldout(t)
+
+
+def test_a_damaged_manifest_is_refused_or_read_whole(split_copy):
+    manifest = json.loads((split_copy / "manifest.json").read_text())
+    cases = variants(manifest, depth=5)
+
+    def read(case):
+        (split_copy / "manifest.json").write_text(json.dumps(case))
+        return Split(split_copy)
+    refused = sweep("split manifest", cases, read, read_every_task, split_copy)  # the manifest, or images.npy
+    assert len(cases) > 300 and refused > len(cases) // 2
+    (split_copy / "manifest.json").write_text(json.dumps(manifest)[:-40])  # cut short
+    with pytest.raises(UserError, match="not valid JSON"):
+        Split(split_copy)
+
+
+def test_a_damaged_runs_record_is_refused_or_read(tmp_path):
+    row = {"settings": {"epochs": 30, "lr": 0.005, "split_hash": "s", "section": "target"},
+           "result": {"method": "learngene", "shots": 10, "task": 0, "seed": 0, "final_acc": 50.0, "best_acc": 52.0,
+                      "curve": [[30, 0.5, 90.0, 50.0, 0.1]]}}
+    path = tmp_path / "runs.jsonl"
+    cases = [(name, [case]) for name, case in variants(row)] + [("a duplicated line", [row, row])]
+    def read(lines):
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        return list(runstore.records(path))
+    refused = sweep("runs.jsonl", cases, read, lambda rows: runstore.RunStore(path, rows[0][0]) if rows else None, path)
+    assert refused >= 20
+
+
+@pytest.fixture
+def learngene_copy(collective_run):
+    return torch.load(collective_run / "learngene.pt", weights_only=True)
+
+
+def test_a_damaged_learngene_is_refused_or_inherited(learngene_copy, tmp_path):
+    path = tmp_path / "learngene.pt"
+
+    def read(case):
+        torch.save(case, path)
+        return learngene.load(path)
+
+    def use(art):
+        learngene.inherit(IndividualNet(art["blocks"], art["image_size"]), art)
+    cases = variants({k: v for k, v in learngene_copy.items()}, depth=2)
+    refused = sweep("learngene artifact", cases, read, use, path)
+    assert refused > len(cases) // 3
+
+
+def test_a_damaged_collective_checkpoint_is_refused_or_built(collective_run, tiny_split, learngene_copy, tmp_path):
+    ck = torch.load(learngene_copy["collective_checkpoint"], weights_only=True)
+    path, split = tmp_path / "task.pt", Split(tiny_split)
+
+    def read(case):
+        torch.save(case, path)
+        return methods.load_collective(path, learngene_copy, split)
+    refused = sweep("collective checkpoint", variants(ck, depth=2), read, methods.collective_net, path)
+    assert refused > 10
