@@ -8,17 +8,20 @@
 accuracy), train/<class>/ beside test/<class>/ (or val/), or CUB-200-2011. The models train exactly as the paper's
 target tasks (the individual script's defaults: 30 epochs, batch 32, lr 0.005, EWC on the inherited blocks), at
 the learngene's image size; the EWC strength is the one the learngene's pipeline run chose where that run is
-beside it, else --ewc_lambda (default: the released 40000). --out gets learngene.pt and scratch.pt (loadable with
-torch.load(weights_only=True): class names, weights, test accuracy, provenance) and results.json; a run stopped
+beside it, else --ewc_lambda (default: the released 40000). --method learngene-full trains instead the same
+lightweight model with every conv block inherited from the source (docs/studies.md, "A lightweight model that
+inherits every layer"). --out gets <method>.pt and scratch.pt (loadable with torch.load(weights_only=True): class
+names, weights, test accuracy, provenance) and results.json, which says what was trained and why; a run stopped
 before its end leaves nothing and is simply run again.
 """
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import learngene, your_task  # noqa: E402
+from utils import learngene, methods, your_task  # noqa: E402
 from utils.cli import BATCH, COUNT, EWC_LAMBDA, FRACTION, LEARNING_RATE, SEED, cli, require  # noqa: E402
 from utils.engine import PRECISIONS, resolve_precision  # noqa: E402
 from utils.ewc import RELEASED_LAMBDA  # noqa: E402
@@ -26,7 +29,7 @@ from utils.fewshot import TrainSettings  # noqa: E402
 from utils.files import FolderLock, foreign_files, replace_dir, require_apart, torch_save, write_json  # noqa: E402
 from utils.repro import pick_device, provenance  # noqa: E402
 
-OUTPUTS = ("learngene.pt", "scratch.pt", "results.json")
+OUTPUTS = ("learngene.pt", "learngene-full.pt", "scratch.pt", "results.json")
 
 
 @cli
@@ -43,12 +46,24 @@ def main(argv=None):
     p.add_argument("--batch_size", type=BATCH, default=TrainSettings.batch_size)
     p.add_argument("--lr", type=LEARNING_RATE, default=TrainSettings.lr)
     p.add_argument("--seed", type=SEED, default=0, help="the held-out draw, the new layers and the batches")
-    p.add_argument("--no_scratch", action="store_true", help="train the learngene model only")
+    p.add_argument("--method", choices=your_task.INHERITING, default="learngene", help="what the model inherits: "
+                   "the learngene's blocks behind new front layers (the paper's design, the default), or learngene-full, "
+                   "every conv block of the same lightweight model from the source (needs the collective checkpoint "
+                   "the learngene was cut from); the results and docs/results.md say how each did")
+    p.add_argument("--collective", default=None, metavar="CHECKPOINT", help="for learngene-full: the collective "
+                   "checkpoint (default: the learngene's source, the model after the extraction task)")
+    p.add_argument("--no_scratch", action="store_true", help="train the inheriting model only")
     p.add_argument("--overwrite", action="store_true", help="replace the models of an earlier run at --out")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = p.parse_args(argv)
     art = learngene.load(args.learngene)
+    collective = None
+    if args.method == "learngene-full":  # its front blocks come from the source checkpoint: checked before any work
+        collective = methods.load_collective(args.collective, art, SimpleNamespace(dataset=art["dataset"],
+                                                                                   image_size=art["image_size"]))
+    inputs = methods.Inputs(art, str(args.learngene), collective)
+    methods.check_sources([args.method], inputs)
     out = Path(args.out).resolve()  # `--out .` is a folder with a name, the one the user is in
     require_apart(out, [("--path", args.path), ("--learngene", args.learngene)])
 
@@ -82,17 +97,21 @@ def main(argv=None):
         check_out()
         for name in OUTPUTS:  # an interrupted run's models are not mixed with this run's
             (tmp / name).unlink(missing_ok=True)
-        for method in your_task.METHODS[:1] if args.no_scratch else your_task.METHODS:
-            model, curve, diverged = your_task.train(method, art, data, len(source.classes), settings, device, args.seed)
+        results["method"] = {"trained": args.method, "chosen_by": "--method" if "--method" in (argv or sys.argv)
+                             else "the default (the paper's design)"}
+        for method in (args.method,) if args.no_scratch else (args.method, "scratch"):
+            model, curve, diverged = your_task.train(method, inputs, data, len(source.classes), settings, device,
+                                                     args.seed)
             accuracy = curve[-1][3]
             torch_save(tmp / f"{method}.pt", your_task.model_record(model, method, source.classes, art, accuracy, prov))
             results[method] = {"test_accuracy": accuracy, "train_loss": curve[-1][1], "diverged": diverged}
             print(f"{method}: test accuracy {accuracy:.1f}% on {n_test} held-out images"
                   + (" (the training loss diverged)" if diverged else ""))
         if "scratch" in results:
-            results["learngene_minus_scratch"] = results["learngene"]["test_accuracy"] - results["scratch"]["test_accuracy"]
-            print(f"learngene - scratch: {results['learngene_minus_scratch']:+.1f} points (one split of your images; "
-                  f"other --seed values draw other held-out images and new layers)")
+            gain = results[args.method]["test_accuracy"] - results["scratch"]["test_accuracy"]
+            results[f"{args.method}_minus_scratch"] = gain
+            print(f"{args.method} - scratch: {gain:+.1f} points (one split of your images; other --seed values draw "
+                  f"other held-out images and new layers)")
         write_json(tmp / "results.json", results)
         replace_dir(tmp, out)
     print(f"wrote {out}")

@@ -133,7 +133,7 @@ def test_your_task_training_steps_along_the_ewc_gradient(task, monkeypatch):
     built = capture_prepare(monkeypatch)
     with float64():
         for lam in (LAM, 0.0):
-            your_task.train("learngene", inputs.learngene, {"train": train, "test": test}, 5, one_step(ewc_lambda=lam),
+            your_task.train("learngene", inputs, {"train": train, "test": test}, 5, one_step(ewc_lambda=lam),
                             cpu, 0)
     (a, b) = built
     check_one_step(a["start"], weights(a["model"]), weights(b["model"]), a["ewc"])

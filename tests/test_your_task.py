@@ -41,6 +41,7 @@ def test_your_task_trains_saves_and_labels(photos, collective_run, tmp_path):
     assert (results["train_images"], results["test_images"]) == (36, 12)
     assert results["learngene_minus_scratch"] == pytest.approx(
         results["learngene"]["test_accuracy"] - results["scratch"]["test_accuracy"])
+    assert results["method"] == {"trained": "learngene", "chosen_by": "the default (the paper's design)"}
     # no pipeline run beside this learngene: the released strength, said so
     assert results["provenance"]["ewc_lambda"] == 40000 and "released" in results["provenance"]["ewc_lambda_from"]
     record = torch.load(tmp_path / "task" / "learngene.pt", weights_only=True)
@@ -82,6 +83,17 @@ def test_your_task_trains_saves_and_labels(photos, collective_run, tmp_path):
     assert_clean_error(proc, "pass --overwrite")
     proc = run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", tmp_path / "task", "--epochs", "1")
     assert_clean_error(proc, "pass --overwrite")
+    # the lightweight model that inherits every block: trained, saved, reloaded and labelling, said so
+    proc = run_script(TRAIN, "--learngene", learngene, "--path", photos, "--out", tmp_path / "full", "--epochs", "1",
+                      "--method", "learngene-full", "--no_scratch", "--test_fraction", "0.25", "--no-cuda")
+    assert proc.returncode == 0, proc.stderr
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert full["method"] == {"trained": "learngene-full", "chosen_by": "--method"} and "scratch" not in full
+    record = torch.load(tmp_path / "full" / "learngene-full.pt", weights_only=True)
+    assert record["method"] == "learngene-full" and record["classes"] == results["classes"]
+    proc = run_script(LABEL, "--model", tmp_path / "full" / "learngene-full.pt", "--path", photos, "--out",
+                      tmp_path / "full.csv", "--no-cuda")
+    assert proc.returncode == 0 and "learngene-full model" in proc.stdout, proc.stderr
     # an output never lands on an input, --overwrite or not: the model, one of the images, the images' folder
     model = tmp_path / "task" / "learngene.pt"
     image = next(p for p in sorted(photos.rglob("*.jpg")))

@@ -13,12 +13,13 @@ from utils.cli import UserError, require
 from utils.engine import DeviceData, normalize
 from utils.fewshot import Protocol, fit, prepare
 from utils.files import torch_load
-from utils.methods import Inputs
 from utils.models import IndividualNet
 from utils.runstore import RunKey
 
 MODEL_FORMAT = "learngene-task-model-v1"
-METHODS = ("learngene", "scratch")  # learngene with EWC at the given strength, and its paired baseline
+# what a model for your task inherits: the learngene's blocks behind new front layers (the paper's), or every conv
+# block from the source (the lightweight model of the inherit study); scratch, the paired baseline, beside either
+INHERITING = ("learngene", "learngene-full")
 
 
 def read_task(path, image_size, device, seed=0, test_fraction=None):
@@ -42,11 +43,12 @@ def tuned_lambda(learngene_path):
     return float(lam), f"chosen by the learngene's pipeline run on its validation tasks ({by_lambda})"
 
 
-def train(method, art, data, num_classes, settings, device, seed):
-    """One model of `method` on the task: (model, curve, diverged), curve as fewshot.result_row takes it. Both
-    methods draw their new layers and their batches from the same seed, so their difference is the learngene's."""
+def train(method, inputs, data, num_classes, settings, device, seed):
+    """One model of `method` on the task: (model, curve, diverged), curve as fewshot.result_row takes it. Every
+    method draws its new layers and its batches from the same seed, so its difference from scratch is what it
+    inherits. inputs: a methods.Inputs (the collective checkpoint in it for learngene-full)."""
     key = RunKey(method, 0, 0, seed)
-    model, _, ewc = prepare(key, Inputs(art, ""), data["train"], settings, device, num_classes)
+    model, _, ewc = prepare(key, inputs, data["train"], settings, device, num_classes)
     curve, diverged = fit(model, ewc, key, data["train"], data["test"], settings, device, Protocol())
     return model, curve, diverged
 
