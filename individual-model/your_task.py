@@ -59,7 +59,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     art = learngene.load(args.learngene)
     collective = None
-    if args.method == "learngene-full":  # its front blocks come from the source checkpoint: checked before any work
+    if args.method == "learngene-full" or args.collective:  # checked whenever given, before any work
         collective = methods.load_collective(args.collective, art, SimpleNamespace(dataset=art["dataset"],
                                                                                    image_size=art["image_size"]))
     inputs = methods.Inputs(art, str(args.learngene), collective)
