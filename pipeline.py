@@ -328,11 +328,11 @@ def main(argv=None):
         lam, by_lambda = tune_ewc(clock, individual_script, common, tune_tasks, work)
         print(f"[tune-ewc] validation accuracy by EWC lambda: {by_lambda} -> lambda {lam}")
         joint = work / "joint"
-        if any(s.needs_joint for s in studies):
-            stage(clock, "joint-source", "collective-model/joint_source.py", ["--path", split, "--learngene",
-                  collective / "learngene.pt", "--out", joint, *cuda], joint / "joint.pt")
         lr_note = ""
         for study in studies:
+            if study.needs_joint:  # trained when the first study that reads it comes, so the others come first
+                stage(clock, "joint-source", "collective-model/joint_source.py", ["--path", split, "--learngene",
+                      collective / "learngene.pt", "--out", joint, *cuda], joint / "joint.pt")
             earlier = [work / name for name in study.reuse if (work / name / "runs.jsonl").exists()]
             if study.sources:
                 sources = SourceStages(clock, collective_script, split, preset["collective"], cuda)

@@ -17,9 +17,10 @@ from utils import released
 from utils.cli import UserError
 
 # the smoke preset's stages: the EWC grid may grow upward (hundredfold) by what the validation tasks say, so the
-# tuning stages after the first three depend on the data; the studies always come last
+# tuning stages after the first three depend on the data; the studies always come last, the joint source just before
+# the first study that reads it
 FIRST_STAGES = ["split", "collective", "tune-ewc lambda=40000", "tune-ewc lambda=400", "tune-ewc lambda=4"]
-LAST_STAGES = ["joint-source", "individual", "source"]
+LAST_STAGES = ["individual", "joint-source", "source"]
 STUDY_STAGES = ("individual", "source")  # rerun every time (they resume from their runs.jsonl), the others skip
 
 
