@@ -44,7 +44,8 @@ def criterion_heatmap(tasks, m, path, title, chosen=(), provenance=None):
 
 def accuracy_matrix(path, m, title, provenance=None, caption=()):
     """The continual-learning accuracy matrix m[i, j] (%; after training task i, on task j's held-out images) as
-    a heat map on a fixed 0-100% scale, each cell's value written in it when the cells are large enough."""
+    a heat map on a fixed 0-100% scale, each cell's value written in it when the cells are large enough; the cells of
+    tasks not trained yet (j > i: the model has never seen their classes) are grey and empty."""
     n = len(m)
     cell = max(14, min(44, 640 // n))
     left, top = 110, 50
@@ -57,6 +58,9 @@ def accuracy_matrix(path, m, title, provenance=None, caption=()):
     for i in range(n):
         for j in range(n):
             box = [left + cell * j, top + cell * i, left + cell * (j + 1) - 1, top + cell * (i + 1) - 1]
+            if j > i:
+                d.rectangle(box, fill=(236, 236, 236))
+                continue
             d.rectangle(box, fill=_colour(m[i, j] / 100))
             if cell >= 26:
                 label = f"{m[i, j]:.0f}"
@@ -82,6 +86,6 @@ def accuracy_matrix(path, m, title, provenance=None, caption=()):
         y = top + bh - v / 100 * (bh - 1)
         d.line([bx + 15, y, bx + 20, y], fill="black")
         d.text((bx + 23, y - 7), f"{v}%", fill="black", font=small)
-    save_png(img, path, provenance, caption)
+    save_png(img, path, provenance, [*caption, "Grey: tasks not trained yet at that row (never seen: not read)."])
 
 
