@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.cli import StageFailed, cli, require, require_distinct  # noqa: E402
+from utils.cli import Number, StageFailed, cli, require, require_distinct  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.fewshot import TrainSettings  # noqa: E402
 from utils.methods import CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
 from utils import budget, contrasts, ladder, released, report, seeds, source  # noqa: E402
-from utils.runstore import records  # noqa: E402
+from utils.runstore import read_runs, records  # noqa: E402
 from utils.repro import COMMIT_AT_START, REPO_ROOT, ROOT_VARIABLE, command_line, provenance  # noqa: E402
 
 # paths are relative to the repository, where every stage runs
@@ -125,9 +125,8 @@ STUDIES = {s.name: s for s in (
           methods=DEFAULT_METHODS),
     Study("source", "method or source? the learngene against its controls: its layers held fixed, its filters' "
           "inputs shuffled (structure), and the same layers, fine-tune and probe of a source trained jointly on "
-          "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",), contrasts="source",
-          files=(("forest.png", "-forest.png"), ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"),
-                 ("features.png", "-features.png"))),
+          "the same images (utils/joint.py)", methods=("scratch", "learngene", *CONTROLS), reuse=("individual",),
+          contrasts="source", files=(*CONTRAST_FILES, ("features.png", "-features.png"))),
     Study("budget", "would more training change the answer? the learngene and the baselines at other source budgets "
           "(utils/budget.py)", methods=budget.METHODS, reuse=("individual", "source"), sources=True,
           files=(("budget.png", ".png"), ("budget.csv", ".csv"))),
@@ -161,6 +160,9 @@ STUDIES = {s.name: s for s in (
 )}
 
 
+SECONDS = Number(float, 0, math.inf)  # a stage's wall-clock time, as stage_times.json records it
+
+
 class StageClock:
     """Wall-clock seconds per stage, kept in <work>/stage_times.json and summed over the invocations that ran
     the stage, so a resumed pipeline still reports where all its time went (a process killed outright loses
@@ -174,9 +176,7 @@ class StageClock:
                 self.seconds = json.loads(self.path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 self.seconds = None
-            require(isinstance(self.seconds, dict) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                for v in self.seconds.values()), f"{self.path} is not a record of stage times ({{stage: seconds}}): "
+            require(isinstance(self.seconds, dict) and all(SECONDS.holds(v) for v in self.seconds.values()), f"{self.path} is not a record of stage times ({{stage: seconds}}): "
                 f"move it away to start the count again (the stages' outputs are not affected)")
 
     def add(self, name, seconds):
@@ -375,9 +375,7 @@ def main(argv=None):
                 files = [work / study.name / "runs.jsonl", *(e / "runs.jsonl" for e in earlier)]
                 contrasts.report(work / study.name, files, title, provenance(None, argv), study.contrasts, study.tuned_lr)
                 if study.contrasts == "knowledge":
-                    runs = {key: result for key, (_, result) in contrasts.read_folders(files).items()}
-                    ladder.draw(work / study.name / "ladder.png", runs, f"{title}: where the knowledge sits",
-                                {**provenance(None, argv), "device": "none (computed from the stored runs)"})
+                    ladder.report(work / study.name, files, title, provenance(None, argv))
         header = (f"## {name}: Learngene pipeline results\n\n"
                   f"Dataset: {args.dataset} (raw data {data}); preset {args.preset}; pipeline command "
                   f"`{command_line(argv)}`; commit {COMMIT_AT_START}; pipeline wall-clock "
@@ -387,14 +385,19 @@ def main(argv=None):
         write_report(finals, name, header, work, clock, studies)
 
 
+def lr_folder(study):
+    """Where a tuned study's learning-rate runs go: the tuned study's in tune-lr/ (as before the others existed)."""
+    return "tune-lr" if study.name == "tuned" else f"tune-lr-{study.name}"
+
+
 def tune_lr(clock, individual_script, common, tune_tasks, work, study):
     """Each of the study's methods' SGD learning rate, chosen on the validation tasks (never a target task) from
     LR_GRID, extended a fifth below its lowest rate or 4 times above its highest while some method prefers that end
     (within LR_GRID_RANGE), so each choice lies inside the grid where it can; the EWC strength is the tuned one (in
-    `common`). Returns the individual script's --lr_of flags and the line that gives every rate's accuracy. Each
+    `common`). Returns ({method: its rate}, the line that gives every rate's accuracy). Each
     study tunes into a folder of its own (the tuned study's is tune-lr/), reusing every validation run an earlier
     tuning holds (the learngene's at the default rate are the EWC tuning's)."""
-    methods, name = study.methods, "tune-lr" if study.name == "tuned" else f"tune-lr-{study.name}"
+    methods, name = study.methods, lr_folder(study)
     earlier = [work / "tune-ewc" / d for d in sorted(os.listdir(work / "tune-ewc"))]
     earlier += sorted(f.parent for f in work.glob("tune-lr*/lr-*/runs.jsonl") if f.parent.parent.name != name)
     grid, new = [], list(LR_GRID)
@@ -425,8 +428,7 @@ def tune_epochs(clock, individual_script, common, tune_tasks, work, study, best_
     tasks: the preset's `epochs`, doubled while the longer schedule gives a method a better
     mean final accuracy, up to EPOCHS_TOP times the preset's; only the methods still improving train the next
     doubling. A tie goes to the shorter schedule. Returns ({method: epochs}, a line giving every accuracy)."""
-    name = "tune-lr" if study.name == "tuned" else f"tune-lr-{study.name}"
-    scores = {m: {epochs: report.validation_accuracy(work / name / f"lr-{best_lr[m]}" / "results.csv")[m]}
+    scores = {m: {epochs: report.validation_accuracy(work / lr_folder(study) / f"lr-{best_lr[m]}" / "results.csv")[m]}
               for m in study.methods}
     earlier = sorted(f.parent for f in work.glob("tune-*/*/runs.jsonl"))
     growing, n = list(study.methods), epochs
@@ -529,8 +531,7 @@ def seed_study(study, work, sources, individual_script, individual_args, lam, re
     stage(sources.clock, f"{study.name} seed-{SECOND_SEED}", individual_script,
           [*individual_args(run_dir / "learngene.pt"), "--ewc_lambda", lam, "--methods", *study.methods, *flags,
            "--reuse", *reuse, "--name", f"{title}, source seed {SECOND_SEED}", "--out", out], None)
-    seeds.report(work / study.name, {"seed 0": seeds.read_runs(knowledge),
-                                     f"seed {SECOND_SEED}": seeds.read_runs(out / "runs.jsonl")},
+    seeds.report(work / study.name, {"seed 0": read_runs(knowledge), f"seed {SECOND_SEED}": read_runs(out / "runs.jsonl")},
                  f"{title}, {study.name}", {**provenance(None, argv), "device": "none (computed from the stored runs)"})
 
 

@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("--batch_size", type=BATCH, default=TrainSettings.batch_size)
     p.add_argument("--lr", type=LEARNING_RATE, default=TrainSettings.lr)
     p.add_argument("--seed", type=SEED, default=0, help="the held-out draw, the new layers and the batches")
-    p.add_argument("--method", choices=your_task.INHERITING, default="learngene", help="what the model inherits: "
+    p.add_argument("--method", choices=your_task.INHERITING, default=None, help="what the model inherits: "
                    "the learngene's blocks behind new front layers (the paper's design, the default), or learngene-full, "
                    "every conv block of the same lightweight model from the source (needs the collective checkpoint "
                    "the learngene was cut from); the results and docs/results.md say how each did")
@@ -58,12 +58,13 @@ def main(argv=None):
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = p.parse_args(argv)
     art = learngene.load(args.learngene)
+    method = args.method or "learngene"  # given, or the paper's design (results.json says which)
     collective = None
-    if args.method == "learngene-full" or args.collective:  # checked whenever given, before any work
+    if method == "learngene-full" or args.collective:  # checked whenever given, before any work
         collective = methods.load_collective(args.collective, art, SimpleNamespace(dataset=art["dataset"],
                                                                                    image_size=art["image_size"]))
     inputs = methods.Inputs(art, str(args.learngene), collective)
-    methods.check_sources([args.method], inputs)
+    methods.check_sources([method], inputs)
     out = Path(args.out).resolve()  # `--out .` is a folder with a name, the one the user is in
     require_apart(out, [("--path", args.path), ("--learngene", args.learngene)])
 
@@ -97,20 +98,21 @@ def main(argv=None):
         check_out()
         for name in OUTPUTS:  # an interrupted run's models are not mixed with this run's
             (tmp / name).unlink(missing_ok=True)
-        results["method"] = {"trained": args.method, "chosen_by": "--method" if "--method" in (argv or sys.argv)
+        results["method"] = {"trained": method, "chosen_by": "--method" if args.method
                              else "the default (the paper's design)"}
-        for method in (args.method,) if args.no_scratch else (args.method, "scratch"):
-            model, curve, diverged = your_task.train(method, inputs, data, len(source.classes), settings, device,
+        for trained in (method,) if args.no_scratch else (method, "scratch"):
+            model, curve, diverged = your_task.train(trained, inputs, data, len(source.classes), settings, device,
                                                      args.seed)
             accuracy = curve[-1][3]
-            torch_save(tmp / f"{method}.pt", your_task.model_record(model, method, source.classes, art, accuracy, prov))
-            results[method] = {"test_accuracy": accuracy, "train_loss": curve[-1][1], "diverged": diverged}
-            print(f"{method}: test accuracy {accuracy:.1f}% on {n_test} held-out images"
+            torch_save(tmp / f"{trained}.pt", your_task.model_record(model, trained, source.classes, art, accuracy,
+                                                                      prov))
+            results[trained] = {"test_accuracy": accuracy, "train_loss": curve[-1][1], "diverged": diverged}
+            print(f"{trained}: test accuracy {accuracy:.1f}% on {n_test} held-out images"
                   + (" (the training loss diverged)" if diverged else ""))
         if "scratch" in results:
-            gain = results[args.method]["test_accuracy"] - results["scratch"]["test_accuracy"]
-            results[f"{args.method}_minus_scratch"] = gain
-            print(f"{args.method} - scratch: {gain:+.1f} points (one split of your images; other --seed values draw "
+            gain = results[method]["test_accuracy"] - results["scratch"]["test_accuracy"]
+            results[f"{method}_minus_scratch"] = gain
+            print(f"{method} - scratch: {gain:+.1f} points (one split of your images; other --seed values draw "
                   f"other held-out images and new layers)")
         write_json(tmp / "results.json", results)
         replace_dir(tmp, out)

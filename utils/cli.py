@@ -91,6 +91,12 @@ class Number:
         return (math.isfinite(v) and (v > self.lo if self.open_lo else v >= self.lo)
                 and (v < self.hi if self.open_hi else v <= self.hi))
 
+    def holds(self, value):
+        """Whether a value read back from a file (a number already, not text) is of the domain: of its kind (an int
+        for an integer domain; a bool is no number) and inside it."""
+        kinds = (int,) if self.kind is int else (int, float)
+        return isinstance(value, kinds) and not isinstance(value, bool) and value in self
+
     def describe(self):
         what = "an integer" if self.kind is int else "a number"
         return f"{what} in {'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
@@ -118,3 +124,4 @@ MOMENTUM = Number(float, 0, 1, open_hi=True)
 WEIGHT_DECAY = Number(float, 0, 1)
 EWC_LAMBDA = Number(float, 0, 1e12)
 FRACTION = Number(float, 0, 1, open_lo=True, open_hi=True)  # a share of a set that leaves some on both sides
+PERCENT = Number(float, 0, 100)            # an accuracy, as the runs record it

@@ -8,7 +8,7 @@ from pathlib import Path
 from utils import plots
 from utils.cli import require
 from utils.files import write_csv, write_text
-from utils.methods import reads
+from utils.methods import LADDER as RUNGS, reads
 from utils.report import runs_trained, runs_trained_line
 from utils.runstore import key_of, records
 from utils.stats import mean_ci95, per_task
@@ -29,9 +29,8 @@ LADDER = (
     ("scratch-collective", "scratch", "the collective architecture (random) instead of the individual one: capacity"),
     *((f"{row}-{source}", "scratch-collective", f"the {source} source's {what} kept, the rest fresh")
       for source in ("collective", "joint")
-      for row, what in (("first2", "first 2 conv blocks"), ("first4", "first 4 conv blocks"),
-                        ("first7", "first 7 conv blocks"), ("first10", "first 10 conv blocks"),
-                        ("first13", "13 conv blocks"), ("window", "learngene window of conv blocks"))),
+      for row, what in (*((f"first{k}", f"first {k} conv blocks") for k in RUNGS),
+                        ("window", "learngene window of conv blocks"))),
     ("finetune-collective", "scratch-collective", "the whole collective model (head's hidden layers too) kept"),
     ("finetune-joint", "scratch-collective", "the whole joint source (head's hidden layers too) kept"),
     ("finetune-collective", "first13-collective", "the collective model's head (hidden layers) kept too"),

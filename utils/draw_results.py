@@ -116,9 +116,7 @@ def draw_contrasts(files, out, title, overwrite, argv, contrast_set="source"):
         raise UserError(f"--contrasts: a run there lacks what a run of the individual script records ({e})")
     require(rows, "--contrasts: no contrast of the set has both of its rows' runs there")
     if contrast_set == "knowledge":
-        runs = {key: result for key, (_, result) in contrasts.read_folders(files).items()}
-        ladder.draw(out / "ladder.png", runs, f"{title or files[0]}: where the knowledge sits",
-                    {**provenance(argv=argv), "device": "none (computed from the stored runs)"})
+        ladder.report(out, files, title or str(files[0]), provenance(argv=argv))
         written.append(out / "ladder.png")
     print(f"wrote {', '.join(map(str, written))}")
 

@@ -5,9 +5,11 @@ too), and the converse of the learngene at the source's capacity (only the learn
 puts each row's paired difference against the capacity control, and against scratch, on one axis of blocks kept,
 for each source, so a reader sees at which depth a gain appears."""
 import math
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from utils.contrasts import read_folders
 from utils.methods import LADDER
 from utils.plots import Panel, _legend, font, nice_ticks, save_png
 from utils.stats import mean_ci95, per_task
@@ -41,6 +43,14 @@ def points(results, shots, against):
         if pts:
             out[source] = pts
     return out
+
+
+def report(out, files, title, prov):
+    """ladder.png in `out` from the runs of `files` (a knowledge study's and the studies it reused), as its contrasts
+    are: arithmetic on stored runs, done on no device."""
+    runs = {key: result for key, (_, result) in read_folders(files).items()}
+    return draw(Path(out) / "ladder.png", runs, f"{title}: where the knowledge sits",
+                {**prov, "device": "none (computed from the stored runs)"})
 
 
 def draw(path, results, title, provenance=None):

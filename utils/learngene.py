@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.criterion import select_layers, variants_table
-from utils.cli import UserError, require
+from utils.cli import COUNT, Number, UserError, require
 from utils.files import torch_load, torch_save, write_text
 from utils.repro import provenance
 from utils.models import POOL_AFTER
@@ -77,8 +77,8 @@ def make_artifact(model_state, widths, layers, *, dataset, image_size, source_ta
     }
 
 
-def _integer(v, low, high):
-    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+# what an artifact's numbers may be (wider than the flags that make them: a file of another version still reads)
+STORED_IMAGE_SIZE, STORED_LAYER = Number(int, 8, 4096), Number(int, 0, 1000)
 
 
 def check_artifact(art, path):
@@ -87,13 +87,13 @@ def check_artifact(art, path):
     def bad(what):
         raise UserError(f"{path} is a damaged learngene artifact ({what})")
     import torch
-    if not (isinstance(art.get("dataset"), str) and _integer(art.get("image_size"), 8, 4096)):
+    if not (isinstance(art.get("dataset"), str) and STORED_IMAGE_SIZE.holds(art.get("image_size"))):
         bad(f"dataset {art.get('dataset')!r}, image size {art.get('image_size')!r}")
     blocks, layers, state = art.get("blocks"), art.get("layers"), art.get("state")
     if not (isinstance(blocks, list) and blocks and isinstance(layers, list) and len(layers) == len(blocks)
-            and all(_integer(i, 0, 1000) for i in layers) and layers == list(range(layers[0], layers[0] + len(layers)))):
+            and all(STORED_LAYER.holds(i) for i in layers) and layers == list(range(layers[0], layers[0] + len(layers)))):
         bad(f"blocks {blocks!r:.80} for layers {layers!r:.80}: one block per consecutive conv layer")
-    if not all(isinstance(b, list) and len(b) == 3 and _integer(b[0], 1, 100000) and _integer(b[1], 1, 100000)
+    if not all(isinstance(b, list) and len(b) == 3 and COUNT.holds(b[0]) and COUNT.holds(b[1])
                and isinstance(b[2], bool) for b in blocks):
         bad("a block is not [in channels, out channels, pooled]")
     if not all(blocks[j][1] == blocks[j + 1][0] for j in range(len(blocks) - 1)):

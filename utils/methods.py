@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from utils import learngene
-from utils.cli import UserError, require
+from utils.cli import COUNT, INDEX, UserError, require
 from utils.files import torch_load
 from utils.models import BASE_WIDTHS, HIDDEN, CollectiveNet, IndividualNet
 
@@ -181,10 +181,6 @@ def load_collective(path, art, split):
 
 
 
-def _integer(v, low, high):
-    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-
-
 def check_checkpoint(ck, path):
     """A collective checkpoint's fields, and its weights' names and shapes against the network its widths make (built
     on the meta device: no memory), every weight finite: a damaged file is one line naming the file and the field."""
@@ -192,11 +188,11 @@ def check_checkpoint(ck, path):
         raise UserError(f"{path} is a damaged collective checkpoint ({what})")
     config, widths, state = ck["config"], ck["widths"], ck["model"]
     if not (isinstance(config, dict) and isinstance(config.get("dataset"), str)
-            and _integer(config.get("image_size"), 8, 4096) and _integer(config.get("num_outputs"), 1, 100000)):
+            and learngene.STORED_IMAGE_SIZE.holds(config.get("image_size")) and COUNT.holds(config.get("num_outputs"))):
         bad("its config's dataset, image_size or num_outputs")
-    if not (isinstance(widths, list) and len(widths) == len(BASE_WIDTHS) and all(_integer(w, 1, 100000) for w in widths)):
+    if not (isinstance(widths, list) and len(widths) == len(BASE_WIDTHS) and all(COUNT.holds(w) for w in widths)):
         bad(f"widths {widths!r:.80}")
-    if not (_integer(ck["task"], 0, 100000) and isinstance(state, dict)):
+    if not (INDEX.holds(ck["task"]) and isinstance(state, dict)):
         bad("its task or its weights")
     with torch.device("meta"):
         expected = CollectiveNet(widths, config["image_size"], config["num_outputs"]).state_dict()

@@ -146,13 +146,13 @@ def overlap_rows(folders):
             continue
         seen = {**seen_before(folders[lg_from]), **seen_before(folders[cs_from])}
         for k in sorted({key.shots for key in folders[lg_from]}):
+            fresh = {key.task: r["final_acc"] for key, r in folders[fresh_from].items()
+                     if key.method == "scratch" and key.shots == k}
             for n in sorted({c for key, c in seen.items() if key.shots == k}):
                 def at(folder, method):
                     return {key.task: r["final_acc"] for key, r in folders[folder].items()
                             if key.method == method and key.shots == k and seen.get(key) == n}
                 lg, cs = at(lg_from, "learngene"), at(cs_from, "scratch")
-                fresh = {key.task: r["final_acc"] for key, r in folders[fresh_from].items()
-                         if key.method == "scratch" and key.shots == k}
                 tasks = sorted(set(lg) & set(cs) & set(fresh))
                 if tasks:
                     rows.append([label, k, n, len(tasks), *(np.mean([v[t] for t in tasks]) for v in (lg, cs, fresh)),
@@ -267,9 +267,7 @@ def draw(path, folders, name, prov):
     """Accuracy by position in the chain: the chained learngene and chained scratch beside fresh scratch on the
     same tasks, under the clean protocol with chaining and under the released protocol."""
     panels = {}
-    for row, lg_from, fresh_from, chained_from in (("clean protocol, chained", "chained", "clean", "chained"),
-                                                   ("released protocol", "released", "released-scratch",
-                                                    "released-chained-scratch")):
+    for row, lg_from, chained_from, fresh_from in CHAINED:
         for k in sorted({key.shots for key in folders[lg_from]}):
             panels[(row, k)] = {
                 "learngene, chained": positions(folders[lg_from], "learngene", k, folders[lg_from]),

@@ -4,11 +4,10 @@ another identity is refused; and runs of other folders whose method reads the sa
 be reused instead of retrained, so presets and studies share what they have in common."""
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import NamedTuple
 
-from utils.cli import require
+from utils.cli import PERCENT, require
 from utils.files import file_digest
 from utils.methods import reads
 
@@ -104,13 +103,10 @@ def records(path):
                     f"{path}, run {number}: its {field} is missing or not a{'n integer' if kind is int else ' name'}")
         for field in ("final_acc", "best_acc"):
             value = result.get(field)
-            require(field == "best_acc" and value is None or _percent(value),
+            require(field == "best_acc" and value is None or PERCENT.holds(value),
                     f"{path}, run {number} ({result['method']}): {field} {value!r} is not an accuracy in [0, 100]")
         yield row["settings"], result
 
-
-def _percent(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 100
 
 
 def _load(path, identity):

@@ -8,16 +8,11 @@ import math
 from pathlib import Path
 
 from utils.files import write_csv, write_text
-from utils.runstore import key_of, records
 from utils.stats import mean_ci95, per_task
 
 ROWS = ("learngene", "finetune-collective")
 AGAINST = ("scratch", "scratch-collective")
 HEADER = ["shots", "method", "against", "source", "tasks", "diff", "diff_ci95"]
-
-
-def read_runs(path):
-    return {key_of(result): result for _, result in records(Path(path))}
 
 
 def table_rows(runs_by_source):
