@@ -93,7 +93,8 @@ LR_GRID_RANGE = (1e-5, 0.5)  # the grid grows past an end some method prefers (a
 EPOCHS_TOP = 4  # a tuned study's schedule doubles, while the validation tasks prefer the longer, up to 4x the preset's
 
 
-CONTRAST_FILES = (("forest.png", "-forest.png"), ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"))
+CURVES_FILES = (("forest.png", "-forest.png"), ("curves.png", "-curves.png"))  # a study's rows and their curves
+CONTRAST_FILES = (*CURVES_FILES, ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"))
 LADDER_FILES = (*CONTRAST_FILES, ("ladder.png", "-ladder.png"))
 
 
@@ -132,7 +133,7 @@ STUDIES = {s.name: s for s in (
           files=(("budget.png", ".png"), ("budget.csv", ".csv"))),
     Study("tuned", "every method at its best: scratch, the learngene and the whole-model fine-tune each at the SGD "
           "learning rate its validation tasks prefer, the EWC strength as tuned", methods=("scratch", "learngene",
-          "finetune-collective"), reuse=("individual", "source"), tuned_lr=True),
+          "finetune-collective"), reuse=("individual", "source"), tuned_lr=True, files=CURVES_FILES),
     Study("released", "why did the paper see a gain? the released script's protocol beside the clean one, one choice "
           "at a time, with chained scratch (utils/released.py)", methods=("learngene", "scratch"), protocols=True,
           files=(("chain.png", "-chain.png"), ("released.csv", ".csv"), ("overlap.png", "-overlap.png"),

@@ -350,6 +350,15 @@ MUTATIONS = [
              'data["train"], data["test"], settings, device, Protocol())',
              'data["train"], data["train"], settings, device, Protocol())',
              ("tests/test_your_task.py::test_your_task_trains_saves_and_labels",)),
+    Mutation("records-overwritten-unasked", "kept records change only with --overwrite", "utils/keep_records.py",
+             "require(args.overwrite or not changed,", "require(True or not changed,",
+             ("tests/test_records.py::test_keep_records_keeps_text_records_with_relative_paths_and_replaces_nothing_unasked",)),
+    Mutation("records-keep-a-half-line", "a run being appended is not kept half-written", "utils/keep_records.py",
+             '        text = text[:text.rfind("\\n") + 1]\n', "",
+             ("tests/test_records.py::test_keep_records_keeps_text_records_with_relative_paths_and_replaces_nothing_unasked",)),
+    Mutation("records-table-rows-shifted", "a committed table is what its committed runs give", "utils/report.py",
+             "best = float(np.mean([r[\"best_acc\"] for r in rs]))", "best = float(np.mean([r[\"final_acc\"] for r in rs]))",
+             ("tests/test_records.py::test_every_committed_table_is_what_its_committed_runs_give",)),
 ]
 
 

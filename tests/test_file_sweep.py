@@ -10,10 +10,12 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from utils import learngene, methods, runstore
+from utils import joint, learngene, methods, runstore, your_task
 from utils.cli import UserError
 from utils.models import IndividualNet
 from utils.splits import Split
@@ -150,4 +152,34 @@ def test_a_damaged_collective_checkpoint_is_refused_or_built(collective_run, tin
         torch.save(case, path)
         return methods.load_collective(path, learngene_copy, split)
     refused = sweep("collective checkpoint", variants(ck, depth=2), read, methods.collective_net, path)
+    assert refused > 10
+
+
+def test_a_damaged_joint_source_is_refused_or_built(joint_run, tiny_split, learngene_copy, tmp_path):
+    ck = torch.load(joint_run / "joint.pt", weights_only=True)
+    path, split = tmp_path / "joint.pt", Split(tiny_split)
+
+    def read(case):
+        torch.save(case, path)
+        return joint.load(path, learngene_copy, split)
+    refused = sweep("joint source", variants(ck, depth=2), read, methods.collective_net, path)
+    assert refused > 10
+
+
+def test_a_damaged_task_model_is_refused_or_labels_images(learngene_copy, tmp_path):
+    """A model of individual-model/your_task.py as label_images.py reads it: rebuilt, then labelling an image."""
+    art = learngene_copy
+    model = IndividualNet(art["blocks"], art["image_size"], 3)
+    record = your_task.model_record(model, "learngene", ["cat", "dog", "owl"], art, 61.5, {"commit": "x"})
+    path, image = tmp_path / "model.pt", tmp_path / "a.png"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(image)
+
+    def read(case):
+        torch.save(case, path)
+        return your_task.load_model(path)
+
+    def use(loaded):
+        (name, p), = your_task.predict(*loaded, [image], torch.device("cpu"))
+        assert name in loaded[1]["classes"] and 0 <= p <= 1
+    refused = sweep("task model", variants(record, depth=2), read, use, path)
     assert refused > 10

@@ -115,8 +115,9 @@ ABSOLUTE = re.compile(r"(?<![\w.<>/-])/(?!path/to/|usr/|proc/|dev/|etc/)[A-Za-z0
 def test_no_committed_document_or_result_holds_a_local_absolute_path():
     """What a reader gets names paths as they would type them (relative to the repository, <root>, ../shared/...,
     /path/to/... placeholders), never the folders of the machine that made a result."""
-    files = [REPO / name for name in DOCUMENTS] + sorted((REPO / "results" / "reference").glob("*.md")) \
-        + sorted((REPO / "results" / "reference").glob("*.csv")) + sorted((REPO / "bench" / "results").glob("*.csv"))
+    kept = [f for f in sorted((REPO / "results" / "reference").rglob("*")) if f.suffix in (".md", ".csv", ".json",
+                                                                                        ".jsonl", ".txt")]
+    files = [REPO / name for name in DOCUMENTS] + kept + sorted((REPO / "bench" / "results").glob("*.csv"))
     found = {str(f.relative_to(REPO)): ABSOLUTE.findall(f.read_text()) for f in files}
     assert {f: paths for f, paths in found.items() if paths} == {}
     assert ABSOLUTE.findall("see /work/runs/cpu19/x and /tmp/a/b") == ["/work/runs", "/tmp/a"]

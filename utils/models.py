@@ -64,7 +64,8 @@ class CollectiveNet(nn.Module):
         cins = [3] + self.widths[:-1]
         self.features = nn.ModuleList(ConvBlock(a, b, i in POOL_AFTER) for i, (a, b) in enumerate(zip(cins, self.widths)))
         s = pooled_size(image_size, len(POOL_AFTER))
-        assert s >= 1, f"image size {image_size} is too small for {len(POOL_AFTER)} poolings"
+        if s < 1:  # a ValueError, so a loader reports a stored size that cannot be this network in one line
+            raise ValueError(f"image size {image_size} is too small for {len(POOL_AFTER)} poolings")
         self.head = nn.Sequential(
             nn.Flatten(), nn.Linear(self.widths[-1] * s * s, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(DROPOUT),
             nn.Linear(HIDDEN, HIDDEN), nn.ReLU(inplace=True), nn.Dropout(DROPOUT), nn.Linear(HIDDEN, num_outputs))
@@ -170,7 +171,8 @@ class IndividualNet(nn.Module):
                                    + [ConvBlock(front[-1], self.blocks_spec[0][0], False)])
         self.inherited = nn.ModuleList(ConvBlock(a, b, p) for a, b, p in self.blocks_spec)
         s = pooled_size(image_size, len(front) + sum(p for _, _, p in self.blocks_spec))
-        assert s >= 1, f"image size {image_size} is too small for this individual model"
+        if s < 1:
+            raise ValueError(f"image size {image_size} is too small for this individual model")
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.blocks_spec[-1][1] * s * s, HIDDEN),
                                   nn.ReLU(inplace=True), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(inplace=True),
                                   nn.Linear(HIDDEN, num_classes))

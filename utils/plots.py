@@ -236,10 +236,14 @@ def learning_curves(path, curves, title, provenance=None, caption=()):
         img.paste(Image.alpha_composite(img.convert("RGBA"), band).convert("RGB"))
         d = ImageDraw.Draw(img)
     once = {m: any(len(curves[(k, m)][0]) == 1 for k in shots if (k, m) in curves) for m in methods}
-    items = [(m + (" (probe: one accuracy, after training)" if once[m] else ""), method_colour(m, methods), once[m])
+    items = [(m + (" (probe, after training)" if once[m] else ""), method_colour(m, methods), once[m])
              for m in methods]
-    legend = Image.new("RGB", (img.width, 22 * ((len(items) + 1) // 2) + 10), "white")
-    _legend(ImageDraw.Draw(legend), items, left, 4, per_row=2, width=max(420, (img.width - left) // 2))
+    # one legend for both panels, under both and headed so (two columns read as one legend per panel)
+    per_row = 3 if len(shots) > 1 else 2
+    legend = Image.new("RGB", (img.width, 22 * ((len(items) + per_row - 1) // per_row) + 34), "white")
+    ld = ImageDraw.Draw(legend)
+    ld.text((left, 4), "Both panels:" if len(shots) > 1 else "Legend:", fill="black", font=font(14))
+    _legend(ld, items, left, 28, per_row=per_row, width=(img.width - left) // per_row)
     full = Image.new("RGB", (img.width, img.height + legend.height), "white")
     full.paste(img, (0, 0))
     full.paste(legend, (0, img.height))

@@ -112,19 +112,22 @@ def source_budget(path, diffs, source, title, provenance=None, caption=()):
             d.line([x, zero, x + 5, zero], fill=(120, 120, 120))
         for i, m in enumerate(methods):
             pts = [(math.log10(x), v, c, h) for x, v, c, h in diffs[k].get(m, [])]
-            series(panel, pts, method_colour(m, methods), (i - (len(methods) - 1) / 2) * 6)
+            # each method's markers and bars a bar's width apart from the next, so no bar hides another
+            series(panel, pts, method_colour(m, methods), (i - (len(methods) - 1) / 2) * 14)
     x0 = left + len(shots) * (pw + gap)
     panel = Panel(d, (x0, top, x0 + pw, top + ph), xticks, aticks, xlabel=xlabel, ylabel="held-out accuracy (%)",
                   title="the source on held-out images of its classes", xformat=_count_label)
     source_colours = SOURCE_COLOURS[:len(source) - 1] + [FLOOR_COLOUR]  # the floor last, dashed
     for i, ((label, pts), colour) in enumerate(zip(source.items(), source_colours)):
         series(panel, [(math.log10(x), v, h) for x, v, h in pts], colour, 0, dashed=i == len(source) - 1)
-    legend = Image.new("RGB", (img.width, 22 * (math.ceil(len(methods) / 3) + math.ceil(len(source) / 2)) + 14),
+    legend = Image.new("RGB", (img.width, 22 * (math.ceil(len(methods) / 3) + math.ceil(len(source) / 2)) + 62),
                        "white")
     ld = ImageDraw.Draw(legend)
-    y = _legend(ld, [(m, method_colour(m, methods), False) for m in methods], left, 4, per_row=3, width=300)
+    ld.text((left, 4), "Paired-difference panels:", fill="black", font=font(14))
+    y = _legend(ld, [(m, method_colour(m, methods), False) for m in methods], left, 26, per_row=3, width=300)
+    ld.text((left, y + 4), "Held-out panel:", fill="black", font=font(14))
     _legend(ld, [(label, c, i == len(source) - 1) for i, (label, c) in enumerate(zip(source, source_colours))], left,
-            y + 4, per_row=2, width=480)
+            y + 26, per_row=2, width=480)
     full = Image.new("RGB", (img.width, img.height + legend.height), "white")
     full.paste(img, (0, 0))
     full.paste(legend, (0, img.height))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import report, sources
+from utils import learngene, report, sources
 from utils.cli import UserError, require
 from utils.engine import DeviceData, normalize
 from utils.fewshot import Protocol, fit, prepare
@@ -66,6 +66,12 @@ def load_model(path):
     record = torch_load(path, "task model")
     require(isinstance(record, dict) and record.get("format") == MODEL_FORMAT,
             f"{path} is not a model written by individual-model/your_task.py ({MODEL_FORMAT})")
+    classes = record.get("classes")
+    require(isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+            and len(set(classes)) == len(classes), f"{path} is a damaged task model (its classes: not two or more "
+            f"distinct names)")
+    require(learngene.STORED_IMAGE_SIZE.holds(record.get("image_size")), f"{path} is a damaged task model (its "
+            f"image_size {record.get('image_size')!r:.40})")
     try:
         model = IndividualNet(record["learngene_blocks"], record["image_size"], len(record["classes"]))
         model.load_state_dict(record["state"])

@@ -1,0 +1,90 @@
+"""The committed run records: utils/keep_records.py keeps a work folder's records and tables (no checkpoint, no
+local path, nothing it did not write replaced), and every committed table is what its committed runs give."""
+import csv
+import json
+
+from conftest import REPO, printed_agrees, run_script
+from utils import report
+from utils.runstore import read_runs
+
+RECORDS = REPO / "results" / "reference" / "records"
+
+
+def made_up_run(method, task, acc):
+    return {"method": method, "shots": 10, "task": task, "seed": 0, "final_acc": acc, "best_acc": acc + 1,
+            "best_epoch": 3, "curve": [[3, 0.5, 90.0, acc, 0.0]], "seconds": 1.5, "parameters": 1000,
+            "inherited_layers": [2, 3, 4] if method == "learngene" else [], "diverged": False}
+
+
+def made_up_work(root):
+    work = root / "checkpoints" / "toy-quick"
+    (work / "collective").mkdir(parents=True)
+    (work / "stage_times.json").write_text(json.dumps({"split": 1.0}))
+    (work / "collective" / "learngene.pt").write_bytes(b"not kept")
+    (work / "collective" / "heatmap.png").write_bytes(b"\x89PNG not kept")
+    (work / "collective" / "selection.txt").write_text(f"split {root}/data/toy-quick-split\n")
+    lines = [json.dumps({"settings": {"lr": 0.005}, "result": {**made_up_run(m, t, 40.0 + t + 3 * (m == "learngene")),
+                                                                "reused_from": str(root / "elsewhere")}})
+             for t in range(2) for m in ("scratch", "learngene")]
+    (work / "individual").mkdir()
+    (work / "individual" / "runs.jsonl").write_text("\n".join(lines) + "\n" + lines[0][:30])  # a line being written
+    return work
+
+
+def test_keep_records_keeps_text_records_with_relative_paths_and_replaces_nothing_unasked(tmp_path):
+    work, out = made_up_work(tmp_path / "root"), tmp_path / "kept"
+    done = run_script("utils/keep_records.py", work, "--out", out)
+    assert done.returncode == 0, done.stderr
+    kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert kept == ["collective/selection.txt", "individual/runs.jsonl", "records.json", "stage_times.json"]
+    runs = (out / "individual" / "runs.jsonl").read_text()
+    assert runs.count("\n") == 4 and runs.endswith("\n")  # the line being written is left for the next keep
+    assert str(tmp_path) not in runs + (out / "collective" / "selection.txt").read_text()
+    assert "<root>/elsewhere" in runs and "<root>/data/toy-quick-split" in (out / "collective" / "selection.txt").read_text()
+    assert len(read_runs(out / "individual" / "runs.jsonl")) == 4
+    # the run grows: nothing kept changes without --overwrite; with it, the new line comes and nothing is removed
+    (work / "individual" / "runs.jsonl").write_text(runs.replace("<root>", str(tmp_path / "root")) + json.dumps(
+        {"settings": {"lr": 0.005}, "result": made_up_run("scratch", 2, 41.0)}) + "\n")
+    (work / "collective" / "selection.txt").unlink()
+    refused = run_script("utils/keep_records.py", work, "--out", out)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert (out / "individual" / "runs.jsonl").read_text() == runs
+    assert run_script("utils/keep_records.py", work, "--out", out, "--overwrite").returncode == 0
+    assert len(read_runs(out / "individual" / "runs.jsonl")) == 5 and (out / "collective" / "selection.txt").exists()
+    manifest = json.loads((out / "records.json").read_text())
+    assert manifest["kept_from"] == "<root>/checkpoints/toy-quick" and "collective/selection.txt" in manifest["files"]
+
+
+def test_keep_records_refuses_a_folder_it_did_not_make_and_damaged_records(tmp_path):
+    work = made_up_work(tmp_path / "root")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's file")
+    for out, says in ((foreign, "not a records folder"), (work / "kept", "inside WORK"), (tmp_path, "holds WORK")):
+        done = run_script("utils/keep_records.py", work, "--out", out)
+        assert done.returncode == 2 and says in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert (foreign / "notes.txt").read_text() == "a user's file" and not (work / "kept").exists()
+    (work / "individual" / "runs.jsonl").write_text(json.dumps({"settings": {}, "result": {"method": "scratch"}}) + "\n")
+    done = run_script("utils/keep_records.py", work, "--out", tmp_path / "new")
+    assert done.returncode == 2 and "shots is missing" in done.stderr and not (tmp_path / "new" / "individual").exists()
+
+
+def committed_tables():
+    return [t for t in sorted(RECORDS.rglob("results.csv")) if (t.parent / "runs.jsonl").exists()]
+
+
+def test_every_committed_table_is_what_its_committed_runs_give():
+    """Each results.csv kept under results/reference/records/ recomputed from the runs.jsonl beside it: the same
+    rows, every number within its printed digits. A committed number is never one that its runs do not give."""
+    tables = committed_tables()
+    assert tables, "no committed records: results/reference/records/ should hold the reference runs"
+    for table in tables:
+        with open(table, newline="") as f:
+            printed = list(csv.reader(f))
+        assert printed[0][:len(report.TABLE_HEADER)] == report.TABLE_HEADER, table
+        recomputed = report.table_rows(read_runs(table.parent / "runs.jsonl"))
+        assert len(printed) - 1 == len(recomputed), table
+        for row, again in zip(printed[1:], recomputed):
+            for name, cell, value in zip(report.TABLE_HEADER, row, again):
+                same = printed_agrees(cell, float(value)) if isinstance(value, float) else cell == str(value)
+                assert same, f"{table.relative_to(REPO)}: {name} {cell} vs {value} (shots {row[0]}, {row[1]})"
