@@ -1,6 +1,6 @@
 """Two runs of the same individual stage compared run by run: the same tasks, seeds and initialisations under
 another precision, machine or commit. Prints, per runs.jsonl, the mean accuracy of each and their paired
-difference (mean and 95% interval over the runs both hold). Two runs.jsonl files are compared directly, e.g. a
+difference (mean and 95% interval over the tasks both hold: a task's runs are averaged first). Two runs.jsonl files are compared directly, e.g. a
 study's runs at other settings against the individual study's (--by_method: a line per method and shot count).
 
     python bench/paired_runs.py /tmp/quick-main/checkpoints/tiny-imagenet-100-quick \
@@ -46,10 +46,21 @@ def main(argv=None):
             groups.setdefault(f"{label} {k[0]} {k[1]}-shot" if args.by_method else str(label), []).append(k)
         require(groups, f"{a_file} and {b_file} hold no run in common")
         for name, keys in groups.items():
-            diff, half = mean_ci95([a[k] - b[k] for k in keys])
-            print(f"{name}: {len(keys)} paired runs; a {sum(a[k] for k in keys) / len(keys):.1f}%, "
-                  f"b {sum(b[k] for k in keys) / len(keys):.1f}%; a - b = {diff:+.2f} +- {half:.2f} points (95%), "
-                  f"mean |a - b| {sum(abs(a[k] - b[k]) for k in keys) / len(keys):.2f}")
+            diff, half, tasks = over_tasks({k: a[k] - b[k] for k in keys})
+            print(f"{name}: {len(keys)} paired runs on {tasks} tasks; a {sum(a[k] for k in keys) / len(keys):.1f}%, "
+                  f"b {sum(b[k] for k in keys) / len(keys):.1f}%; a - b = {diff:+.2f} +- {half:.2f} points (95% "
+                  f"over tasks), mean |a - b| {sum(abs(a[k] - b[k]) for k in keys) / len(keys):.2f}")
+
+
+def over_tasks(diffs):
+    """Mean paired difference and its 95% half-width with the task as the unit: runs of one task (its methods, shot
+    counts and seeds) share its classes and images, so they are averaged within the task first, never counted as
+    independent. Returns (mean, half-width, number of tasks); the half-width is nan with one task."""
+    per_task = {}
+    for k, d in diffs.items():  # key_of: (method, shots, task, seed)
+        per_task.setdefault(k[2], []).append(d)
+    diff, half = mean_ci95([sum(v) / len(v) for v in per_task.values()])
+    return diff, half, len(per_task)
 
 
 if __name__ == "__main__":

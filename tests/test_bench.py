@@ -85,7 +85,18 @@ def test_paired_runs_pairs_by_run_and_reads_either_unit(tmp_path):
     proc = run_script("bench/paired_runs.py", tmp_path / "a", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
     # differences 5, 0, 10: mean 5, sd 5, t(2) = 4.303 -> half-width 4.303 * 5 / sqrt(3) = 12.42
-    assert "individual: 3 paired runs; a 60.0%, b 55.0%; a - b = +5.00 +- 12.42 points" in proc.stdout
+    assert "individual: 3 paired runs on 3 tasks; a 60.0%, b 55.0%; a - b = +5.00 +- 12.42 points" in proc.stdout
+
+
+def test_paired_runs_takes_the_task_as_its_unit():
+    """Runs of one task share its images: averaged within the task first, the interval over tasks (two tasks whose
+    runs differ by 0 and 0, and by 4 and 8: per task 0 and 6, mean 3, sd 4.243, t(1) = 12.706 -> 38.12), never
+    over the four runs as if independent (which would give 3 +- 5.9)."""
+    from bench.paired_runs import over_tasks
+    diffs = {("scratch", 10, 0, 0): 0.0, ("learngene", 10, 0, 0): 0.0, ("scratch", 10, 1, 0): 4.0,
+             ("learngene", 20, 1, 0): 8.0}
+    diff, half, tasks = over_tasks(diffs)
+    assert tasks == 2 and diff == pytest.approx(3.0) and half == pytest.approx(12.7062 * 6 / 2 ** 0.5 / 2 ** 0.5, rel=1e-4)
 
 
 def test_study_projections_count_every_run_once():
@@ -150,5 +161,5 @@ def test_paired_runs_compares_two_files_method_by_method(tmp_path):
     b = write("b.jsonl", {"scratch": [45.0, 60.0, 60.0], "learngene": [40.0, 40.0, 99.0]})
     proc = run_script("bench/paired_runs.py", a, b, "--by_method")
     assert proc.returncode == 0, proc.stderr
-    assert "scratch 10-shot: 3 paired runs; a 60.0%, b 55.0%; a - b = +5.00 +- 12.42 points" in proc.stdout
-    assert "learngene 10-shot: 2 paired runs; a 40.0%, b 40.0%; a - b = +0.00 +- 0.00 points" in proc.stdout
+    assert "scratch 10-shot: 3 paired runs on 3 tasks; a 60.0%, b 55.0%; a - b = +5.00 +- 12.42 points" in proc.stdout
+    assert "learngene 10-shot: 2 paired runs on 2 tasks; a 40.0%, b 40.0%; a - b = +0.00 +- 0.00 points" in proc.stdout

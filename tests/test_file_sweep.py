@@ -1,11 +1,13 @@
 """Every file the scripts read back, damaged mechanically: for each kind (a split's manifest, a runs.jsonl, the
-pipeline's stage times, a learngene artifact, a collective checkpoint, a your-task model), a valid file made by the
-scripts, then one variant per field and damage (the field removed, its value replaced by NaN, infinity, a wrong
+pipeline's stage times, a results table, a learngene artifact, a collective checkpoint, a joint source, a your-task
+model), a valid file made by the scripts, then one variant per field and damage (the field removed, its value replaced by NaN, infinity, a wrong
 type, a list, a negative or out-of-range number; a line duplicated; the file cut short). Each variant is either
 refused in one line (a UserError naming the file) or read into something the code then uses without failing: never
 a traceback, never a file written. The science's own fields (accuracies, a task's classes) are refused outright
 (tests/test_reliability.py, test_runstore.py)."""
 import copy
+import csv
+import io
 import json
 import math
 import shutil
@@ -15,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import REPO
 from utils import joint, learngene, methods, runstore, your_task
 from utils.cli import UserError
 from utils.models import IndividualNet
@@ -183,3 +186,58 @@ def test_a_damaged_task_model_is_refused_or_labels_images(learngene_copy, tmp_pa
         assert name in loaded[1]["classes"] and 0 <= p <= 1
     refused = sweep("task model", variants(record, depth=2), read, use, path)
     assert refused > 10
+
+
+def test_damaged_stage_times_are_refused_or_tabled(tmp_path):
+    import pipeline
+    times = {"split": 9.4, "collective": 1500.0, "tune-ewc lambda=400": 120.5}
+    path = tmp_path / "stage_times.json"
+    cases = variants(times, depth=1) + [("not a mapping", [1.0]), ("cut short", ...)]
+
+    def read(case):
+        path.write_text(json.dumps(times)[:20] if case is ... else json.dumps(case))
+        return pipeline.StageClock(path)
+    refused = sweep("stage times", cases, read, lambda clock: clock.add("individual", 1.0) or clock.table(), path)
+    assert refused >= 3 * len(times)
+
+
+def test_a_damaged_results_table_is_refused_or_drawn(tmp_path, capsys):
+    """A results CSV as utils/draw_results.py reads it: each cell of two rows replaced by text, nothing, NaN,
+    infinity or a huge number, each column removed, a row duplicated, the file cut short; refused in one line
+    (exit 2) or drawn."""
+    from utils import draw_results
+    text = (REPO / "results" / "reference" / "tiny-imagenet-100-quick.csv").read_text()
+    header, *rows = list(csv.reader(io.StringIO(text)))
+    table, out = tmp_path / "table.csv", tmp_path / "forest.png"
+
+    def as_csv(header, rows):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+        return buffer.getvalue()
+    cases = [(f"row {i} {name} {bad!r}", as_csv(header, [[bad if c == j else v for c, v in enumerate(r)]
+                                                      if k == i else r for k, r in enumerate(rows)]))
+             for i in (0, 1) for j, name in enumerate(header) for bad in ("x", "", "nan", "inf", "-inf", "1e308")]
+    cases += [(f"{name} removed", as_csv([h for h in header if h != name],
+                                         [[v for h, v in zip(header, r) if h != name] for r in rows]))
+              for name in header]
+    cases += [("a row twice", as_csv(header, [rows[0], *rows])), ("cut short", text[:len(text) // 2])]
+    refused, broken = 0, []
+    for name, case in cases:
+        table.write_text(case)
+        out.unlink(missing_ok=True)
+        try:
+            draw_results.main([str(table), "--out", str(out)])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        except Exception as e:  # noqa: BLE001 - the point: no other exception may escape
+            broken.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        err = capsys.readouterr().err.strip()
+        if code == 2 and str(table) in err and "\n" not in err and not out.exists():
+            refused += 1
+        elif code not in (0, None) or not out.exists():
+            broken.append(f"{name}: exit {code}, {err[:200]}")
+    print(f"results table: {len(cases)} damaged files, {refused} refused in one line, {len(cases) - refused - len(broken)} drawn")
+    assert not broken, "\n".join(broken[:40])
+    assert refused >= len(cases) // 4

@@ -11,18 +11,21 @@ collective run's held-out accuracy matrix from its heldout_accuracy.csv; or a so
 import argparse
 import csv
 import io
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import contrasts, ladder, report, source  # noqa: E402
-from utils.cli import EWC_LAMBDA, UserError, cli, require  # noqa: E402
+from utils.cli import EWC_LAMBDA, Number, UserError, cli, require  # noqa: E402
 from utils.files import require_apart, require_replaceable, starts_with  # noqa: E402
 from utils.repro import provenance  # noqa: E402
 from utils.runstore import read_runs, record_file  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"  # the signature of the files this script writes
+DIFFERENCE = Number(float, -100, 100)  # a paired difference of two accuracies (%), in points
+HALF_WIDTH = Number(float, 0, 10_000)  # its 95% half-width: Student t over as few as 2 tasks can be wide, not endless
 
 
 @cli
@@ -77,6 +80,11 @@ def main(argv=None):
     except ValueError as e:
         raise UserError(f"{table} has a cell that is not a number ({e})")
     require(lines, f"{table} has no row with a paired difference against scratch")
+    bad = next((ln for ln in lines if not (DIFFERENCE.holds(ln["diff"]) and (math.isnan(ln["ci"])
+                                                                            or HALF_WIDTH.holds(ln["ci"])))), None)
+    require(bad is None, f"{table}: {bad and bad['label']} at {bad and bad['shots']} shots has a difference "
+            f"{bad and bad['diff']} +- {bad and bad['ci']}, not points of accuracy ({DIFFERENCE.describe()}, the "
+            f"interval {HALF_WIDTH.describe()} or empty)")
     out = Path(args.out or table.with_name(table.stem + "-forest.png"))
     curves_out = Path(args.curves_out or table.with_name(table.stem + "-curves.png")) if args.runs else None
     runs = None
