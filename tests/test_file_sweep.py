@@ -11,6 +11,7 @@ import io
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,26 +148,25 @@ def test_a_damaged_learngene_is_refused_or_inherited(learngene_copy, tmp_path):
     assert refused > len(cases) // 3
 
 
-def test_a_damaged_collective_checkpoint_is_refused_or_built(collective_run, tiny_split, learngene_copy, tmp_path):
-    ck = torch.load(learngene_copy["collective_checkpoint"], weights_only=True)
-    path, split = tmp_path / "task.pt", Split(tiny_split)
+def checkpoint_sweep(kind, source, load, tiny_split, art, tmp_path):
+    """A checkpoint of the collective model's kind, damaged, read by `load` and built into its network."""
+    ck, path, split = torch.load(source, weights_only=True), tmp_path / source.name, Split(tiny_split)
 
     def read(case):
         torch.save(case, path)
-        return methods.load_collective(path, learngene_copy, split)
-    refused = sweep("collective checkpoint", variants(ck, depth=2), read, methods.collective_net, path)
-    assert refused > 10
+        return load(path, art, split)
+    return sweep(kind, variants(ck, depth=2), read, methods.collective_net, path)
+
+
+def test_a_damaged_collective_checkpoint_is_refused_or_built(collective_run, tiny_split, learngene_copy, tmp_path):
+    source = Path(learngene_copy["collective_checkpoint"])
+    assert checkpoint_sweep("collective checkpoint", source, methods.load_collective, tiny_split, learngene_copy,
+                            tmp_path) > 10
 
 
 def test_a_damaged_joint_source_is_refused_or_built(joint_run, tiny_split, learngene_copy, tmp_path):
-    ck = torch.load(joint_run / "joint.pt", weights_only=True)
-    path, split = tmp_path / "joint.pt", Split(tiny_split)
-
-    def read(case):
-        torch.save(case, path)
-        return joint.load(path, learngene_copy, split)
-    refused = sweep("joint source", variants(ck, depth=2), read, methods.collective_net, path)
-    assert refused > 10
+    assert checkpoint_sweep("joint source", joint_run / "joint.pt", joint.load, tiny_split, learngene_copy,
+                            tmp_path) > 10
 
 
 def test_a_damaged_task_model_is_refused_or_labels_images(learngene_copy, tmp_path):

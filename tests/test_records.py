@@ -2,6 +2,7 @@
 local path, nothing it did not write replaced), and every committed table is what its committed runs give."""
 import csv
 import json
+import os
 
 from conftest import REPO, printed_agrees, run_script
 from utils import report
@@ -53,6 +54,14 @@ def test_keep_records_keeps_text_records_with_relative_paths_and_replaces_nothin
     assert len(read_runs(out / "individual" / "runs.jsonl")) == 5 and (out / "collective" / "selection.txt").exists()
     manifest = json.loads((out / "records.json").read_text())
     assert manifest["kept_from"] == "<root>/checkpoints/toy-quick" and "collective/selection.txt" in manifest["files"]
+    # a table written before its folder's newest runs: the runs wait for their table, the kept pair still agrees
+    (work / "individual" / "results.csv").write_text("shots,method\n")
+    os.utime(work / "individual" / "results.csv", (1, 1))
+    assert run_script("utils/keep_records.py", work, "--out", out, "--overwrite").returncode == 0
+    assert len(read_runs(out / "individual" / "runs.jsonl")) == 5 and (out / "individual" / "results.csv").exists()
+    (work / "individual" / "runs.jsonl").write_text("")  # emptied after its table: not kept either
+    assert run_script("utils/keep_records.py", work, "--out", out, "--overwrite").returncode == 0
+    assert len(read_runs(out / "individual" / "runs.jsonl")) == 5
 
 
 def test_keep_records_refuses_a_folder_it_did_not_make_and_damaged_records(tmp_path):

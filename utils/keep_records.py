@@ -24,9 +24,13 @@ MANIFEST = "records.json"  # what this script wrote into --out, and from where
 
 
 def kept_files(work):
-    """The files of `work` this script keeps, relative to it (hidden and temporary files left out)."""
-    return [p.relative_to(work) for p in sorted(work.rglob("*")) if p.is_file() and p.suffix in KEPT
-            and not any(part.startswith(".") for part in p.relative_to(work).parts)]
+    """The files of `work` this script keeps, relative to it (hidden and temporary files left out), but a runs.jsonl
+    that has grown since the table beside it was written: a table and its runs are kept as a pair that agrees
+    (tests/test_records.py), so those runs wait for their table."""
+    files = [p for p in sorted(work.rglob("*")) if p.is_file() and p.suffix in KEPT
+             and not any(part.startswith(".") for part in p.relative_to(work).parts)]
+    return [p.relative_to(work) for p in files if not (p.name == "runs.jsonl" and (p.parent / "results.csv").exists()
+                                                      and (p.parent / "results.csv").stat().st_mtime < p.stat().st_mtime)]
 
 
 def kept_text(path, root):
