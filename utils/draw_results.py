@@ -82,9 +82,10 @@ def main(argv=None):
     require(lines, f"{table} has no row with a paired difference against scratch")
     bad = next((ln for ln in lines if not (DIFFERENCE.holds(ln["diff"]) and (math.isnan(ln["ci"])
                                                                             or HALF_WIDTH.holds(ln["ci"])))), None)
-    require(bad is None, f"{table}: {bad and bad['label']} at {bad and bad['shots']} shots has a difference "
-            f"{bad and bad['diff']} +- {bad and bad['ci']}, not points of accuracy ({DIFFERENCE.describe()}, the "
-            f"interval {HALF_WIDTH.describe()} or empty)")
+    if bad is not None:
+        raise UserError(f"{table}: {bad['label']} at {bad['shots']} shots has a difference {bad['diff']} +- "
+                        f"{bad['ci']}, not points of accuracy ({DIFFERENCE.describe()}, the interval "
+                        f"{HALF_WIDTH.describe()} or empty)")
     out = Path(args.out or table.with_name(table.stem + "-forest.png"))
     curves_out = Path(args.curves_out or table.with_name(table.stem + "-curves.png")) if args.runs else None
     runs = None
