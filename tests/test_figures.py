@@ -63,6 +63,35 @@ def test_forest_lines_name_each_methods_own_learning_rate():
     assert not any("lr" in l["label"] for l in report.forest_rows(table_rows(), 40000))
 
 
+def test_caption_states_tasks_seeds_and_the_shared_or_own_settings():
+    assert report.about_line("20 target", 1, 0.005, 30) == \
+        "20 target tasks per shot count, 1 seed(s); SGD learning rate 0.005, 30 epochs."
+    assert report.about_line("4 validation", 3, 0.005, 30, {"scratch": 0.001}, {"scratch": 60}) == \
+        "4 validation tasks per shot count, 3 seed(s); each method at its own learning rate and epochs (in its label)."
+    assert report.about_line("20", 1, None, None) == "20 tasks per shot count, 1 seed(s)."
+    assert report.baseline_line({"scratch": 0.001}, None) == ["The baseline, scratch at 0.001."]
+    assert report.baseline_line(None, None) == []
+
+
+def test_a_table_redrawn_says_its_tasks_seeds_and_the_rates_given(tmp_path, capsys):
+    """draw_results.py takes the tasks and seeds from the table's own columns and the rates from its flags; a
+    tuned table's --lr_of must name every row's rate or --lr the rest."""
+    from utils import draw_results
+    rows = [dict(zip(report.TABLE_HEADER, map(str, r))) for r in table_rows()]
+    assert draw_results.about(rows, 0.005, 30, None) == "20 tasks per shot count, 1 seed(s); SGD learning rate " \
+                                                        "0.005, 30 epochs."
+    rows[0]["tasks"], rows[0]["runs"] = "3", "9"
+    assert draw_results.about(rows, None, None, None) == "3-20 tasks per shot count, 1-3 seed(s)."
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        csv.writer(f).writerows([report.TABLE_HEADER, *table_rows()])
+    with pytest.raises(SystemExit):
+        draw_results.main([str(tmp_path / "t.csv"), "--lr_of", "scratch=0.001", "learngene=0.005"])
+    assert "--lr_of names no rate for other-layers, probe-random: give --lr too" in capsys.readouterr().err
+    assert not (tmp_path / "t-forest.png").exists()
+    draw_results.main([str(tmp_path / "t.csv"), "--lr_of", "scratch=0.001", "learngene=0.005", "--lr", "0.02"])
+    assert (tmp_path / "t-forest.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def fake_runs(epochs, probe=False):
     runs = {}
     rng = np.random.default_rng(0)

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import contrasts, ladder, report, source  # noqa: E402
-from utils.cli import EWC_LAMBDA, Number, UserError, cli, require  # noqa: E402
+from utils.cli import COUNT, EWC_LAMBDA, LEARNING_RATE, Number, UserError, cli, require  # noqa: E402
+from utils.individual import method_lr  # noqa: E402
 from utils.files import require_apart, require_replaceable, starts_with  # noqa: E402
 from utils.repro import provenance  # noqa: E402
 from utils.runstore import read_runs, record_file  # noqa: E402
@@ -48,6 +49,11 @@ def main(argv=None):
     p.add_argument("--title", default=None, metavar="TEXT", help="what the figure shows (default: the table's file name)")
     p.add_argument("--ewc_lambda", type=EWC_LAMBDA, default=None, help="the EWC strength of the table's EWC rows, "
                    "for their labels (the table does not hold it; the results markdown says it)")
+    p.add_argument("--lr", type=LEARNING_RATE, default=None, help="the SGD learning rate the table's rows trained "
+                   "with, for the figure's caption (the table does not hold it; its results markdown says it)")
+    p.add_argument("--lr_of", type=method_lr, nargs="+", default=[], metavar="METHOD=LR", help="each method's own "
+                   "rate, where they differ (a tuned table): said in every row's label; --lr for the methods not named")
+    p.add_argument("--epochs", type=COUNT, default=None, help="the number of epochs the table's rows trained for")
     p.add_argument("--runs", default=None, metavar="RUNS", help="the runs.jsonl (or its folder) behind the table: "
                    "also draw the learning curves")
     p.add_argument("--curves_out", default=None, metavar="OUTFILE",
@@ -75,8 +81,15 @@ def main(argv=None):
     short = next((i for i, r in enumerate(rows, 2) if None in r.values() or None in r), None)
     require(short is None, f"{table} line {short} does not have the table's {len(rows[0])} cells (a truncated copy?)")
     require(args.runs or not args.curves_out, "--curves_out draws the curves of --runs: give --runs too")
+    lrs = None
+    if args.lr_of:
+        lr_of = dict(args.lr_of)
+        unnamed = sorted({r["method"] for r in rows} - set(lr_of))
+        require(args.lr is not None or not unnamed, f"--lr_of names no rate for {', '.join(unnamed)}: give --lr too")
+        lrs = {r["method"]: lr_of.get(r["method"], args.lr) for r in rows}
     try:
-        lines = report.forest_rows(rows, args.ewc_lambda)
+        lines = report.forest_rows(rows, args.ewc_lambda, lrs)
+        settings = about(rows, args.lr, args.epochs, lrs)
     except ValueError as e:
         raise UserError(f"{table} has a cell that is not a number ({e})")
     require(lines, f"{table} has no row with a paired difference against scratch")
@@ -101,11 +114,26 @@ def main(argv=None):
             require_replaceable(path, args.overwrite, starts_with(PNG))
     name = args.title or table.stem
     prov = provenance(argv=argv)
-    report.draw_forest(out, lines, name, prov, [f"Drawn from {table} (the table's own numbers)."])
+    caption = [f"Drawn from {table} (the table's own numbers).", settings,
+               *report.baseline_line(lrs, None)]
+    report.draw_forest(out, lines, name, prov, caption)
     print(f"wrote {out}")
     if runs:
         report.draw_curves(curves_out, runs, name, prov, [f"Drawn from the {len(runs)} runs of {runs_file}."])
         print(f"wrote {curves_out}")
+
+
+def about(rows, lr, epochs, lrs):
+    """The caption's line on the table's tasks and seeds per shot count (from its own `tasks` and `runs` columns)
+    and the settings given on the command line."""
+    tasks = sorted({int(r["tasks"]) for r in rows})
+    seeds = sorted({int(r["runs"]) // int(r["tasks"]) for r in rows if int(r["tasks"])})
+    return report.about_line(span(tasks), span(seeds), lr, epochs, lrs)
+
+
+def span(values):
+    """'20' for one value, '3-20' for several, '?' for none."""
+    return "?" if not values else str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def draw_contrasts(files, out, title, overwrite, argv, contrast_set="source"):

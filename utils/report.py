@@ -49,9 +49,8 @@ def summarize(out, runs, study, argv):
     write_json(out / "provenance.json", prov)
     lrs = {m: study.settings_of(m).lr for m in METHODS} if study.lr_of else None  # each method's own rate
     epochs = {m: study.settings_of(m).epochs for m in METHODS} if study.epochs_of else None  # and schedule
-    about = (f"{study.num_tasks} {study.section} tasks per shot count, {len(study.seeds)} seed(s); "
-             + (f"SGD learning rate {study.settings.lr:g}" if not lrs else "each method at its own learning rate")
-             + (f", {study.settings.epochs} epochs" if not epochs else " and epochs (in its label)") + ".")
+    about = about_line(f"{study.num_tasks} {study.section}", len(study.seeds), study.settings.lr,
+                       study.settings.epochs, lrs, epochs)
     draw_figures(out, rows, runs, study.name, study.settings.ewc_lambda, prov, lrs, epochs, about)
     table = results_markdown(rows, study, prov)
     write_text(out / "results.md", table)
@@ -91,11 +90,26 @@ def draw_figures(out, rows, runs, name, ewc_lambda, prov, lrs=None, epochs=None,
     lines = forest_rows(rows, ewc_lambda, lrs, epochs)
     caption = [about] if about else []
     if lines:
-        own = [f"{BASELINE} at {lrs[BASELINE]:g}" if lrs else "",
-               f"{epochs[BASELINE]} epochs" if epochs else ""]
-        draw_forest(out / "forest.png", lines, name, prov,
-                    caption + ([f"The baseline, {' and '.join(o for o in own if o)}."] if lrs or epochs else []))
+        draw_forest(out / "forest.png", lines, name, prov, caption + baseline_line(lrs, epochs))
     draw_curves(out / "curves.png", runs, name, prov, caption)
+
+
+def about_line(tasks, seeds, lr, epochs, lrs=None, epochs_of=None):
+    """The line under a table's figures: its tasks ("20 target") and seeds per shot count, and the SGD learning rate
+    and number of epochs its rows share (None: not known, left out), or that each method has its own (`lrs`,
+    `epochs_of`: {method: value}, said in each line's label)."""
+    settings = ["each method at its own learning rate" if lrs else f"SGD learning rate {lr:g}" if lr else "",
+                ("and epochs (in its label)" if lrs else "each method at its own epochs (in its label)")
+                if epochs_of else f"{epochs} epochs" if epochs else ""]
+    settings = [s for s in settings if s]
+    return (f"{tasks} tasks per shot count, {seeds} seed(s)" + ("; " + ", ".join(settings).replace(", and", " and")
+                                                                 if settings else "") + ".")
+
+
+def baseline_line(lrs, epochs_of):
+    """The forest's line on the baseline's own settings, where each method has its own ([] where they share them)."""
+    own = [f"{BASELINE} at {lrs[BASELINE]:g}" if lrs else "", f"{epochs_of[BASELINE]} epochs" if epochs_of else ""]
+    return [f"The baseline, {' and '.join(o for o in own if o)}."] if lrs or epochs_of else []
 
 
 def draw_forest(path, lines, name, prov, caption=()):
