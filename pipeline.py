@@ -162,12 +162,13 @@ STUDIES = {s.name: s for s in (
 
 
 SECONDS = Number(float, 0, math.inf)  # a stage's wall-clock time, as stage_times.json records it
+CLOCK_TICK = 60  # seconds between the stage clock's writes while a stage runs: a machine lost loses at most this
 
 
 class StageClock:
     """Wall-clock seconds per stage, kept in <work>/stage_times.json and summed over the invocations that ran
-    the stage, so a resumed pipeline still reports where all its time went (a process killed outright loses
-    the seconds of the stage it was in)."""
+    the stage, so a resumed pipeline still reports where all its time went (written every CLOCK_TICK seconds while a
+    stage runs, so a process killed outright, or a machine lost, loses at most that much)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -198,16 +199,23 @@ def stage(clock, name, script, args, done):
         return
     cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
     print(f"[{name}] python {shlex.join([script, *map(str, args)])}", flush=True)
-    t0 = time.time()
+    t0 = counted = time.time()
     child = subprocess.Popen(cmd, cwd=REPO_ROOT, preexec_fn=_dies_with(os.getpid()))
     try:
-        failed = child.wait() != 0
+        while True:
+            try:
+                failed = child.wait(timeout=CLOCK_TICK) != 0
+                break
+            except subprocess.TimeoutExpired:  # a long stage: its time so far on disk, in case the machine goes
+                now = time.time()
+                clock.add(name, now - counted)
+                counted = now
     except BaseException:  # Ctrl-C or SIGTERM here: stop the stage the same way, so it too ends cleanly
         child.terminate()
         child.wait()
         raise
     finally:
-        clock.add(name, time.time() - t0)
+        clock.add(name, time.time() - counted)
     if failed:
         raise StageFailed(f"stage {name} failed (its message is above); fix it and rerun the same command to resume",
                           child.returncode if child.returncode > 0 else 1)

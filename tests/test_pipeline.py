@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,19 @@ def test_a_corrupt_record_of_stage_times_is_one_line(tmp_path):
             pipeline.StageClock(tmp_path / "stage_times.json")
     (tmp_path / "stage_times.json").write_text('{"collective": 12.5}')
     assert pipeline.StageClock(tmp_path / "stage_times.json").seconds == {"collective": 12.5}
+
+
+def test_a_running_stage_keeps_its_time_on_disk(tmp_path, monkeypatch):
+    """A stage's seconds reach stage_times.json while it runs (every CLOCK_TICK), not only when it ends: a machine
+    lost in a long stage loses at most a tick of its count. Its last count is the whole stage, counted once."""
+    monkeypatch.setattr(pipeline, "CLOCK_TICK", 0.2)
+    times = tmp_path / "stage_times.json"
+    seen = tmp_path / "seen.json"
+    (tmp_path / "stage.py").write_text(
+        "import shutil, sys, time\ntime.sleep(1.2)\nshutil.copyfile(sys.argv[1], sys.argv[2])\n")
+    clock = pipeline.StageClock(times)
+    t0 = time.time()
+    pipeline.stage(clock, "long", str(tmp_path / "stage.py"), [times, seen], None)
+    elapsed = time.time() - t0
+    assert json.loads(seen.read_text())["long"] >= 0.6  # written by the pipeline while the stage still ran
+    assert abs(json.loads(times.read_text())["long"] - elapsed) < 0.5
