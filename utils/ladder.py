@@ -29,10 +29,11 @@ def rungs(source):
 
 def points(results, shots, against):
     """{source: [(x, mean paired difference, its 95% half-width, tasks)]} against `against` (a method), per target
-    task, for the rows that have runs; the capacity control against itself is left out (0 by definition)."""
+    task, for the rows that have runs; the capacity control against itself is left out (0 by definition), and a
+    source with no row of its own (only the capacity control, which every source shares) is left out whole."""
     out = {}
     for source in SOURCES:
-        pts = []
+        pts, own = [], False
         for x, method in rungs(source):
             if method == against:
                 continue
@@ -40,7 +41,8 @@ def points(results, shots, against):
             if diffs:
                 diff, ci = mean_ci95(list(diffs.values()))
                 pts.append((x, diff, ci, len(diffs)))
-        if pts:
+                own = own or method != CAPACITY
+        if own:
             out[source] = pts
     return out
 
