@@ -97,3 +97,43 @@ def test_every_committed_table_is_what_its_committed_runs_give():
             for name, cell, value in zip(report.TABLE_HEADER, row, again):
                 same = printed_agrees(cell, float(value)) if isinstance(value, float) else cell == str(value)
                 assert same, f"{table.relative_to(REPO)}: {name} {cell} vs {value} (shots {row[0]}, {row[1]})"
+
+
+def test_keep_records_keeps_the_splits_tasks_with_its_hash(tmp_path):
+    """The split's images stay out of the records; its tasks' classes come in, named by the sha256 of the manifest
+    they were read from, which is what every run records as its split_hash."""
+    import hashlib
+    from utils import shared_classes
+    work = made_up_work(tmp_path / "root")
+    split = tmp_path / "root" / "data" / "toy-quick-split"
+    split.mkdir(parents=True)
+    tasks = {"10": [{"classes": ["b", "a"], "samples": {}}, {"classes": ["c", "a"], "samples": {}}]}
+    (split / "manifest.json").write_text(json.dumps({"command": f"python make.py --out {split}", "target": tasks,
+                                                      "validation": tasks}))
+    (split / "images.npy").write_bytes(b"not kept")
+    assert run_script("utils/keep_records.py", work, "--out", tmp_path / "kept").returncode == 0
+    kept = json.loads((tmp_path / "kept" / shared_classes.TASKS_FILE).read_text())
+    digest = hashlib.sha256((split / "manifest.json").read_bytes()).hexdigest()
+    assert kept["split_hash"] == digest and kept["target"] == {"10": [["a", "b"], ["a", "c"]]}
+    assert kept["command"] == "python make.py --out <root>/data/toy-quick-split"
+    assert not list((tmp_path / "kept").rglob("*.npy"))
+    assert shared_classes.target_tasks(tmp_path / "kept", digest) == {10: [{"a", "b"}, {"a", "c"}]}
+    assert shared_classes.target_tasks(split, digest) == {10: [{"a", "b"}, {"a", "c"}]}
+
+
+def test_the_committed_shared_classes_table_is_what_the_committed_runs_give():
+    """results/reference's shared-classes table recomputed from the records it names: every number within its digits."""
+    from utils import shared_classes
+    table = REPO / "results" / "reference" / "tiny-imagenet-100-cpu-amd-bf16-shared-classes" / "shared_classes.csv"
+    records = RECORDS / "tiny-imagenet-100-cpu-amd-bf16"
+    runs = read_runs(records / "individual" / "runs.jsonl")
+    split_hash = json.loads((records / shared_classes.TASKS_FILE).read_text())["split_hash"]
+    recomputed = shared_classes.table_rows(runs, shared_classes.target_tasks(records, split_hash))
+    with open(table, newline="") as f:
+        printed = list(csv.reader(f))
+    assert printed[0][:len(shared_classes.HEADER)] == shared_classes.HEADER and len(printed) - 1 == len(recomputed)
+    for row, again in zip(printed[1:], recomputed):
+        for name, cell, value in zip(shared_classes.HEADER, row, again):
+            same = (cell == "nan" if value != value else printed_agrees(cell, float(value))) \
+                if isinstance(value, float) else cell == str(value)
+            assert same, f"{table.name}: {name} {cell} vs {value} (shots {row[0]}, {row[1]})"

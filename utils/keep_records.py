@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import UserError, cli, require  # noqa: E402
 from utils.files import FolderLock, file_digest, require_apart, write_json, write_text  # noqa: E402
 from utils.repro import for_display, provenance  # noqa: E402
+from utils import shared_classes  # noqa: E402
 from utils.runstore import records  # noqa: E402
 
 KEPT = (".jsonl", ".csv", ".md", ".json", ".txt")  # records and tables; checkpoints and figures are not kept
@@ -64,6 +65,9 @@ def main(argv=None):
     root = work.parents[1]  # <root>/checkpoints/<name>
     with FolderLock(out):
         texts = {rel: kept_text(work / rel, root) for rel in kept_files(work)}
+        split = root / "data" / f"{work.name}-split" / "manifest.json"
+        if split.is_file():  # the tasks' classes, which utils/shared_classes.py reads beside the runs
+            texts[Path(shared_classes.TASKS_FILE)] = for_display(shared_classes.tasks_text(split).replace(str(root), "<root>"))
         changed = [rel for rel, text in texts.items() if (out / rel).exists() and (out / rel).read_text() != text]
         require(args.overwrite or not changed, f"{out / changed[0] if changed else out} has changed in WORK since it "
                 f"was kept ({len(changed)} file(s)): pass --overwrite to update them")

@@ -1,0 +1,191 @@
+"""Do the target tasks' shared classes make the intervals too narrow? The target tasks of a shot count are each 5
+classes drawn from the same 20 novel classes, so a class sits in several tasks and its test images are read by each
+of them. The tables' intervals are Student t over tasks, as if the tasks were independent. If a class moved the
+paired difference (a method minus its baseline) of every task that holds it, tasks sharing classes would be
+correlated and those intervals too narrow. Two readings, from the committed runs and the split's target tasks, no
+retraining:
+
+- a permutation test of "tasks that share classes have alike differences": the sum over pairs of tasks of their
+  shared classes times the product of their centred differences, against the same with the differences shuffled
+  over the tasks' class sets (with 20 tasks its power is limited: a p-value far from 0 does not show the tasks
+  independent);
+- how much dependence each conclusion tolerates. With one effect per class (a task's difference = the mean of its
+  classes' effects + its own noise), the mean's variance over what the tables assume is the design effect; it
+  depends on this split's task-class layout and the ratio of the class effects' SD to the noise's, and is at most
+  the value it tends to as the ratio grows. A row's interval excludes 0 as long as the design effect stays below
+  (difference / half-width)^2; above the largest possible design effect, no class dependence of this kind can undo
+  it. (The ratio itself is not estimated: from 20 tasks, 20 class effects cannot be told from task noise well
+  enough to use a per-row estimate.)
+
+    python utils/shared_classes.py results/reference/records/<run>/individual \
+        --split results/reference/records/<run>/split_tasks.json --out DIR
+"""
+import argparse
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import UserError, cli, require  # noqa: E402
+from utils.files import require_apart, require_replaceable, starts_with, write_csv, write_text  # noqa: E402
+from utils.methods import BASELINE  # noqa: E402
+from utils.repro import provenance  # noqa: E402
+from utils.runstore import read_runs, record_file, records  # noqa: E402
+from utils.stats import mean_ci95, per_task  # noqa: E402
+
+HEADER = ["shots", "method", "against", "tasks", "diff", "diff_ci95", "class_effect_p", "design_effect_tolerated",
+          "diff_ci95_class_sd_equal", "design_effect_max"]
+DRAWS = 2000  # permutations of the class-effect test
+TASKS_FILE = "split_tasks.json"  # the split's tasks' classes, kept with a run's records (utils/keep_records.py)
+
+
+def membership(tasks):
+    """Z (tasks x classes): 1/ways where the task holds the class, so Z @ effects is each task's mean effect."""
+    classes = sorted(set().union(*tasks))
+    z = np.zeros((len(tasks), len(classes)))
+    for t, task in enumerate(tasks):
+        for c in task:
+            z[t, classes.index(c)] = 1.0 / len(task)
+    return z
+
+
+def design_effect(tasks, ratio):
+    """The variance of the mean task difference over what independent tasks give (the expected s^2 / n), when each
+    class moves its tasks' differences by an effect of SD `ratio` times the task noise's (math.inf: classes only)."""
+    n = len(tasks)
+    zz = membership(tasks) @ membership(tasks).T
+    v = zz if math.isinf(ratio) else ratio ** 2 * zz + np.eye(n)
+    return float(v.sum() / n ** 2) / (float(np.trace(v) - v.sum() / n) / (n - 1) / n)
+
+
+def class_effect_p(diffs, tasks, draws=DRAWS, seed=0):
+    """Permutation p-value of 'tasks that share classes have alike differences': the sum over pairs of tasks of
+    their shared classes times the product of their centred differences, against the same with the differences
+    shuffled over the tasks' class sets."""
+    y = np.asarray(diffs, dtype=float)
+    held = (membership(tasks) > 0).astype(float)
+    shared = held @ held.T
+    np.fill_diagonal(shared, 0.0)
+
+    def statistic(values):
+        r = values - values.mean()
+        return float(r @ shared @ r)
+
+    observed = statistic(y)
+    rng = np.random.default_rng(seed)
+    hits = sum(statistic(rng.permutation(y)) >= observed - 1e-9 for _ in range(draws))
+    return (1 + hits) / (1 + draws)
+
+
+def table_rows(runs, tasks_by_shots, against=BASELINE, draws=DRAWS):
+    """HEADER rows: every method with runs paired against `against`, per shot count, over the tasks both have."""
+    rows = []
+    for shots in sorted({key.shots for key in runs}):
+        tasks = tasks_by_shots.get(shots)
+        require(tasks is not None, f"the split has no target tasks of {shots} shots, which the runs have: another split?")
+        for method in sorted({key.method for key in runs if key.shots == shots} - {against}):
+            diffs = per_task(runs, method, shots, against)
+            if len(diffs) < 3:
+                continue
+            require(max(diffs) < len(tasks), f"the runs have task {max(diffs)} at {shots} shots; the split has "
+                    f"{len(tasks)}: another split?")
+            held = [tasks[t] for t in sorted(diffs)]
+            y = [diffs[t] for t in sorted(diffs)]
+            diff, ci = mean_ci95(y)
+            tolerated = (diff / ci) ** 2 if ci > 0 and abs(diff) > ci else math.nan
+            rows.append([shots, method, against, len(y), diff, ci, class_effect_p(y, held, draws), tolerated,
+                         ci * math.sqrt(design_effect(held, 1.0)), design_effect(held, math.inf)])
+    return rows
+
+
+def tasks_text(manifest):
+    """TASKS_FILE's text for a split's manifest.json: its sha256 (what runs name as their split_hash), the command
+    that made it, and the classes of each target and validation task, per shot count (a split's images stay out of
+    the records; its tasks' classes are all this script needs)."""
+    data = Path(manifest).read_bytes()
+    m = json.loads(data)
+    tasks = {section: {shots: [sorted(task["classes"]) for task in m[section][shots]] for shots in m[section]}
+             for section in ("target", "validation")}
+    return json.dumps({"split_hash": hashlib.sha256(data).hexdigest(), "command": m.get("command"), **tasks},
+                      indent=1) + "\n"
+
+
+def target_tasks(path, split_hash):
+    """{shots: [set of classes per target task]} of a split (its directory or manifest.json) or of the TASKS_FILE
+    kept with a run's records, checked against the split the runs were trained on."""
+    path = Path(path)
+    file = path / "manifest.json" if (path / "manifest.json").is_file() else path / TASKS_FILE if path.is_dir() else path
+    require(file.is_file(), f"--split {path}: no split manifest.json or {TASKS_FILE} there")
+    data = file.read_bytes()
+    try:
+        content = json.loads(data)
+        kept = isinstance(content, dict) and "split_hash" in content  # a TASKS_FILE, else a split's manifest
+        found = content["split_hash"] if kept else hashlib.sha256(data).hexdigest()
+        target = {int(k): [set(task if kept else task["classes"]) for task in v] for k, v in content["target"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--split {file}: no readable target tasks in it ({e})")
+    require(found == split_hash, f"--split {file} is not the split these runs were trained on (its sha256 "
+            f"{str(found)[:12]}, the runs' split_hash {split_hash[:12]})")
+    return target
+
+
+def markdown(rows, title, prov):
+    lines = [f"#### {title}: the intervals and the classes the target tasks share", "",
+             "Per row: the paired difference and the tables' 95% interval (Student t over tasks, as if independent); "
+             "the permutation p-value of 'tasks that share classes have alike differences' (weak: a large p does not show "
+             "independence); the design effect the row's "
+             "exclusion of 0 tolerates ((difference / half-width)^2; '-' where the interval holds 0); the interval "
+             "if the class effects' SD equalled the task noise's; and the largest design effect this split's "
+             "task-class layout allows (any class SD).", "",
+             "| shots | method | minus | tasks | difference (points) | 95% CI, tasks independent | class effect p "
+             "| design effect tolerated | 95% CI, class SD = task SD | largest design effect |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {m} | {a} | {n} | {d:+.1f} | ±{ci:.1f} | {p:.3f} | "
+              + ("-" if math.isnan(tol) else f"{tol:.1f}") + f" | ±{eq:.1f} | {top:.1f} |"
+              for k, m, a, n, d, ci, p, tol, eq, top in rows]
+    lines += ["", f"Written at commit {prov['commit']}, {prov['time_utc']}: `{prov['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+@cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", metavar="RUNS", help="a runs.jsonl (or the folder that holds it)")
+    p.add_argument("--split", required=True, metavar="SPLIT", help="the split the runs were trained on (its "
+                   f"directory or manifest.json, or the {TASKS_FILE} kept with the run's records): its target tasks' "
+                   "classes")
+    p.add_argument("--against", default=BASELINE, metavar="METHOD", help="the row every other is paired against")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="where shared_classes.{csv,md} go")
+    p.add_argument("--title", default="target tasks", metavar="TEXT")
+    p.add_argument("--overwrite", action="store_true", help="replace this script's earlier files in --out")
+    args = p.parse_args(argv)
+    runs_file = record_file(args.runs)
+    require(runs_file.is_file(), f"{args.runs}: no runs.jsonl there")
+    hashes = {settings.get("split_hash") for settings, _ in records(runs_file)}
+    require(len(hashes) == 1 and None not in hashes, f"{runs_file} holds runs of {len(hashes)} splits: give one "
+            f"study's runs")
+    sections = {settings.get("section") for settings, _ in records(runs_file)}
+    require(sections == {"target"}, f"{runs_file} holds {', '.join(map(str, sorted(sections, key=str)))} runs; this "
+            f"reads target tasks' runs")
+    runs = read_runs(runs_file)
+    require(any(key.method == args.against for key in runs), f"{runs_file} has no {args.against} runs to pair with")
+    rows = table_rows(runs, target_tasks(args.split, hashes.pop()), args.against)
+    require(rows, f"{runs_file}: no method has 3 or more tasks paired with {args.against}")
+    out = Path(args.out)
+    for name, first in (("shared_classes.csv", ",".join(HEADER)), ("shared_classes.md", "#### ")):
+        require_apart(out / name, [("RUNS", runs_file)])
+        require_replaceable(out / name, args.overwrite, starts_with(first.encode()))
+    prov = {**provenance(argv=argv), "device": "none (computed from the stored runs)"}
+    write_csv(out / "shared_classes.csv", HEADER, rows, prov)
+    text = markdown(rows, args.title, prov)
+    write_text(out / "shared_classes.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
