@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from utils.cli import Number, StageFailed, cli, require, require_distinct  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.fewshot import TrainSettings  # noqa: E402
-from utils.methods import CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
-from utils import budget, contrasts, ladder, released, report, seeds, source  # noqa: E402
+from utils.methods import BASELINE, CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
+from utils import budget, contrasts, ladder, released, report, seeds, shared_classes, source  # noqa: E402
 from utils.runstore import read_runs, records  # noqa: E402
 from utils.repro import COMMIT_AT_START, REPO_ROOT, ROOT_VARIABLE, command_line, provenance  # noqa: E402
 
@@ -378,6 +378,9 @@ def main(argv=None):
                                                          "--name", f"{args.dataset}, {args.preset} preset, "
                                                          f"{study.name}", "--out", work / study.name], None)
             title = f"{args.dataset}, {args.preset} preset, {study.name}"
+            shared = BASELINE in study.methods and shared_classes.rows_of(work / study.name / "runs.jsonl", split)
+            if shared:  # how much dependence each row's interval tolerates, from the tasks' shared classes
+                shared_classes.write(work / study.name, shared, title, provenance(None, argv))
             if any(f == "features.png" for f, _ in study.files):
                 draw_source_features(work, study, argv, f"{args.dataset}, {args.preset} preset")
             if study.contrasts:

@@ -152,6 +152,29 @@ def markdown(rows, title, prov):
     return "\n".join(lines) + "\n"
 
 
+def rows_of(runs_file, split, against=BASELINE):
+    """table_rows of a study's runs.jsonl and the split they were trained on, both checked: one split (the one
+    given), target tasks only, a baseline to pair with."""
+    hashes = {settings.get("split_hash") for settings, _ in records(runs_file)}
+    require(len(hashes) == 1 and None not in hashes, f"{runs_file} holds runs of {len(hashes)} splits: give one "
+            f"study's runs")
+    sections = {settings.get("section") for settings, _ in records(runs_file)}
+    require(sections == {"target"}, f"{runs_file} holds {', '.join(map(str, sorted(sections, key=str)))} runs; this "
+            f"reads target tasks' runs")
+    runs = read_runs(runs_file)
+    require(any(key.method == against for key in runs), f"{runs_file} has no {against} runs to pair with")
+    return table_rows(runs, target_tasks(split, hashes.pop()), against)
+
+
+def write(out, rows, title, prov):
+    """shared_classes.csv and shared_classes.md in `out`; returns the markdown."""
+    prov = {**prov, "device": "none (computed from the stored runs)"}
+    write_csv(Path(out) / "shared_classes.csv", HEADER, rows, prov)
+    text = markdown(rows, title, prov)
+    write_text(Path(out) / "shared_classes.md", text)
+    return text
+
+
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -166,25 +189,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     runs_file = record_file(args.runs)
     require(runs_file.is_file(), f"{args.runs}: no runs.jsonl there")
-    hashes = {settings.get("split_hash") for settings, _ in records(runs_file)}
-    require(len(hashes) == 1 and None not in hashes, f"{runs_file} holds runs of {len(hashes)} splits: give one "
-            f"study's runs")
-    sections = {settings.get("section") for settings, _ in records(runs_file)}
-    require(sections == {"target"}, f"{runs_file} holds {', '.join(map(str, sorted(sections, key=str)))} runs; this "
-            f"reads target tasks' runs")
-    runs = read_runs(runs_file)
-    require(any(key.method == args.against for key in runs), f"{runs_file} has no {args.against} runs to pair with")
-    rows = table_rows(runs, target_tasks(args.split, hashes.pop()), args.against)
+    rows = rows_of(runs_file, args.split, args.against)
     require(rows, f"{runs_file}: no method has 3 or more tasks paired with {args.against}")
     out = Path(args.out)
     for name, first in (("shared_classes.csv", ",".join(HEADER)), ("shared_classes.md", "#### ")):
         require_apart(out / name, [("RUNS", runs_file)])
         require_replaceable(out / name, args.overwrite, starts_with(first.encode()))
-    prov = {**provenance(argv=argv), "device": "none (computed from the stored runs)"}
-    write_csv(out / "shared_classes.csv", HEADER, rows, prov)
-    text = markdown(rows, args.title, prov)
-    write_text(out / "shared_classes.md", text)
-    print(text)
+    print(write(out, rows, args.title, provenance(argv=argv)))
 
 
 if __name__ == "__main__":
