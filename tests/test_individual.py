@@ -157,6 +157,9 @@ def test_grouped_training_matches_one_by_one(collective_run, tiny_split):
                 assert cg[1] == pytest.approx(co[1], rel=1e-9), (m, t)   # training loss per epoch
                 assert cg[4] == pytest.approx(co[4], rel=1e-9, abs=1e-12), (m, t)  # EWC penalty
                 assert cg[3] == co[3], (m, t)                            # test accuracy
+            assert g["class_acc"] == one["class_acc"], (m, t)            # and on each class's images
+            # the run's accuracy is its classes' (this split's test set holds as many images of each class)
+            assert len(one["class_acc"]) == 5 and sum(one["class_acc"]) / 5 == pytest.approx(one["final_acc"])
             if m == "learngene":
                 assert one["curve"][-1][4] > 0  # EWC acts
     todo = [Key("scratch", 10, 0, 0), Key("finetune-collective", 10, 0, 0), Key("learngene", 10, 1, 0),
@@ -268,6 +271,7 @@ def test_probes_read_frozen_features(collective_run, joint_run, tiny_split):
     for method in [name for name, m in methods.METHODS.items() if m.probe]:
         r = fewshot.train_probe(Key(method, 4, 0, 0), Inputs(art, "", collective, joint), train, test, settings(), cpu)
         assert r["method"] == method and not r["diverged"] and 0 <= r["final_acc"] <= 100
+        assert len(r["class_acc"]) == 5 and sum(r["class_acc"]) / 5 == pytest.approx(r["final_acc"])
         assert r["curve"][-1][2] >= 95  # 20 shots and their mirrors in 256 dimensions: separable
         assert r["parameters"] == 5 * (collective["widths"][-1] + 1)
 

@@ -206,6 +206,8 @@ def test_test_accuracy_is_the_share_of_predictions_equal_to_the_labels(monkeypat
     data = engine.DeviceData(images, labels)
     answers = torch.tensor([0, 1, 2, 3, 4, 1, 2, 3])  # the first five right, the last three wrong
     assert engine.evaluate(Oracle(answers), data, batch_size=3) == 5 / 8
+    # by class, the same pass: label 0 right 1 of 2, labels 1 and 2 right 1 of 2, labels 3 and 4 right 1 of 1
+    assert engine.evaluate(Oracle(answers), data, batch_size=3, by_class=True) == (5 / 8, [0.5, 0.5, 0.5, 1.0, 1.0])
     # the held-out reading: among the given outputs, label y meaning outputs[y]
     shifted = torch.tensor([5, 6, 7, 8, 9])
     local, overall = source.choice_accuracy(Oracle(answers + 5, 10), data, shifted, "fp32", batch_size=3)

@@ -111,10 +111,13 @@ def test_a_method_with_its_own_learning_rate_reads_that_rate_only():
     (lambda r: r["result"].update(best_acc="high"), "best_acc 'high' is not an accuracy"),
     (lambda r: r["result"].pop("task"), "its task is missing"),
     (lambda r: r["result"].update(shots=True), "its shots is missing or not an integer"),
+    (lambda r: r["result"].update(class_acc=[50.0, 101.0]), "class_acc .* is not a list of accuracies"),
+    (lambda r: r["result"].update(class_acc="50"), "class_acc '50' is not a list of accuracies"),
+    (lambda r: r["result"].update(class_acc=[]), "class_acc .* is not a list of accuracies"),
 ])
 def test_a_run_record_with_a_bad_field_is_refused_in_one_line_naming_the_file_and_field(tmp_path, edit, fragment):
     row = {"settings": {"lr": 0.005}, "result": {"method": "scratch", "shots": 10, "task": 0, "seed": 0,
-                                                 "final_acc": 50.0, "best_acc": 52.0}}
+                                                 "final_acc": 50.0, "best_acc": 52.0, "class_acc": [40.0, 60.0]}}
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(row) + "\n")
     assert [r["final_acc"] for _, r in runstore.records(good)] == [50.0]

@@ -142,16 +142,26 @@ def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, 
 
 
 @torch.no_grad()
-def evaluate(model, data, precision="fp32", batch_size=256):
-    """Accuracy in eval mode (BatchNorm running statistics, no dropout)."""
+def evaluate(model, data, precision="fp32", batch_size=256, by_class=False):
+    """Accuracy in eval mode (BatchNorm running statistics, no dropout); with `by_class`, (accuracy, [accuracy on
+    the images of label 0, 1, ...]), the same pass."""
     model.eval()
     device = data.images.device
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    hits = []
     for start in range(0, len(data), batch_size):
         x = normalize(data.images[start:start + batch_size], uses_channels_last(device, precision))
         with autocast(device, precision):
-            correct += (model(x).argmax(1) == data.labels[start:start + batch_size]).sum()
-    return correct.item() / max(len(data), 1)
+            hits.append(model(x).argmax(1) == data.labels[start:start + batch_size])
+    hits = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=device)
+    accuracy = hits.sum().item() / max(len(data), 1)
+    return (accuracy, class_accuracy(hits, data.labels)) if by_class else accuracy
+
+
+def class_accuracy(hits, labels):
+    """[accuracy on the images of label 0, 1, ...] from each image's hit (a bool tensor) and label."""
+    correct = torch.bincount(labels[hits], minlength=int(labels.max()) + 1 if len(labels) else 0)
+    total = torch.bincount(labels, minlength=len(correct))
+    return (correct.double() / total.clamp_min(1)).tolist()
 
 
 def synchronize(device):

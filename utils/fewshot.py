@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from utils import grouped
-from utils.engine import DeviceData, evaluate, normalize, seeded_generator, sgd, train_epoch, uses_channels_last
+from utils.engine import DeviceData, class_accuracy, evaluate, normalize, seeded_generator, sgd, train_epoch, uses_channels_last
 from utils.ewc import EWC, RELEASED_LAMBDA, fisher_diagonal
 from utils.methods import METHODS, build_model, collective_net
 from utils.models import count_parameters
@@ -109,13 +109,15 @@ def batch_generator(key, epoch, device):
     return seeded_generator(derived_seed(key.seed, "individual-batches", key.shots, key.task, epoch), device)
 
 
-def result_row(key, curve, seconds, parameters, inherited_layers, diverged):
+def result_row(key, curve, seconds, parameters, inherited_layers, diverged, class_acc):
     """A finished run. curve: [epoch, training loss, training accuracy (%), test accuracy (%), EWC penalty] per
     evaluated epoch; diverged: a training loss or penalty was non-finite at some epoch (its accuracy is then
-    meaningless, typically chance, and the tables count such runs)."""
+    meaningless, typically chance, and the tables count such runs); class_acc: after the last epoch, the test
+    accuracy (%) on each class's images, in the task's label order (utils/shared_classes.py reads it)."""
     best = max(curve, key=lambda r: r[3])
     return {**key._asdict(), "final_acc": curve[-1][3], "best_acc": best[3], "best_epoch": best[0], "curve": curve,
-            "seconds": seconds, "parameters": parameters, "inherited_layers": inherited_layers, "diverged": diverged}
+            "seconds": seconds, "parameters": parameters, "inherited_layers": inherited_layers, "diverged": diverged,
+            "class_acc": [100 * a for a in class_acc]}
 
 
 def evaluate_now(epoch, settings):
@@ -134,14 +136,15 @@ def train_one(key, inputs, train, test, settings, device, protocol=Protocol()):
     model, inherited_layers, ewc = prepare(key, inputs, train, settings, device)
     if uses_channels_last(device, settings.precision):
         model = model.to(memory_format=torch.channels_last)
-    curve, diverged = fit(model, ewc, key, train, test, settings, device, protocol)
-    return result_row(key, curve, time.perf_counter() - t0, count_parameters(model), inherited_layers, diverged)
+    curve, diverged, class_acc = fit(model, ewc, key, train, test, settings, device, protocol)
+    return result_row(key, curve, time.perf_counter() - t0, count_parameters(model), inherited_layers, diverged,
+                      class_acc)
 
 
 def fit(model, ewc, key, train, test, settings, device, protocol):
-    """The epochs of one task on `model`; returns (curve, diverged) as result_row takes them."""
+    """The epochs of one task on `model`; returns (curve, diverged, class_acc) as result_row takes them."""
     optimizer = sgd(model, settings.lr, settings.momentum, settings.weight_decay)
-    curve, diverged = [], False
+    curve, diverged, class_acc = [], False, None
     for epoch in range(settings.epochs):
         if protocol.optimizer_per_epoch and epoch > 0:
             optimizer = sgd(model, settings.lr, settings.momentum, settings.weight_decay)
@@ -150,9 +153,9 @@ def fit(model, ewc, key, train, test, settings, device, protocol):
                             extra_loss=ewc, precision=settings.precision)
         diverged = diverged or not stats.finite
         if evaluate_now(epoch, settings):
-            curve.append([epoch + 1, stats.loss, 100 * stats.accuracy,
-                          100 * evaluate(model, test, settings.precision), stats.penalty])
-    return curve, diverged
+            accuracy, class_acc = evaluate(model, test, settings.precision, by_class=True)
+            curve.append([epoch + 1, stats.loss, 100 * stats.accuracy, 100 * accuracy, stats.penalty])
+    return curve, diverged, class_acc
 
 
 def train_chain(chain, inputs, data, settings, device, protocol):
@@ -166,8 +169,9 @@ def train_chain(chain, inputs, data, settings, device, protocol):
     results = []
     for position, key in enumerate(chain):
         t0 = time.perf_counter()
-        curve, diverged = fit(model, ewc, key, *data(key.shots, key.task), settings, device, protocol)
-        row = result_row(key, curve, time.perf_counter() - t0, count_parameters(model), inherited_layers, diverged)
+        curve, diverged, class_acc = fit(model, ewc, key, *data(key.shots, key.task), settings, device, protocol)
+        row = result_row(key, curve, time.perf_counter() - t0, count_parameters(model), inherited_layers, diverged,
+                         class_acc)
         results.append({**row, "chain": [k.task for k in chain], "chain_position": position})
     return results
 
@@ -207,9 +211,11 @@ def train_probe(key, inputs, train, test, settings, device):
         logits = linear(f_train)
         loss = nn.functional.cross_entropy(logits, y_train).item()
         train_acc = 100 * (logits.argmax(1) == y_train).double().mean().item()
-        test_acc = 100 * (linear(f_test).argmax(1) == test.labels).double().mean().item()
+        hits = linear(f_test).argmax(1) == test.labels
+        test_acc = 100 * hits.double().mean().item()
     curve = [[settings.epochs, loss, train_acc, test_acc, 0.0]]
-    return result_row(key, curve, time.perf_counter() - t0, count_parameters(linear), None, not math.isfinite(loss))
+    return result_row(key, curve, time.perf_counter() - t0, count_parameters(linear), None, not math.isfinite(loss),
+                      class_accuracy(hits, test.labels))
 
 
 def train_grouped(group, inputs, data, settings, device):
@@ -245,11 +251,11 @@ def train_grouped(group, inputs, data, settings, device):
                                             extra_loss=penalties, precision=settings.precision)
         diverged = [d or not st.finite for d, st in zip(diverged, stats)]
         if evaluate_now(epoch, settings):
-            test_accs = grouped.evaluate_grouped(network, x_test, y_test, settings.precision)
+            test_accs, class_accs = grouped.evaluate_grouped(network, x_test, y_test, settings.precision)
             for i, st in enumerate(stats):
                 curves[i].append([epoch + 1, st.loss, 100 * st.accuracy, 100 * test_accs[i], st.penalty])
     seconds = (time.perf_counter() - t0) / len(group)
-    return [result_row(key, curves[i], seconds, count_parameters(models[i]), layers[i], diverged[i])
+    return [result_row(key, curves[i], seconds, count_parameters(models[i]), layers[i], diverged[i], class_accs[i])
             for i, key in enumerate(group)]
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.engine import EpochStats, autocast, batch_indices, full_precision, normalize
+from utils.engine import EpochStats, autocast, batch_indices, class_accuracy, full_precision, normalize
 
 
 class GroupedConvBlock(nn.Module):
@@ -131,15 +131,17 @@ def train_epoch_grouped(model, optimizer, images, labels, batch_size, generators
 
 @torch.no_grad()
 def evaluate_grouped(model, images, labels, precision="fp32", batch_size=256):
-    """Per-model accuracy [M] in eval mode; images uint8 [M, N, 3, H, W]."""
+    """Per-model accuracy [M] in eval mode, and per model its accuracy on each label's images (engine.evaluate's
+    by_class); images uint8 [M, N, 3, H, W]."""
     model.eval()
     m, n = labels.shape
-    correct = torch.zeros(m, device=images.device)
+    hits = []
     for start in range(0, n, batch_size):
         x = images[:, start:start + batch_size]
         b = x.shape[1]
         x = normalize(x.flatten(0, 1)).view(m, b, *x.shape[2:]).transpose(0, 1)
         with autocast(images.device, precision):
             pred = model(x).argmax(-1)                                                  # [b, M]
-        correct += (pred.t() == labels[:, start:start + b]).sum(1)
-    return (correct.double() / n).tolist()
+        hits.append(pred.t() == labels[:, start:start + b])
+    hits = torch.cat(hits, 1)                                                           # [M, N]
+    return (hits.double().sum(1) / n).tolist(), [class_accuracy(hits[i], labels[i]) for i in range(m)]

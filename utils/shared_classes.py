@@ -105,11 +105,11 @@ def table_rows(runs, tasks_by_shots, against=BASELINE, draws=DRAWS):
 
 def tasks_text(manifest):
     """TASKS_FILE's text for a split's manifest.json: its sha256 (what runs name as their split_hash), the command
-    that made it, and the classes of each target and validation task, per shot count (a split's images stay out of
-    the records; its tasks' classes are all this script needs)."""
+    that made it, and the classes of each target and validation task, per shot count, in label order (a run's
+    class_acc follows it; a split's images stay out of the records, its tasks' classes are all this script needs)."""
     data = Path(manifest).read_bytes()
     m = json.loads(data)
-    tasks = {section: {shots: [sorted(task["classes"]) for task in m[section][shots]] for shots in m[section]}
+    tasks = {section: {shots: [list(task["classes"]) for task in m[section][shots]] for shots in m[section]}
              for section in ("target", "validation")}
     return json.dumps({"split_hash": hashlib.sha256(data).hexdigest(), "command": m.get("command"), **tasks},
                       indent=1) + "\n"

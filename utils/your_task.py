@@ -49,7 +49,7 @@ def train(method, inputs, data, num_classes, settings, device, seed):
     inherits. inputs: a methods.Inputs (the collective checkpoint in it for learngene-full)."""
     key = RunKey(method, 0, 0, seed)
     model, _, ewc = prepare(key, inputs, data["train"], settings, device, num_classes)
-    curve, diverged = fit(model, ewc, key, data["train"], data["test"], settings, device, Protocol())
+    curve, diverged, _ = fit(model, ewc, key, data["train"], data["test"], settings, device, Protocol())
     return model, curve, diverged
 
 
