@@ -191,8 +191,8 @@ MUTATIONS = [
              "labels = [(y + 1) % len(classes) for y, c in enumerate(classes) for _ in per_class[c]]",
              (P + "test_every_task_image_carries_the_label_of_its_raw_class",)),
     Mutation("evaluate-wrong-labels", "test accuracy compares predictions with the labels", "utils/engine.py",
-             "correct += (model(x).argmax(1) == data.labels[start:start + batch_size]).sum()",
-             "correct += (model(x).argmax(1) == (data.labels[start:start + batch_size] + 1) % 5).sum()",
+             "hits.append(model(x).argmax(1) == data.labels[start:start + batch_size])",
+             "hits.append(model(x).argmax(1) == (data.labels[start:start + batch_size] + 1) % 5)",
              (P + "test_test_accuracy_is_the_share_of_predictions_equal_to_the_labels",)),
     # what each method and probe reads
     Mutation("reads-scratch-learngene", "scratch does not read the learngene's weights", "utils/methods.py",
