@@ -295,6 +295,11 @@ MUTATIONS = [
              "utils/shared_classes.py", "    zz = membership(tasks) @ membership(tasks).T\n",
              "    zz = np.diag(np.diag(membership(tasks) @ membership(tasks).T))\n",
              ("tests/test_shared_classes.py::test_the_design_effect_of_a_layout_worked_by_hand",)),
+    Mutation("fitted-variance-drops-classes", "the fitted interval counts the class effects the tasks share",
+             "utils/shared_classes.py", "variance = sigma2 * float(weights @ (np.eye(n) + ra * a + rb * b) @ weights)",
+             "variance = sigma2 * float(weights @ (np.eye(n) + rb * b) @ weights)",
+             ("tests/test_shared_classes.py::test_the_crossed_fit_finds_class_effects_where_they_are_and_not_where_"
+              "they_are_not",)),
     Mutation("class-test-unshuffled", "the class-effect test compares with shuffled differences",
              "utils/shared_classes.py", "statistic(rng.permutation(y)) >= observed", "statistic(y) >= observed",
              ("tests/test_shared_classes.py::test_the_permutation_test_finds_class_effects_where_they_are_and_not_in_"

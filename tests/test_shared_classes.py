@@ -46,7 +46,8 @@ def test_rows_say_how_much_dependence_each_conclusion_tolerates():
     runs = {RunKey("scratch", 10, t, 0): {"final_acc": 50.0} for t in range(6)}
     runs.update({RunKey(m, 10, t, 0): {"final_acc": 50.0 + d[t]} for m, d in diffs.items() for t in range(6)})
     rows = {r[1]: r for r in sc.table_rows(runs, {10: tasks}, draws=200)}
-    _, _, _, n, diff, ci, p, tolerated, equal_sd, largest = rows["far"]
+    _, _, _, n, diff, ci, p, tolerated, equal_sd, largest, *fitted = rows["far"]
+    assert all(math.isnan(v) for v in fitted)  # no class_acc in these runs: nothing to fit
     assert n == 6 and diff == pytest.approx(10.0) and tolerated == pytest.approx((diff / ci) ** 2)
     assert equal_sd == pytest.approx(ci * math.sqrt(sc.design_effect(tasks, 1.0)))
     assert largest == pytest.approx(sc.design_effect(tasks, math.inf)) and 0 < p <= 1
@@ -77,3 +78,36 @@ def test_the_script_reads_committed_records_and_refuses_another_split(tmp_path, 
     assert "this reads target tasks' runs" in refused(
         [RECORDS / "tune-ewc" / "lambda-400", "--split", tasks, "--out", tmp_path / "o3"], capsys)
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_per_class_differences_pair_each_classs_accuracy_over_the_seeds():
+    tasks = [["x", "y"], ["y", "z"]]
+    runs = {RunKey("scratch", 10, 0, s): {"final_acc": 50.0, "class_acc": [40.0, 60.0]} for s in (0, 1)}
+    runs.update({RunKey("scratch", 10, 1, 0): {"final_acc": 50.0, "class_acc": [50.0, 50.0]}})
+    runs.update({RunKey("learngene", 10, 0, 0): {"final_acc": 55.0, "class_acc": [50.0, 60.0]},
+                 RunKey("learngene", 10, 0, 1): {"final_acc": 55.0, "class_acc": [40.0, 80.0]},
+                 RunKey("learngene", 10, 1, 0): {"final_acc": 50.0, "class_acc": [30.0, 70.0]}})
+    assert sc.class_diffs(runs, "learngene", 10, "scratch", tasks) == [(0, "x", 5.0), (0, "y", 10.0),
+                                                                        (1, "y", -20.0), (1, "z", 20.0)]
+    runs[RunKey("learngene", 10, 1, 0)] = {"final_acc": 50.0}  # a run recorded before class_acc was
+    assert sc.class_diffs(runs, "learngene", 10, "scratch", tasks) is None
+
+
+def test_the_crossed_fit_finds_class_effects_where_they_are_and_not_where_they_are_not():
+    """Per-class differences made up with known SDs (seeded) on 20 tasks of 5 of 20 classes, as the target tasks
+    are: the fitted class SD comes back near the SD of the class effects drawn, the variance of the tables' mean
+    near the model's for those effects; with no class effect, neither grows."""
+    tasks = [sorted(t) for t in layout(seed=3)]
+    n = len(tasks)
+    shared = sum(len(set(a) & set(b)) for a in tasks for b in tasks)
+    for class_sd in (0.0, 8.0):
+        rng = np.random.default_rng(7)
+        effects = rng.normal(0, class_sd, 20)
+        task_effects = rng.normal(0, 1.0, n)
+        cells = [(t, c, effects[c] + task_effects[t] + rng.normal(0, 4.0)) for t, task in enumerate(tasks)
+                 for c in task]
+        fitted_class, _, noise, variance = sc.crossed_model(cells)
+        drawn = float(np.std(effects, ddof=1)) if class_sd else 0.0
+        model_variance = drawn ** 2 * shared / 25 / n ** 2 + (1.0 + 16.0 / 5) / n
+        assert abs(noise - 4.0) < 1.0 and abs(fitted_class - drawn) < 0.35 * max(drawn, 3.0)
+        assert 0.5 * model_variance < variance < 2 * model_variance

@@ -2,7 +2,7 @@
 classes drawn from the same 20 novel classes, so a class sits in several tasks and its test images are read by each
 of them. The tables' intervals are Student t over tasks, as if the tasks were independent. If a class moved the
 paired difference (a method minus its baseline) of every task that holds it, tasks sharing classes would be
-correlated and those intervals too narrow. Two readings, from the committed runs and the split's target tasks, no
+correlated and those intervals too narrow. Three readings, from the committed runs and the split's target tasks, no
 retraining:
 
 - a permutation test of "tasks that share classes have alike differences": the sum over pairs of tasks of their
@@ -14,8 +14,10 @@ retraining:
   depends on this split's task-class layout and the ratio of the class effects' SD to the noise's, and is at most
   the value it tends to as the ratio grows. A row's interval excludes 0 as long as the design effect stays below
   (difference / half-width)^2; above the largest possible design effect, no class dependence of this kind can undo
-  it. (The ratio itself is not estimated: from 20 tasks, 20 class effects cannot be told from task noise well
-  enough to use a per-row estimate.)
+  it;
+- where the runs recorded each class's accuracy (class_acc), the class effects themselves: the per-class paired
+  differences (5 per task) fitted with crossed class and task effects (REML), which 20 task means alone cannot
+  separate, and the variance of the tables' mean under that fit: the interval that allows for the shared classes.
 
     python utils/shared_classes.py results/reference/records/<run>/individual \
         --split results/reference/records/<run>/split_tasks.json --out DIR
@@ -36,10 +38,12 @@ from utils.files import require_apart, require_replaceable, starts_with, write_c
 from utils.methods import BASELINE  # noqa: E402
 from utils.repro import provenance  # noqa: E402
 from utils.runstore import read_runs, record_file, records  # noqa: E402
-from utils.stats import mean_ci95, per_task  # noqa: E402
+from utils.stats import mean_ci95, per_task, t_quantile  # noqa: E402
 
 HEADER = ["shots", "method", "against", "tasks", "diff", "diff_ci95", "class_effect_p", "design_effect_tolerated",
-          "diff_ci95_class_sd_equal", "design_effect_max"]
+          "diff_ci95_class_sd_equal", "design_effect_max", "class_sd", "task_sd", "noise_sd", "design_effect_fitted",
+          "diff_ci95_fitted"]
+RATIOS = np.concatenate([[0.0], np.logspace(-2, 2, 21)])  # variance ratios to the noise's searched by REML
 DRAWS = 2000  # permutations of the class-effect test
 TASKS_FILE = "split_tasks.json"  # the split's tasks' classes, kept with a run's records (utils/keep_records.py)
 
@@ -82,6 +86,54 @@ def class_effect_p(diffs, tasks, draws=DRAWS, seed=0):
     return (1 + hits) / (1 + draws)
 
 
+def class_diffs(runs, method, shots, against, tasks):
+    """[(task, class, paired difference on that class's test images, mean over seeds)] from the runs' class_acc
+    (each task's classes in label order, as `tasks` lists them); None where some run has none."""
+    by_cell = {}
+    for key, r in runs.items():
+        other = runs.get(key._replace(method=against))
+        if key.method != method or key.shots != shots or other is None:
+            continue
+        if r.get("class_acc") is None or other.get("class_acc") is None:
+            return None
+        require(len(r["class_acc"]) == len(other["class_acc"]) == len(tasks[key.task]), f"{method} and {against} "
+                f"runs of task {key.task} ({shots} shots) do not give one accuracy per class of the split's task")
+        for c, a, b in zip(tasks[key.task], r["class_acc"], other["class_acc"]):
+            by_cell.setdefault((key.task, c), []).append(a - b)
+    return [(t, c, float(np.mean(d))) for (t, c), d in sorted(by_cell.items())] or None
+
+
+def crossed_model(cells):
+    """REML fit of d[t, c] = mu + class effect + task effect + noise on per-class paired differences (cells from
+    class_diffs); returns the SDs of the class effects, the task effects and the noise, and the variance of the
+    tables' estimate (the mean over tasks of each task's mean over its classes) under the fit."""
+    tasks, classes = sorted({t for t, _, _ in cells}), sorted({c for _, c, _ in cells})
+    y = np.array([d for _, _, d in cells])
+    za = np.array([[c == k for k in classes] for _, c, _ in cells], dtype=float)
+    zb = np.array([[t == k for k in tasks] for t, _, _ in cells], dtype=float)
+    a, b, n = za @ za.T, zb @ zb.T, len(y)
+    one = np.ones(n)
+    best = None
+    for ra in RATIOS:
+        for rb in RATIOS:
+            h = np.eye(n) + ra * a + rb * b  # V / sigma^2
+            hi = np.linalg.inv(h)
+            w = one @ hi @ one
+            sigma2 = float(y @ (hi - np.outer(hi @ one, one @ hi) / w) @ y) / (n - 1)
+            if sigma2 <= 0:
+                continue
+            loglik = -0.5 * ((n - 1) * math.log(sigma2) + np.linalg.slogdet(h)[1] + math.log(w))
+            if best is None or loglik > best[0]:
+                best = (loglik, ra, rb, sigma2)
+    if best is None:  # every cell the same difference
+        return 0.0, 0.0, 0.0, 0.0
+    _, ra, rb, sigma2 = best
+    per_task = zb.sum(0)
+    weights = zb @ (1 / (len(tasks) * per_task))  # each cell's weight in the mean over tasks of task means
+    variance = sigma2 * float(weights @ (np.eye(n) + ra * a + rb * b) @ weights)
+    return math.sqrt(ra * sigma2), math.sqrt(rb * sigma2), math.sqrt(sigma2), variance
+
+
 def table_rows(runs, tasks_by_shots, against=BASELINE, draws=DRAWS):
     """HEADER rows: every method with runs paired against `against`, per shot count, over the tasks both have."""
     rows = []
@@ -98,8 +150,15 @@ def table_rows(runs, tasks_by_shots, against=BASELINE, draws=DRAWS):
             y = [diffs[t] for t in sorted(diffs)]
             diff, ci = mean_ci95(y)
             tolerated = (diff / ci) ** 2 if ci > 0 and abs(diff) > ci else math.nan
+            cells = class_diffs(runs, method, shots, against, tasks)
+            fitted = [math.nan] * 5
+            if cells:  # the class effects estimated from each class's accuracy in every task that holds it
+                class_sd, task_sd, noise_sd, variance = crossed_model(cells)
+                width = t_quantile(len(y)) * math.sqrt(variance)
+                fitted = [class_sd, task_sd, noise_sd, variance / (np.var(y, ddof=1) / len(y)) if ci > 0 else math.nan,
+                          width]
             rows.append([shots, method, against, len(y), diff, ci, class_effect_p(y, held, draws), tolerated,
-                         ci * math.sqrt(design_effect(held, 1.0)), design_effect(held, math.inf)])
+                         ci * math.sqrt(design_effect(held, 1.0)), design_effect(held, math.inf), *fitted])
     return rows
 
 
@@ -116,7 +175,7 @@ def tasks_text(manifest):
 
 
 def target_tasks(path, split_hash):
-    """{shots: [set of classes per target task]} of a split (its directory or manifest.json) or of the TASKS_FILE
+    """{shots: [classes of each target task, in label order]} of a split (its directory or manifest.json) or of the TASKS_FILE
     kept with a run's records, checked against the split the runs were trained on."""
     path = Path(path)
     file = path / "manifest.json" if (path / "manifest.json").is_file() else path / TASKS_FILE if path.is_dir() else path
@@ -126,7 +185,7 @@ def target_tasks(path, split_hash):
         content = json.loads(data)
         kept = isinstance(content, dict) and "split_hash" in content  # a TASKS_FILE, else a split's manifest
         found = content["split_hash"] if kept else hashlib.sha256(data).hexdigest()
-        target = {int(k): [set(task if kept else task["classes"]) for task in v] for k, v in content["target"].items()}
+        target = {int(k): [list(task if kept else task["classes"]) for task in v] for k, v in content["target"].items()}
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"--split {file}: no readable target tasks in it ({e})")
     require(found == split_hash, f"--split {file} is not the split these runs were trained on (its sha256 "
@@ -135,19 +194,25 @@ def target_tasks(path, split_hash):
 
 
 def markdown(rows, title, prov):
+    def cell(value, form):
+        return "-" if math.isnan(value) else form.format(value)
     lines = [f"#### {title}: the intervals and the classes the target tasks share", "",
              "Per row: the paired difference and the tables' 95% interval (Student t over tasks, as if independent); "
-             "the permutation p-value of 'tasks that share classes have alike differences' (weak: a large p does not show "
-             "independence); the design effect the row's "
-             "exclusion of 0 tolerates ((difference / half-width)^2; '-' where the interval holds 0); the interval "
-             "if the class effects' SD equalled the task noise's; and the largest design effect this split's "
-             "task-class layout allows (any class SD).", "",
+             "the permutation p-value of 'tasks that share classes have alike differences' (weak: a large p does not "
+             "show independence); the design effect the row's exclusion of 0 tolerates ((difference / half-width)^2; "
+             "'-' where the interval holds 0); the interval if the class effects' SD equalled the task noise's; the "
+             "largest design effect this split's task-class layout allows. Where the runs recorded each class's "
+             "accuracy: the class effects', task effects' and per-class noise's SDs fitted on the per-class paired "
+             "differences (REML), the design effect under that fit, and the interval it gives (Student t, tasks - 1 "
+             "degrees of freedom).", "",
              "| shots | method | minus | tasks | difference (points) | 95% CI, tasks independent | class effect p "
-             "| design effect tolerated | 95% CI, class SD = task SD | largest design effect |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {k} | {m} | {a} | {n} | {d:+.1f} | ±{ci:.1f} | {p:.3f} | "
-              + ("-" if math.isnan(tol) else f"{tol:.1f}") + f" | ±{eq:.1f} | {top:.1f} |"
-              for k, m, a, n, d, ci, p, tol, eq, top in rows]
+             "| design effect tolerated | 95% CI, class SD = task SD | largest design effect | class SD, fitted "
+             "| task SD | noise SD | design effect, fitted | 95% CI, fitted |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {m} | {a} | {n} | {d:+.1f} | ±{ci:.1f} | {p:.3f} | {cell(tol, '{:.1f}')} | ±{eq:.1f} "
+              f"| {top:.1f} | {cell(cs, '{:.1f}')} | {cell(ts, '{:.1f}')} | {cell(ns, '{:.1f}')} | {cell(de, '{:.2f}')} "
+              f"| {cell(fw, '±{:.1f}')} |"
+              for k, m, a, n, d, ci, p, tol, eq, top, cs, ts, ns, de, fw in rows]
     lines += ["", f"Written at commit {prov['commit']}, {prov['time_utc']}: `{prov['command']}`."]
     return "\n".join(lines) + "\n"
 
