@@ -236,3 +236,27 @@ def test_the_classes_a_chain_had_already_trained_on_are_counted_by_hand():
     assert sorted(rows) == [0, 2] and rows[2][3] == 2  # tasks 1 and 2 had seen 2 classes each
     assert rows[2][4] == pytest.approx(53.0) and rows[2][7] == pytest.approx(13.0)  # (50 + 56) / 2 - 40
     assert rows[2][9] == pytest.approx(3.0) and rows[0][9] == pytest.approx(0.0)  # chained scratch: (2 + 4) / 2
+
+
+def test_each_classs_accuracy_is_read_by_whether_its_chain_had_trained_on_it():
+    """Two chains of two tasks, by hand: the classes an earlier task of the chain held are 'seen', the others 'new';
+    each cell is the chained run's accuracy on that class minus fresh scratch's on the same task and class, a chain's
+    cells averaged first, the interval over chains."""
+    classes = {0: ["a", "b"], 1: ["b", "c"], 2: ["d", "e"], 3: ["e", "a"]}
+    chains = {0: [0, 1], 1: [0, 1], 2: [2, 3], 3: [2, 3]}
+
+    def runs(method, accs):
+        return {Key(method, 10, t, 0): {"final_acc": sum(accs[t]) / 2, "class_acc": accs[t], "classes": classes[t],
+                                        "chain": chains[t], "chain_position": chains[t].index(t)} for t in classes}
+    learngene = runs("learngene", {0: [50, 50], 1: [70, 40], 2: [50, 50], 3: [60, 40]})
+    chained_scratch = runs("scratch", {t: [40, 40] for t in classes})
+    fresh = {Key("scratch", 10, t, 0): {"final_acc": 40.0, "class_acc": [40.0, 40.0]} for t in classes}
+    folders = {"chained": {**learngene, **chained_scratch}, "clean": fresh}
+    rows = {r[2]: r for r in released.class_rows(folders)}
+    seen, new = rows["seen earlier in its chain"], rows["new to its chain"]
+    assert seen[3:5] == [2, 2] and seen[5] == pytest.approx(25.0)  # task 1's b: +30, task 3's e: +20
+    assert seen[6] == pytest.approx(12.706 * 5 * 2 ** 0.5 / 2 ** 0.5)  # chains 30 and 20: sd 7.07, over 2
+    assert new[3:5] == [6, 2] and new[5] == pytest.approx((10 + 10 + 0 + 10 + 10 + 0) / 6)
+    assert seen[7] == pytest.approx(0.0) and new[7] == pytest.approx(0.0)  # chained scratch: no gain anywhere
+    del learngene[Key("learngene", 10, 3, 0)]["class_acc"]
+    assert released.class_rows(folders) == []  # a run recorded before class_acc: nothing to read

@@ -161,6 +161,44 @@ def overlap_rows(folders):
     return rows
 
 
+CLASS_HEADER = ["protocol", "shots", "class", "cells", "chains", "learngene_chained_minus_fresh", "ci95",
+                "scratch_chained_minus_fresh", "ci95"]
+CLASS_STATUS = ("seen earlier in its chain", "new to its chain")
+
+
+def class_rows(folders):
+    """CLASS_HEADER rows, where the runs recorded each class's accuracy: per chained protocol and shot count, a
+    chained run's accuracy on each class's test images minus fresh scratch's on the same task and class, for the
+    classes the chain had trained on in an earlier task and for the others; the mean over (task, class) cells, its
+    interval over chains (each chain's cells averaged first: a chain's tasks share one model)."""
+    rows = []
+    for label, lg_from, cs_from, fresh_from in CHAINED:
+        if not all(f in folders for f in (lg_from, cs_from, fresh_from)):
+            continue
+        for k in sorted({key.shots for key in folders[lg_from]}):
+            fresh = {key.task: r.get("class_acc") for key, r in folders[fresh_from].items()
+                     if key.method == "scratch" and key.shots == k}
+            cells = {}  # (status, method) -> {chain: [differences]}
+            for method, folder in (("learngene", lg_from), ("scratch", cs_from)):
+                runs = folders[folder]
+                for key, r in runs.items():
+                    if key.method != method or key.shots != k or "chain" not in r:
+                        continue
+                    if r.get("class_acc") is None or fresh.get(key.task) is None:
+                        return []  # runs recorded before class_acc: nothing to read
+                    earlier = set().union(*(runs[key._replace(task=t)]["classes"] for t in r["chain"][:r["chain_position"]]))
+                    for c, acc, base in zip(r["classes"], r["class_acc"], fresh[key.task]):
+                        status = CLASS_STATUS[c not in earlier]
+                        cells.setdefault((status, method), {}).setdefault(tuple(r["chain"]), []).append(acc - base)
+            for status in CLASS_STATUS:
+                lg, cs = cells.get((status, "learngene"), {}), cells.get((status, "scratch"), {})
+                if lg and cs:
+                    rows.append([label, k, status, sum(map(len, lg.values())), len(lg),
+                                 *mean_ci95([np.mean(v) for v in lg.values()]),
+                                 *mean_ci95([np.mean(v) for v in cs.values()])])
+    return rows
+
+
 def positions(runs, method, shots, chain_of, fresh=None):
     """(positions 1..L, mean, ci95 over chains) of a method's accuracy (%) by position in its chain; with `fresh`
     (unchained runs), the same tasks placed where the chained runs of `chain_of` had them."""
@@ -183,9 +221,11 @@ def report(out, dirs, chain, scratch_epochs, name, prov):
     folders = {n: read_runs(Path(d) / "runs.jsonl") for n, d in dirs.items()}
     rows = table(folders, chain)
     write_csv(out / "released.csv", HEADER, rows, prov)
-    overlaps = overlap_rows(folders)
+    overlaps, by_class = overlap_rows(folders), class_rows(folders)
     write_csv(out / "overlap.csv", OVERLAP_HEADER, overlaps, prov)
-    md = markdown(rows, chain, scratch_epochs, prov, overlaps)
+    if by_class:
+        write_csv(out / "class_overlap.csv", CLASS_HEADER, by_class, prov)
+    md = markdown(rows, chain, scratch_epochs, prov, overlaps, by_class)
     write_text(out / "results.md", md)
     draw(out / "chain.png", folders, name, prov)
     draw_overlap(out / "overlap.png", overlaps, name, prov)
@@ -203,7 +243,7 @@ def _interval(ci):
     return "-" if ci == "" or np.isnan(ci) else f"±{ci:.1f}"
 
 
-def markdown(rows, chain, scratch_epochs, prov, overlaps=()):
+def markdown(rows, chain, scratch_epochs, prov, overlaps=(), by_class=()):
     unit = {r[11] for r in rows}
     chains = max(r[10] for r in rows) if unit == {"chain"} else 1
     lines = [f"Each released choice added alone to the clean protocol, then all of them; target test accuracy (%) "
@@ -238,6 +278,15 @@ def markdown(rows, chain, scratch_epochs, prov, overlaps=()):
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {p} | {k} | {n} | {t} | {lg:.1f} | {cs:.1f} | {fr:.1f} | {_cell(d, ci)} | {_cell(d2, ci2)} |"
                   for p, k, n, t, lg, cs, fr, d, ci, d2, ci2 in overlaps]
+        lines.append("")
+    if by_class:
+        lines += ["The same class by class: a chained run's accuracy on one class's test images minus fresh scratch's "
+                  "on the same task and class (points), for the classes an earlier task of its chain had trained on and "
+                  "for the others; mean over (task, class) cells, 95% interval over chains.", "",
+                  "| protocol | shots | class | cells | chains | learngene chained - fresh | scratch chained - fresh |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        lines += [f"| {p} | {k} | {c} | {n} | {m} | {_cell(d, ci)} | {_cell(d2, ci2)} |"
+                  for p, k, c, n, m, d, ci, d2, ci2 in by_class]
         lines.append("")
     lines += provenance_lines(prov)
     return "\n".join(lines)
