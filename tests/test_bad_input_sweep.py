@@ -6,6 +6,7 @@ not declared fails test_every_flag_states_its_domain. Each case must end as the 
 exactly one `error:` line, no traceback, nothing written, its inputs untouched."""
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ from conftest import REPO, TINY, assert_clean_error, needs_tiny, write_cifar
 from PIL import Image
 
 from utils import learngene, your_task
+from utils.splits import Split
 from utils.cli import Number
 from utils.files import torch_save
 from utils.models import IndividualNet
@@ -43,6 +45,7 @@ GOOD = {
                                                "--num_target_tasks", "1", "--no-cuda", "--out", o / "p.csv"],
     "bench/paired_runs.py": lambda g, o: [g.runs, g.runs],
     "utils/draw_results.py": lambda g, o: [g.table, "--out", o / "f.png"],
+    "utils/shared_classes.py": lambda g, o: [g.split_runs, "--split", g.split, "--out", o],
     "collective-model/joint_source.py": lambda g, o: ["--path", g.split, "--learngene", g.learngene, "--out", o,
                                                       "--epochs", "1", "--no-cuda"],
     "collective-model/measure_source.py": lambda g, o: ["--path", g.split, "--run", g.learngene.parent, "--no-cuda"],
@@ -130,6 +133,12 @@ def good(tiny_split, collective_run, tmp_path_factory):
     (runs / "individual" / "runs.jsonl").write_text(
         '{"settings": {"accuracy_unit": "percent"}, "result": {"method": "scratch", "shots": 2, "task": 0, '
         '"seed": 0, "final_acc": 40.0}}\n')
+    split_runs = root / "split-runs"  # target runs recorded on the tiny split, as utils/shared_classes.py reads them
+    split_runs.mkdir()
+    settings = json.dumps({"split_hash": Split(tiny_split).hash, "section": "target"})
+    (split_runs / "runs.jsonl").write_text("".join(
+        f'{{"settings": {settings}, "result": {{"method": "{m}", "shots": 2, "task": {t}, "seed": 0, '
+        f'"final_acc": {40.0 + 5 * t + 2 * (m == "learngene")}}}}}\n' for m in ("scratch", "learngene") for t in (0, 1)))
     (root / "a.png").write_bytes((REPO / "results" / "reference" / "tiny-imagenet-100-quick-curves.png").read_bytes())
     photos = root / "photos"  # a user's labelled folder: 3 classes x 5 small photos
     for c in range(3):
@@ -144,6 +153,7 @@ def good(tiny_split, collective_run, tmp_path_factory):
                            raw_cifar=write_cifar(root / "cifar"), checkpoint=sorted(
                                (collective_run / "checkpoints").glob("task_*.pt"))[-1],
                            table=REPO / "results" / "reference" / "tiny-imagenet-100-quick.csv", runs=runs,
+                           split_runs=split_runs,
                            png=root / "a.png", root=root, classes=REPO / "utils" / "splits" / "tiny_imagenet100_split.json",
                            photos=photos, task_model=root / "task.pt")
 

@@ -51,8 +51,8 @@ def main(argv=None):
                    "for their labels (the table does not hold it; the results markdown says it)")
     p.add_argument("--lr", type=LEARNING_RATE, default=None, help="the SGD learning rate the table's rows trained "
                    "with, for the figure's caption (the table does not hold it; its results markdown says it)")
-    p.add_argument("--lr_of", type=method_lr, nargs="+", default=[], metavar="METHOD=LR", help="each method's own "
-                   "rate, where they differ (a tuned table): said in every row's label; --lr for the methods not named")
+    p.add_argument("--lr_of", type=method_lr, nargs="+", default=[], metavar="TEXT", help="each method's own rate "
+                   "as METHOD=LR, where they differ (a tuned table): said in every row's label; --lr for the others")
     p.add_argument("--epochs", type=COUNT, default=None, help="the number of epochs the table's rows trained for")
     p.add_argument("--runs", default=None, metavar="RUNS", help="the runs.jsonl (or its folder) behind the table: "
                    "also draw the learning curves")

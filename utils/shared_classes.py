@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import UserError, cli, require  # noqa: E402
 from utils.files import require_apart, require_replaceable, starts_with, write_csv, write_text  # noqa: E402
-from utils.methods import BASELINE  # noqa: E402
+from utils.methods import BASELINE, METHODS  # noqa: E402
 from utils.repro import provenance  # noqa: E402
 from utils.runstore import read_runs, record_file, records  # noqa: E402
+from utils.splits import Split  # noqa: E402
 from utils.stats import mean_ci95, per_task, t_quantile  # noqa: E402
 
 HEADER = ["shots", "method", "against", "tasks", "diff", "diff_ci95", "class_effect_p", "design_effect_tolerated",
@@ -64,7 +65,8 @@ def design_effect(tasks, ratio):
     n = len(tasks)
     zz = membership(tasks) @ membership(tasks).T
     v = zz if math.isinf(ratio) else ratio ** 2 * zz + np.eye(n)
-    return float(v.sum() / n ** 2) / (float(np.trace(v) - v.sum() / n) / (n - 1) / n)
+    expected = float(np.trace(v) - v.sum() / n) / (n - 1) / n  # what s^2 / n expects
+    return float(v.sum() / n ** 2) / expected if expected > 0 else math.inf  # tasks of the same classes only
 
 
 def class_effect_p(diffs, tasks, draws=DRAWS, seed=0):
@@ -142,7 +144,7 @@ def table_rows(runs, tasks_by_shots, against=BASELINE, draws=DRAWS):
         require(tasks is not None, f"the split has no target tasks of {shots} shots, which the runs have: another split?")
         for method in sorted({key.method for key in runs if key.shots == shots} - {against}):
             diffs = per_task(runs, method, shots, against)
-            if len(diffs) < 3:
+            if len(diffs) < 2:
                 continue
             require(max(diffs) < len(tasks), f"the runs have task {max(diffs)} at {shots} shots; the split has "
                     f"{len(tasks)}: another split?")
@@ -175,22 +177,28 @@ def tasks_text(manifest):
 
 
 def target_tasks(path, split_hash):
-    """{shots: [classes of each target task, in label order]} of a split (its directory or manifest.json) or of the TASKS_FILE
-    kept with a run's records, checked against the split the runs were trained on."""
+    """{shots: [classes of each target task, in label order]} of a split directory (read and checked as every script
+    reads one) or of the TASKS_FILE kept with a run's records (or the records folder holding it), checked against
+    the split the runs were trained on."""
     path = Path(path)
-    file = path / "manifest.json" if (path / "manifest.json").is_file() else path / TASKS_FILE if path.is_dir() else path
-    require(file.is_file(), f"--split {path}: no split manifest.json or {TASKS_FILE} there")
-    data = file.read_bytes()
-    try:
-        content = json.loads(data)
-        kept = isinstance(content, dict) and "split_hash" in content  # a TASKS_FILE, else a split's manifest
-        found = content["split_hash"] if kept else hashlib.sha256(data).hexdigest()
-        target = {int(k): [list(task if kept else task["classes"]) for task in v] for k, v in content["target"].items()}
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"--split {file}: no readable target tasks in it ({e})")
-    require(found == split_hash, f"--split {file} is not the split these runs were trained on (its sha256 "
-            f"{str(found)[:12]}, the runs' split_hash {split_hash[:12]})")
-    return target
+    if (path / "manifest.json").is_file():
+        split = Split(path)
+        found, target = split.hash, {k: [t["classes"] for t in v] for k, v in split.manifest["target"].items()}
+    else:
+        file = path / TASKS_FILE if path.is_dir() else path
+        require(file.is_file(), f"--split {path}: neither a split directory (manifest.json) nor a {TASKS_FILE}")
+        try:
+            content = json.loads(file.read_bytes())
+            found, target = content["split_hash"], content["target"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--split {file} is not a {TASKS_FILE} ({e})")
+    require(isinstance(target, dict) and all(
+        k.isdigit() and isinstance(v, list) and all(isinstance(t, list) and t and all(isinstance(c, str) for c in t)
+                                                     for t in v) for k, v in target.items()),
+        f"--split {path}: its target tasks are not lists of class names per shot count")
+    require(found == split_hash, f"--split {path} is not the split these runs were trained on (its sha256 "
+            f"{str(found)[:12]}, the runs' split_hash {str(split_hash)[:12]})")
+    return {int(k): [list(t) for t in v] for k, v in target.items()}
 
 
 def markdown(rows, title, prov):
@@ -247,15 +255,16 @@ def main(argv=None):
     p.add_argument("--split", required=True, metavar="SPLIT", help="the split the runs were trained on (its "
                    f"directory or manifest.json, or the {TASKS_FILE} kept with the run's records): its target tasks' "
                    "classes")
-    p.add_argument("--against", default=BASELINE, metavar="METHOD", help="the row every other is paired against")
-    p.add_argument("--out", required=True, metavar="FOLDER", help="where shared_classes.{csv,md} go")
+    p.add_argument("--against", default=BASELINE, choices=list(METHODS), help="the row every other is paired "
+                   "against (e.g. scratch-collective, the capacity control, for a knowledge study)")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="where shared_classes.{csv,md} go")
     p.add_argument("--title", default="target tasks", metavar="TEXT")
     p.add_argument("--overwrite", action="store_true", help="replace this script's earlier files in --out")
     args = p.parse_args(argv)
     runs_file = record_file(args.runs)
     require(runs_file.is_file(), f"{args.runs}: no runs.jsonl there")
     rows = rows_of(runs_file, args.split, args.against)
-    require(rows, f"{runs_file}: no method has 3 or more tasks paired with {args.against}")
+    require(rows, f"{runs_file}: no method has 2 or more tasks paired with {args.against}")
     out = Path(args.out)
     for name, first in (("shared_classes.csv", ",".join(HEADER)), ("shared_classes.md", "#### ")):
         require_apart(out / name, [("RUNS", runs_file)])
