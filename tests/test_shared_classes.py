@@ -3,6 +3,7 @@ hand, the permutation test on made-up differences with and without class effects
 records of the AMD bf16 cpu run, refusing a split that is not the runs' own."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -111,3 +112,20 @@ def test_the_crossed_fit_finds_class_effects_where_they_are_and_not_where_they_a
         model_variance = drawn ** 2 * shared / 25 / n ** 2 + (1.0 + 16.0 / 5) / n
         assert abs(noise - 4.0) < 1.0 and abs(fitted_class - drawn) < 0.35 * max(drawn, 3.0)
         assert 0.5 * model_variance < variance < 2 * model_variance
+
+
+def test_a_split_directory_gives_its_target_tasks_in_label_order_and_a_damaged_one_is_refused(tiny_split, tmp_path):
+    from utils.cli import UserError
+    from utils.splits import Split
+    split = Split(tiny_split)
+    tasks = sc.target_tasks(tiny_split, split.hash)
+    assert tasks == {int(k): [t["classes"] for t in v] for k, v in split.manifest["target"].items()}
+    with pytest.raises(UserError, match="is not the split these runs were trained on"):
+        sc.target_tasks(tiny_split, "0" * 64)
+    shutil.copytree(tiny_split, tmp_path / "copy")
+    images = tmp_path / "copy" / split.manifest["images"]["file"]
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte: the same shape, another content
+    images.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match the sha256"):
+        sc.target_tasks(tmp_path / "copy", split.hash)
