@@ -101,12 +101,13 @@ def main(argv=None):
         results["method"] = {"trained": method, "chosen_by": "--method" if args.method
                              else "the default (the paper's design)"}
         for trained in (method,) if args.no_scratch else (method, "scratch"):
-            model, curve, diverged = your_task.train(trained, inputs, data, len(source.classes), settings, device,
-                                                     args.seed)
+            model, curve, diverged, class_acc = your_task.train(trained, inputs, data, len(source.classes), settings,
+                                                                device, args.seed)
             accuracy = curve[-1][3]
             torch_save(tmp / f"{trained}.pt", your_task.model_record(model, trained, source.classes, art, accuracy,
                                                                       prov))
-            results[trained] = {"test_accuracy": accuracy, "train_loss": curve[-1][1], "diverged": diverged}
+            results[trained] = {"test_accuracy": accuracy, "train_loss": curve[-1][1], "diverged": diverged,
+                                "class_accuracy": {c: 100 * a for c, a in zip(source.classes, class_acc)}}
             print(f"{trained}: test accuracy {accuracy:.1f}% on {n_test} held-out images"
                   + (" (the training loss diverged)" if diverged else ""))
         if "scratch" in results:

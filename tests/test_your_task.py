@@ -60,6 +60,11 @@ def test_your_task_trains_saves_and_labels(photos, collective_run, tmp_path):
     assert len(rows) == 48 and all(0 < float(r["probability"]) <= 1 for r in rows.values())
     correct = [rows[f]["class"] == f.split("/")[0] for f in test_files]
     assert abs(100 * np.mean(correct) - results["learngene"]["test_accuracy"]) <= 100 / len(test_files) + 1e-9
+    # each class's accuracy, named by the class: 3 held-out images of each, so their mean is the accuracy
+    by_class = results["learngene"]["class_accuracy"]
+    assert list(by_class) == results["classes"] and all(v * 3 / 100 == pytest.approx(round(v * 3 / 100))
+                                                        for v in by_class.values()), by_class
+    assert np.mean(list(by_class.values())) == pytest.approx(results["learngene"]["test_accuracy"])
     # a labelled folder: its true classes and the accuracy; a class the model does not know is refused
     proc = run_script(LABEL, "--model", tmp_path / "task" / "learngene.pt", "--path", photos, "--labelled", "--out",
                       tmp_path / "labelled.csv", "--no-cuda")

@@ -44,13 +44,14 @@ def tuned_lambda(learngene_path):
 
 
 def train(method, inputs, data, num_classes, settings, device, seed):
-    """One model of `method` on the task: (model, curve, diverged), curve as fewshot.result_row takes it. Every
+    """One model of `method` on the task: (model, curve, diverged, accuracy on each class's test images), curve as
+    fewshot.result_row takes it. Every
     method draws its new layers and its batches from the same seed, so its difference from scratch is what it
     inherits. inputs: a methods.Inputs (the collective checkpoint in it for learngene-full)."""
     key = RunKey(method, 0, 0, seed)
     model, _, ewc = prepare(key, inputs, data["train"], settings, device, num_classes)
-    curve, diverged, _ = fit(model, ewc, key, data["train"], data["test"], settings, device, Protocol())
-    return model, curve, diverged
+    curve, diverged, class_acc = fit(model, ewc, key, data["train"], data["test"], settings, device, Protocol())
+    return model, curve, diverged, class_acc
 
 
 def model_record(model, method, classes, art, accuracy, provenance):
