@@ -378,8 +378,8 @@ def main(argv=None):
                                                          "--name", f"{args.dataset}, {args.preset} preset, "
                                                          f"{study.name}", "--out", work / study.name], None)
             title = f"{args.dataset}, {args.preset} preset, {study.name}"
-            shared = [row for against in (BASELINE, ladder.CAPACITY) if against in study.methods
-                      for row in shared_classes.rows_of(work / study.name / "runs.jsonl", split, against)]
+            baselines = [against for against in (BASELINE, ladder.CAPACITY) if against in study.methods]
+            shared = baselines and shared_classes.rows_of(work / study.name / "runs.jsonl", split, baselines)
             if shared:  # how much dependence each row's interval tolerates, from the tasks' shared classes
                 shared_classes.write(work / study.name, shared, title, provenance(None, argv))
             if any(f == "features.png" for f, _ in study.files):

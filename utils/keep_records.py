@@ -44,6 +44,11 @@ def kept_text(path, root):
     if path.suffix == ".jsonl":
         text = text[:text.rfind("\n") + 1]
         list(records(path))  # a damaged record is refused in one line, not copied
+    return shown(text, root)
+
+
+def shown(text, root):
+    """`text` with `root` written <root> and this machine's other folders as a reader types them."""
     return for_display(text.replace(str(root), "<root>"))
 
 
@@ -67,7 +72,7 @@ def main(argv=None):
         texts = {rel: kept_text(work / rel, root) for rel in kept_files(work)}
         split = root / "data" / f"{work.name}-split" / "manifest.json"
         if split.is_file():  # the tasks' classes, which utils/shared_classes.py reads beside the runs
-            texts[Path(shared_classes.TASKS_FILE)] = for_display(shared_classes.tasks_text(split).replace(str(root), "<root>"))
+            texts[Path(shared_classes.TASKS_FILE)] = shown(shared_classes.tasks_text(split), root)
         changed = [rel for rel, text in texts.items() if (out / rel).exists() and (out / rel).read_text() != text]
         require(args.overwrite or not changed, f"{out / changed[0] if changed else out} has changed in WORK since it "
                 f"was kept ({len(changed)} file(s)): pass --overwrite to update them")
@@ -81,7 +86,7 @@ def main(argv=None):
         except (ValueError, KeyError, TypeError, UserError) as e:
             raise UserError(f"{manifest} is damaged ({e}): not updated; keep the records in a new --out")
         prov = provenance(argv=argv)
-        write_json(manifest, {"kept_from": for_display(str(work).replace(str(root), "<root>")),
+        write_json(manifest, {"kept_from": shown(str(work), root),
                               "commit": prov["commit"], "time_utc": prov["time_utc"],
                               "files": {**earlier, **{str(rel): file_digest(out / rel) for rel in texts}}})
     runs = sum(1 for rel in texts if rel.name == "runs.jsonl" for _ in records(out / rel))

@@ -120,13 +120,12 @@ def table(folders, chain):
 def seen_before(runs):
     """{RunKey: how many of its task's classes the earlier tasks of its chain had trained on} for every chained run of
     `runs` (one folder's; each chained run records its chain's tasks, its position and its classes)."""
-    classes = {key: set(r["classes"]) for key, r in runs.items()}
-    counts = {}
-    for key, r in runs.items():
-        if "chain" in r:
-            earlier = [classes[key._replace(task=t)] for t in r["chain"][:r["chain_position"]]]
-            counts[key] = len(classes[key] & set().union(*earlier))
-    return counts
+    return {key: len(set(r["classes"]) & earlier_classes(runs, key, r)) for key, r in runs.items() if "chain" in r}
+
+
+def earlier_classes(runs, key, r):
+    """The classes the tasks before chained run `r` (of `key`) in its chain had trained on."""
+    return set().union(*(runs[key._replace(task=t)]["classes"] for t in r["chain"][:r["chain_position"]]))
 
 
 # the chained rows read against fresh scratch on the same tasks: (label, chained learngene, chained scratch, fresh)
@@ -186,7 +185,7 @@ def class_rows(folders):
                         continue
                     if r.get("class_acc") is None or fresh.get(key.task) is None:
                         return []  # runs recorded before class_acc: nothing to read
-                    earlier = set().union(*(runs[key._replace(task=t)]["classes"] for t in r["chain"][:r["chain_position"]]))
+                    earlier = earlier_classes(runs, key, r)
                     for c, acc, base in zip(r["classes"], r["class_acc"], fresh[key.task]):
                         status = CLASS_STATUS[c not in earlier]
                         cells.setdefault((status, method), {}).setdefault(tuple(r["chain"]), []).append(acc - base)

@@ -37,7 +37,7 @@ from utils.cli import UserError, cli, require  # noqa: E402
 from utils.files import require_apart, require_replaceable, starts_with, write_csv, write_text  # noqa: E402
 from utils.methods import BASELINE, METHODS  # noqa: E402
 from utils.repro import provenance  # noqa: E402
-from utils.runstore import read_runs, record_file, records  # noqa: E402
+from utils.runstore import key_of, record_file, records  # noqa: E402
 from utils.splits import Split  # noqa: E402
 from utils.stats import mean_ci95, per_task, t_quantile  # noqa: E402
 
@@ -62,8 +62,8 @@ def membership(tasks):
 def design_effect(tasks, ratio):
     """The variance of the mean task difference over what independent tasks give (the expected s^2 / n), when each
     class moves its tasks' differences by an effect of SD `ratio` times the task noise's (math.inf: classes only)."""
-    n = len(tasks)
-    zz = membership(tasks) @ membership(tasks).T
+    n, z = len(tasks), membership(tasks)
+    zz = z @ z.T
     v = zz if math.isinf(ratio) else ratio ** 2 * zz + np.eye(n)
     expected = float(np.trace(v) - v.sum() / n) / (n - 1) / n  # what s^2 / n expects
     return float(v.sum() / n ** 2) / expected if expected > 0 else math.inf  # tasks of the same classes only
@@ -225,18 +225,21 @@ def markdown(rows, title, prov):
     return "\n".join(lines) + "\n"
 
 
-def rows_of(runs_file, split, against=BASELINE):
-    """table_rows of a study's runs.jsonl and the split they were trained on, both checked: one split (the one
-    given), target tasks only, a baseline to pair with."""
-    hashes = {settings.get("split_hash") for settings, _ in records(runs_file)}
+def rows_of(runs_file, split, baselines):
+    """table_rows of a study's runs.jsonl against each of `baselines`, the runs and the split read once and checked:
+    one split (the one given), target tasks only, runs of every baseline to pair with."""
+    stored = list(records(runs_file))
+    hashes = {settings.get("split_hash") for settings, _ in stored}
     require(len(hashes) == 1 and None not in hashes, f"{runs_file} holds runs of {len(hashes)} splits: give one "
             f"study's runs")
-    sections = {settings.get("section") for settings, _ in records(runs_file)}
+    sections = {settings.get("section") for settings, _ in stored}
     require(sections == {"target"}, f"{runs_file} holds {', '.join(map(str, sorted(sections, key=str)))} runs; this "
             f"reads target tasks' runs")
-    runs = read_runs(runs_file)
-    require(any(key.method == against for key in runs), f"{runs_file} has no {against} runs to pair with")
-    return table_rows(runs, target_tasks(split, hashes.pop()), against)
+    runs = {key_of(r): r for _, r in stored}
+    for against in baselines:
+        require(any(key.method == against for key in runs), f"{runs_file} has no {against} runs to pair with")
+    tasks = target_tasks(split, hashes.pop())
+    return [row for against in baselines for row in table_rows(runs, tasks, against)]
 
 
 def write(out, rows, title, prov):
@@ -263,7 +266,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     runs_file = record_file(args.runs)
     require(runs_file.is_file(), f"{args.runs}: no runs.jsonl there")
-    rows = rows_of(runs_file, args.split, args.against)
+    rows = rows_of(runs_file, args.split, [args.against])
     require(rows, f"{runs_file}: no method has 2 or more tasks paired with {args.against}")
     out = Path(args.out)
     for name, first in (("shared_classes.csv", ",".join(HEADER)), ("shared_classes.md", "#### ")):
