@@ -107,7 +107,8 @@ def main(argv=None):
             torch_save(tmp / f"{trained}.pt", your_task.model_record(model, trained, source.classes, art, accuracy,
                                                                       prov))
             results[trained] = {"test_accuracy": accuracy, "train_loss": curve[-1][1], "diverged": diverged,
-                                "class_accuracy": {c: 100 * a for c, a in zip(source.classes, class_acc)}}
+                                "class_accuracy": {c: None if a is None else 100 * a
+                                                   for c, a in zip(source.classes, class_acc)}}
             print(f"{trained}: test accuracy {accuracy:.1f}% on {n_test} held-out images"
                   + (" (the training loss diverged)" if diverged else ""))
         if "scratch" in results:

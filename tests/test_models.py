@@ -5,7 +5,7 @@ import torch.nn as nn
 
 from utils import criterion
 from utils import heatmaps
-from utils.engine import DeviceData, normalize
+from utils.engine import DeviceData, class_accuracy, evaluate, normalize
 from utils.ewc import EWC, fisher_diagonal
 from utils.models import (BASE_WIDTHS, WIDENING, CollectiveNet, IndividualNet, count_parameters,
                           distinct_filters, widen, widths_at)
@@ -296,3 +296,14 @@ def test_criterion_reads_its_statistic_every_batch_and_the_variants_every_few():
     assert rows[0] == pytest.approx(every.tolist())
     for row in rows[1:]:
         assert row == pytest.approx(((sum(sampled) / len(sampled)) / sizes).tolist())
+
+
+def test_class_accuracy_counts_every_class_of_the_head_and_none_for_a_class_without_images():
+    labels = torch.tensor([0, 0, 2, 2, 2])                  # class 1 and class 3 (the head's last) have no images
+    hits = torch.tensor([True, False, True, True, False])
+    assert class_accuracy(hits, labels, 4) == [0.5, None, 2 / 3, None]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 4))
+    data = DeviceData(torch.zeros(5, 3, 2, 2, dtype=torch.uint8), labels)
+    accuracy, by_class = evaluate(model, data, by_class=True)
+    assert len(by_class) == 4 and by_class[1] is None and by_class[3] is None    # sized by the model's outputs
+    assert accuracy == pytest.approx((2 * by_class[0] + 3 * by_class[2]) / 5)

@@ -114,6 +114,7 @@ def test_a_method_with_its_own_learning_rate_reads_that_rate_only():
     (lambda r: r["result"].update(class_acc=[50.0, 101.0]), "class_acc .* is not a list of accuracies"),
     (lambda r: r["result"].update(class_acc="50"), "class_acc '50' is not a list of accuracies"),
     (lambda r: r["result"].update(class_acc=[]), "class_acc .* is not a list of accuracies"),
+    (lambda r: r["result"].update(class_acc=[None, None]), "class_acc .* is not a list of accuracies"),
 ])
 def test_a_run_record_with_a_bad_field_is_refused_in_one_line_naming_the_file_and_field(tmp_path, edit, fragment):
     row = {"settings": {"lr": 0.005}, "result": {"method": "scratch", "shots": 10, "task": 0, "seed": 0,
@@ -121,6 +122,9 @@ def test_a_run_record_with_a_bad_field_is_refused_in_one_line_naming_the_file_an
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(row) + "\n")
     assert [r["final_acc"] for _, r in runstore.records(good)] == [50.0]
+    row["result"]["class_acc"] = [None, 60.0]  # a class without test images has no accuracy, and that is allowed
+    good.write_text(json.dumps(row) + "\n")
+    assert [r["class_acc"] for _, r in runstore.records(good)] == [[None, 60.0]]
     edit(row)
     bad = tmp_path / "runs.jsonl"
     bad.write_text(json.dumps(row) + "\n")

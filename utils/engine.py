@@ -144,24 +144,27 @@ def train_epoch(model, optimizer, data, batch_size, generator, extra_loss=None, 
 @torch.no_grad()
 def evaluate(model, data, precision="fp32", batch_size=256, by_class=False):
     """Accuracy in eval mode (BatchNorm running statistics, no dropout); with `by_class`, (accuracy, [accuracy on
-    the images of label 0, 1, ...]), the same pass."""
+    the images of label 0, 1, ... up to the model's last output], as class_accuracy), the same pass."""
     model.eval()
     device = data.images.device
-    hits = []
+    hits, n_classes = [], 0
     for start in range(0, len(data), batch_size):
         x = normalize(data.images[start:start + batch_size], uses_channels_last(device, precision))
         with autocast(device, precision):
-            hits.append(model(x).argmax(1) == data.labels[start:start + batch_size])
+            logits = model(x)
+        hits.append(logits.argmax(1) == data.labels[start:start + batch_size])
+        n_classes = logits.shape[-1]
     hits = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=device)
     accuracy = hits.sum().item() / max(len(data), 1)
-    return (accuracy, class_accuracy(hits, data.labels)) if by_class else accuracy
+    return (accuracy, class_accuracy(hits, data.labels, n_classes)) if by_class else accuracy
 
 
-def class_accuracy(hits, labels):
-    """[accuracy on the images of label 0, 1, ...] from each image's hit (a bool tensor) and label."""
-    correct = torch.bincount(labels[hits], minlength=int(labels.max()) + 1 if len(labels) else 0)
-    total = torch.bincount(labels, minlength=len(correct))
-    return (correct.double() / total.clamp_min(1)).tolist()
+def class_accuracy(hits, labels, n_classes):
+    """[accuracy on the images of label 0, 1, ..., n_classes - 1] from each image's hit (a bool tensor) and label;
+    None for a class with no test image (its accuracy is unknown, not 0)."""
+    correct = torch.bincount(labels[hits], minlength=n_classes)[:n_classes].tolist()
+    total = torch.bincount(labels, minlength=n_classes)[:n_classes].tolist()
+    return [c / t if t else None for c, t in zip(correct, total)]
 
 
 def synchronize(device):

@@ -113,11 +113,12 @@ def result_row(key, curve, seconds, parameters, inherited_layers, diverged, clas
     """A finished run. curve: [epoch, training loss, training accuracy (%), test accuracy (%), EWC penalty] per
     evaluated epoch; diverged: a training loss or penalty was non-finite at some epoch (its accuracy is then
     meaningless, typically chance, and the tables count such runs); class_acc: after the last epoch, the test
-    accuracy (%) on each class's images, in the task's label order (utils/shared_classes.py reads it)."""
+    accuracy (%) on each class's images, in the task's label order, None for a class without test images
+    (utils/shared_classes.py reads it)."""
     best = max(curve, key=lambda r: r[3])
     return {**key._asdict(), "final_acc": curve[-1][3], "best_acc": best[3], "best_epoch": best[0], "curve": curve,
             "seconds": seconds, "parameters": parameters, "inherited_layers": inherited_layers, "diverged": diverged,
-            "class_acc": [100 * a for a in class_acc]}
+            "class_acc": [None if a is None else 100 * a for a in class_acc]}
 
 
 def evaluate_now(epoch, settings):
@@ -215,7 +216,7 @@ def train_probe(key, inputs, train, test, settings, device):
         test_acc = 100 * hits.double().mean().item()
     curve = [[settings.epochs, loss, train_acc, test_acc, 0.0]]
     return result_row(key, curve, time.perf_counter() - t0, count_parameters(linear), None, not math.isfinite(loss),
-                      class_accuracy(hits, test.labels))
+                      class_accuracy(hits, test.labels, linear.out_features))
 
 
 def train_grouped(group, inputs, data, settings, device):

@@ -135,13 +135,14 @@ def evaluate_grouped(model, images, labels, precision="fp32", batch_size=256):
     by_class); images uint8 [M, N, 3, H, W]."""
     model.eval()
     m, n = labels.shape
-    hits = []
+    hits, n_classes = [], 0
     for start in range(0, n, batch_size):
         x = images[:, start:start + batch_size]
         b = x.shape[1]
         x = normalize(x.flatten(0, 1)).view(m, b, *x.shape[2:]).transpose(0, 1)
         with autocast(images.device, precision):
-            pred = model(x).argmax(-1)                                                  # [b, M]
-        hits.append(pred.t() == labels[:, start:start + b])
+            logits = model(x)                                                           # [b, M, classes]
+        hits.append(logits.argmax(-1).t() == labels[:, start:start + b])
+        n_classes = logits.shape[-1]
     hits = torch.cat(hits, 1)                                                           # [M, N]
-    return (hits.double().sum(1) / n).tolist(), [class_accuracy(hits[i], labels[i]) for i in range(m)]
+    return (hits.double().sum(1) / n).tolist(), [class_accuracy(hits[i], labels[i], n_classes) for i in range(m)]

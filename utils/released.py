@@ -187,6 +187,8 @@ def class_rows(folders):
                         return []  # runs recorded before class_acc: nothing to read
                     earlier = earlier_classes(runs, key, r)
                     for c, acc, base in zip(r["classes"], r["class_acc"], fresh[key.task]):
+                        if acc is None or base is None:  # a class without test images has no accuracy
+                            continue
                         status = CLASS_STATUS[c not in earlier]
                         cells.setdefault((status, method), {}).setdefault(tuple(r["chain"]), []).append(acc - base)
             for status in CLASS_STATUS:

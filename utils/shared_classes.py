@@ -101,7 +101,8 @@ def class_diffs(runs, method, shots, against, tasks):
         require(len(r["class_acc"]) == len(other["class_acc"]) == len(tasks[key.task]), f"{method} and {against} "
                 f"runs of task {key.task} ({shots} shots) do not give one accuracy per class of the split's task")
         for c, a, b in zip(tasks[key.task], r["class_acc"], other["class_acc"]):
-            by_cell.setdefault((key.task, c), []).append(a - b)
+            if a is not None and b is not None:  # a class without test images has no accuracy
+                by_cell.setdefault((key.task, c), []).append(a - b)
     return [(t, c, float(np.mean(d))) for (t, c), d in sorted(by_cell.items())] or None
 
 
