@@ -301,6 +301,15 @@ MUTATIONS = [
              "return [c / max(t, 1) for c, t in zip(correct, total)]",
              ("tests/test_models.py::test_class_accuracy_counts_every_class_of_the_head_and_none_for_a_class_without_"
               "images",)),
+    Mutation("recommendation-smallest-gain", "your_task.py's default is the candidate with the largest paired gain",
+             "utils/recommend.py", "best = max(complete, key=lambda m: (mean[m], -CANDIDATES.index(m)))",
+             "best = min(complete, key=lambda m: (mean[m], -CANDIDATES.index(m)))",
+             ("tests/test_your_task.py::test_the_recommendation_is_the_candidate_with_the_largest_paired_gain_and_"
+              "carries_each_rows_settings",)),
+    Mutation("recommended-settings-ignored", "each model of your_task.py trains at the settings its evidence chose",
+             "individual-model/your_task.py", 'args.lr or chosen.get("lr", TrainSettings.lr)',
+             "args.lr or TrainSettings.lr",
+             ("tests/test_your_task.py::test_your_task_trains_what_the_recommendation_says_at_each_models_settings",)),
     Mutation("design-effect-ignores-sharing", "the design effect counts the classes tasks share",
              "utils/shared_classes.py", "    zz = z @ z.T\n", "    zz = np.diag(np.diag(z @ z.T))\n",
              ("tests/test_shared_classes.py::test_the_design_effect_of_a_layout_worked_by_hand",)),

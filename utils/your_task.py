@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import learngene, report, sources
+from utils import learngene, recommend, report, sources
 from utils.cli import UserError, require
 from utils.engine import DeviceData, normalize
 from utils.fewshot import Protocol, fit, prepare
@@ -19,7 +19,7 @@ from utils.runstore import RunKey
 MODEL_FORMAT = "learngene-task-model-v1"
 # what a model for your task inherits: the learngene's blocks behind new front layers (the paper's), or every conv
 # block from the source (the lightweight model of the inherit study); scratch, the paired baseline, beside either
-INHERITING = ("learngene", "learngene-full")
+INHERITING = recommend.CANDIDATES
 
 
 def read_task(path, image_size, device, seed=0, test_fraction=None):
