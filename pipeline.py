@@ -26,11 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.cli import Number, StageFailed, cli, require, require_distinct  # noqa: E402
+from utils.cli import COUNT, LEARNING_RATE, Number, StageFailed, cli, require, require_distinct  # noqa: E402
 from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
 from utils.fewshot import TrainSettings  # noqa: E402
 from utils.methods import BASELINE, CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
-from utils import budget, contrasts, ladder, released, report, seeds, shared_classes, source  # noqa: E402
+from utils import budget, contrasts, ladder, readback, released, report, seeds, shared_classes, source  # noqa: E402
+from utils.splits import Split  # noqa: E402
 from utils.runstore import read_runs, records  # noqa: E402
 from utils.repro import COMMIT_AT_START, REPO_ROOT, ROOT_VARIABLE, command_line, provenance  # noqa: E402
 
@@ -468,7 +469,7 @@ def train_collective(clock, name, script, args):
     learngene, and a run stopped between the two resumes to measure)."""
     split, out, *flags = args
     resume = ["--resume"] if (Path(out) / "last.pt").exists() else []
-    heldout = "heldout" in json.loads((Path(split) / "manifest.json").read_text())
+    heldout = "heldout" in Split(split).manifest
     stage(clock, name, script, ["--path", split, "--out", out, *flags, *resume],
           Path(out) / ("heldout_summary.json" if heldout else "learngene.pt"))
 
@@ -498,7 +499,8 @@ def budget_study(study, plan, work, sources, individual_script, individual_args,
     """The source-budget study (utils/budget.py): the collective model at the preset's other budgets, the learning
     rate kept on held-out images of the source's classes (never a target task), then the study's methods on the
     target tasks from every point's learngene, each point reusing the runs that read nothing it changed."""
-    config = json.loads((work / "collective" / "config.json").read_text())
+    config = readback.read_json(work / "collective" / "config.json", {"epochs": COUNT, "lr": LEARNING_RATE},
+                                "collective run's configuration")
     require(source.read_summary(work / "collective") is not None, f"the {study.name} study measures every source on "
             f"held-out images: make the split with --heldout_per_class")
     points = budget.plan(config["epochs"], config["lr"], plan)
@@ -518,9 +520,9 @@ def budget_study(study, plan, work, sources, individual_script, individual_args,
               [*individual_args(run_dir[p] / "learngene.pt"), "--ewc_lambda", lam, "--methods", *study.methods,
                *(["--reuse", *earlier] if earlier else []), "--name", f"{title}, source {p.tag}", "--out", out], None)
         earlier.append(out)
-    manifest = json.loads((sources.split / "manifest.json").read_text())
+    manifest = Split(sources.split).manifest
     records = [budget.point_record(p, run_dir[p], manifest) for p in chosen]
-    device = json.loads((targets[chosen[0].tag] / "provenance.json").read_text())["device"]
+    device = readback.recorded_device(targets[chosen[0].tag])
     budget.report(folder, records, targets, lr_note, f"{title}, source budget", {**provenance(None, argv),
                                                                                 "device": device})
 
@@ -551,14 +553,14 @@ def seed_study(study, work, sources, individual_script, individual_args, lam, re
 def released_study(clock, study, work, split, individual_script, common, argv, title, scratch_epochs):
     """The released-protocol study (utils/released.py): each released choice as its own invocation of the
     individual script, the clean protocol's runs being the individual study's."""
-    chain = released.chain_length(json.loads((split / "manifest.json").read_text()))
+    chain = released.chain_length(Split(split).manifest)
     folder, dirs = work / study.name, {"clean": work / "individual"}
     for run in released.runs(chain, scratch_epochs):
         dirs[run.folder] = folder / run.folder
         stage(clock, f"{study.name} {run.folder}", individual_script,
               [*common, "--methods", *run.methods, *run.flags, "--name", f"{title}, {run.folder}", "--out",
                dirs[run.folder]], None)
-    device = json.loads((dirs["released"] / "provenance.json").read_text())["device"]
+    device = readback.recorded_device(dirs["released"])
     released.report(folder, dirs, chain, scratch_epochs, f"{title}, released protocol", {**provenance(None, argv), "device": device})
 
 

@@ -54,7 +54,7 @@ def main(argv=None):
                    "the learngene's blocks behind new front layers (the paper's design), or learngene-full(-noewc), "
                    "every conv block of the same lightweight model from the source (needs the collective checkpoint "
                    "the learngene was cut from); default: the recommendation's, else learngene")
-    p.add_argument("--recommendation", default=str(recommend.DEFAULT), metavar="FILE", help="the evidence that "
+    p.add_argument("--recommendation", default=str(recommend.DEFAULT), metavar="RECOMMENDATION", help="the evidence that "
                    "picks the default --method and each model's settings (default: the repository's "
                    "results/reference/recommendation.json, used where it exists; none: the paper's design at the "
                    "paper's settings)")

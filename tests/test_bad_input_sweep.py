@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, TINY, assert_clean_error, needs_tiny, write_cifar
 from PIL import Image
 
-from utils import learngene, your_task
+from utils import learngene, recommend, your_task
 from utils.splits import Split
 from utils.cli import Number
 from utils.files import torch_save
@@ -50,17 +50,18 @@ GOOD = {
                                                       "--epochs", "1", "--no-cuda"],
     "collective-model/measure_source.py": lambda g, o: ["--path", g.split, "--run", g.learngene.parent, "--no-cuda"],
     "individual-model/your_task.py": lambda g, o: ["--learngene", g.learngene, "--path", g.photos, "--out", o,
-                                                   "--epochs", "1", "--no-cuda"],
+                                                   "--epochs", "1", "--no-cuda", "--recommendation", g.recommendation],
+    "utils/recommend.py": lambda g, o: [g.split_runs, "--out", o / "recommendation.json"],
     "individual-model/label_images.py": lambda g, o: ["--model", g.task_model, "--path", g.photos, "--out",
                                                       o / "labels.csv", "--no-cuda"],
 }
 # What a path flag names (its metavar) and the bad values of that kind: (case name, how to make it from the good
 # inputs and a scratch folder). Inputs that must exist: a file or a folder of a given kind; outputs.
 INPUT_FILES = {"LEARNGENE": "learngene", "CHECKPOINT": "checkpoint", "TABLE": "table", "CLASSES": "classes",
-               "MODEL": "task_model"}
+               "MODEL": "task_model", "RECOMMENDATION": "recommendation"}
 INPUT_DIRS = {"SPLIT": "split", "RAW": "raw_tiny", "RUNS": "runs"}
 WRONG_KIND = {"LEARNGENE": "checkpoint", "CHECKPOINT": "learngene", "TABLE": "png", "CLASSES": "table", "MODEL": "learngene",
-              "SPLIT": "raw_tiny",
+              "RECOMMENDATION": "table", "SPLIT": "raw_tiny",
               "RAW": "split", "RUNS": "split"}
 OUTPUTS = {"OUTDIR", "OUTFILE"}
 FREE_TEXT = {"TEXT"}
@@ -135,7 +136,7 @@ def good(tiny_split, collective_run, tmp_path_factory):
         '"seed": 0, "final_acc": 40.0}}\n')
     split_runs = root / "split-runs"  # target runs recorded on the tiny split, as utils/shared_classes.py reads them
     split_runs.mkdir()
-    settings = json.dumps({"split_hash": Split(tiny_split).hash, "section": "target"})
+    settings = json.dumps({"split_hash": Split(tiny_split).hash, "section": "target", "lr": 0.005, "epochs": 30})
     (split_runs / "runs.jsonl").write_text("".join(
         f'{{"settings": {settings}, "result": {{"method": "{m}", "shots": 2, "task": {t}, "seed": 0, '
         f'"final_acc": {40.0 + 5 * t + 2 * (m == "learngene")}}}}}\n' for m in ("scratch", "learngene") for t in (0, 1)))
@@ -147,6 +148,10 @@ def good(tiny_split, collective_run, tmp_path_factory):
             Image.fromarray(np.random.default_rng(10 * c + j).integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
                 photos / f"class{c}" / f"{j}.png")
     art = learngene.load(collective_run / "learngene.pt")
+    recommendation = root / "recommendation.json"
+    recommendation.write_text(json.dumps({"format": recommend.FORMAT, "method": "learngene", "why": "made up",
+                                          "measured_on": "nothing", "settings": {
+                                              m: {"lr": 0.005, "epochs": 1} for m in ("learngene", "scratch")}}))
     torch_save(root / "task.pt", your_task.model_record(IndividualNet(art["blocks"], art["image_size"], 3), "scratch",
                                                         ["class0", "class1", "class2"], art, 50.0, {}))
     return SimpleNamespace(split=tiny_split, learngene=collective_run / "learngene.pt", raw_tiny=TINY,
@@ -155,7 +160,7 @@ def good(tiny_split, collective_run, tmp_path_factory):
                            table=REPO / "results" / "reference" / "tiny-imagenet-100-quick.csv", runs=runs,
                            split_runs=split_runs,
                            png=root / "a.png", root=root, classes=REPO / "utils" / "splits" / "tiny_imagenet100_split.json",
-                           photos=photos, task_model=root / "task.pt")
+                           photos=photos, task_model=root / "task.pt", recommendation=recommendation)
 
 
 def truncated_copy(path, into):
@@ -258,7 +263,7 @@ def test_generated_sweep(good, tmp_path, monkeypatch, capsys):
                 if out.exists():
                     shutil.rmtree(out)
                 # a numeric case's value is no path ("" would read as the repository, .venv and all)
-                inputs = [good.split, good.learngene, good.runs, good.table, good.photos, good.task_model,
+                inputs = [good.split, good.learngene, good.runs, good.table, good.photos, good.task_model, good.recommendation, good.split_runs,
                           *([value] if isinstance(value, Path) else [])]
                 before = snapshot(*inputs)
                 t0 = time.perf_counter()

@@ -241,3 +241,104 @@ def test_a_damaged_results_table_is_refused_or_drawn(tmp_path, capsys):
     print(f"results table: {len(cases)} damaged files, {refused} refused in one line, {len(cases) - refused - len(broken)} drawn")
     assert not broken, "\n".join(broken[:40])
     assert refused >= len(cases) // 4
+
+
+def csv_variants(text, rows_damaged=(0, 1)):
+    """A CSV damaged: each cell of the given rows replaced by text, nothing, NaN, infinity, a negative or a huge
+    number; each column removed; a row twice; the file cut short."""
+    header, *rows = list(csv.reader(io.StringIO(text)))
+
+    def as_csv(header, rows):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+        return buffer.getvalue()
+    cases = [(f"row {i} {name} {bad!r}", as_csv(header, [[bad if c == j else v for c, v in enumerate(r)]
+                                                      if k == i else r for k, r in enumerate(rows)]))
+             for i in rows_damaged for j, name in enumerate(header) for bad in ("x", "", "nan", "inf", "-1", "1e308")]
+    cases += [(f"{name} removed", as_csv([h for h in header if h != name],
+                                         [[v for h, v in zip(header, r) if h != name] for r in rows]))
+              for name in header]
+    return cases + [("a row twice", as_csv(header, [rows[0], *rows])), ("cut short", text[:len(text) // 2]),
+                    ("no rows", as_csv(header, []))]
+
+
+@pytest.fixture
+def measured_run(tmp_path):
+    """A collective run's held-out measurements as utils/source.py writes them: 3 tasks, features measured."""
+    from utils import source
+    matrix = np.array([[80.0, 20.0, 21.0], [60.0, 78.0, 22.0], [50.0, 55.0, 76.0]])
+    features = {"after_task": 2, "nearest_mean_accuracy": 50.0, "random_network_nearest_mean_accuracy": 40.0,
+                "per_task": [48.0, 50.0, 52.0], "random_network_per_task": [39.0, 40.0, 41.0]}
+    source.write(tmp_path, matrix, features, 50, "made up", {"commit": "x", "command": "c", "time_utc": "t"})
+    return tmp_path
+
+
+def test_a_damaged_heldout_summary_is_refused_or_described(measured_run):
+    """A collective run's heldout_summary.json and the joint source's, as the pipeline's results header, the source
+    study's figure and the budget study read them."""
+    from utils import source
+    path = measured_run / "heldout_summary.json"
+    held = json.loads(path.read_text())
+    joint_summary = {"task_local_accuracy": 61.0, "all_classes_accuracy": 30.0, "classes": 15, "after_task": 2,
+                     "per_task_local_accuracy": [60.0, 61.0, 62.0], "nearest_mean_accuracy": 58.0,
+                     "nearest_mean_per_task": [57.0, 58.0, 59.0]}
+
+    def read(case):
+        path.write_text(json.dumps(case))
+        return source.read_summary(measured_run)
+
+    def use(s):
+        if "task_local_accuracy" in s:
+            text = f"{s['task_local_accuracy']:.1f} {s['all_classes_accuracy']:.1f} {s['classes']}"
+            return text + (source.describe_gaps(source.feature_series(held, s)) if "nearest_mean_per_task" in s else "")
+        text = source.describe(s["extraction"]) + source.describe(s["last"])
+        if "features" in s:
+            text += source.describe_features(s["features"]) + source.describe_gaps(source.feature_series(s))
+        return text
+    for kind, valid in (("collective held-out summary", held), ("joint held-out summary", joint_summary)):
+        cases = variants(valid, depth=3)
+        refused = sweep(kind, cases, read, use, path)
+        assert refused > len(cases) // 2
+        path.write_text(json.dumps(valid)[:-10])
+        with pytest.raises(UserError, match="not a readable held-out summary"):
+            source.read_summary(measured_run)
+
+
+def csv_sweep(kind, text, path, read, use, at_least):
+    cases = csv_variants(text)
+
+    def write_and_read(case):
+        path.write_text(case)
+        return read(path)
+    refused = sweep(kind, cases, write_and_read, use, path)
+    assert refused >= at_least, refused
+
+
+def test_a_damaged_heldout_matrix_is_refused_or_drawn(measured_run):
+    from utils import source
+    path = measured_run / "heldout_accuracy.csv"
+    text = path.read_text()
+    csv_sweep("held-out matrix", text, path, lambda p: source.read_matrix(p.parent), lambda m: float(m.sum()), 20)
+    lines = text.splitlines(keepends=True)
+    for case in (lines[:1] + lines[2:], lines[:2] + lines[1:]):  # a cell missing; a cell twice
+        path.write_text("".join(case))
+        with pytest.raises(UserError, match="not every cell"):
+            source.read_matrix(path.parent)
+
+
+def test_a_damaged_tuning_table_is_refused_or_chooses(tmp_path):
+    """A tuning stage's results.csv as the pipeline reads it to choose EWC's strength, a learning rate, epochs."""
+    from utils import report
+    (tmp_path / "lambda-400").mkdir()
+    text = ("shots,method,runs,tasks,final_acc,ci95,diverged\n10,learngene,4,4,52.6,14.8,0\n"
+            "20,learngene,4,4,56.3,9.1,0\n")
+    csv_sweep("tuning table", text, tmp_path / "lambda-400" / "results.csv",
+              lambda p: (report.validation_accuracy(p), report.best_lambda(tmp_path, ["400"])), lambda r: r, 15)
+
+
+def test_a_damaged_collective_metrics_table_is_refused_or_read(tmp_path):
+    """A collective run's metrics.csv as the source-budget study reads it (the last epoch's drop in loss)."""
+    from utils import budget
+    text = "task,epoch,loss,accuracy\n0,0,2.8,0.19\n0,1,1.2,0.47\n1,0,2.5,0.2\n1,1,1.3,0.5\n"
+    csv_sweep("collective metrics", text, tmp_path / "metrics.csv", budget.last_epoch_drops,
+              budget.converged_tasks, 8)

@@ -13,15 +13,14 @@ tasks up to the extraction task of the task's images times the epochs. The trend
 that number, fitted per target task to the paired differences of the points at the preset's learning rate, so
 that the tasks stay the independent samples: the slope per tenfold more training and the line's value at the
 paper's budget are the means over tasks with Student-t 95% intervals (an extrapolation of that model, no more)."""
-import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from utils import study_figures
+from utils import readback, source, study_figures
+from utils.cli import INDEX, require
 from utils.files import write_csv, write_json, write_text
 from utils.methods import BASELINE
 from utils.repro import provenance_lines
@@ -73,9 +72,8 @@ def last_epoch_drops(metrics_csv):
     """Per task, how much its last epoch lowered the training loss, loss[-2] - loss[-1] (nats); nan for a task
     trained one epoch."""
     by_task = {}
-    with open(metrics_csv) as f:
-        for row in csv.DictReader(f):
-            by_task.setdefault(int(row["task"]), []).append(float(row["loss"]))
+    for row in readback.read_table(metrics_csv, {"task": INDEX, "loss": float}, "collective run's metrics"):
+        by_task.setdefault(row["task"], []).append(row["loss"])
     return [l[-2] - l[-1] if len(l) > 1 else float("nan") for _, l in sorted(by_task.items())]
 
 
@@ -104,7 +102,8 @@ def choose_lr(candidates):
 def point_record(point, run_dir, manifest):
     """What the study reads of one point's collective run: its budget, convergence and held-out measurements."""
     run_dir = Path(run_dir)
-    held = json.loads((run_dir / "heldout_summary.json").read_text())
+    held = source.read_summary(run_dir)
+    require(held is not None, f"{run_dir} has no heldout_summary.json: the source budget is read on held-out images")
     drops = last_epoch_drops(run_dir / "metrics.csv")
     task = held["extraction"]["after_task"]
     return {"point": point.tag, "epochs_per_task": point.epochs, "lr": point.lr, "role": point.role,

@@ -161,10 +161,7 @@ def draw_contrasts(files, out, title, overwrite, argv, contrast_set="source"):
 def draw_heldout(run_dir, out, title, overwrite, argv):
     """The held-out accuracy matrix of a collective run, as `out` (default: <run>/heldout_matrix.png)."""
     require(run_dir.is_dir(), f"--heldout {run_dir}: no such folder")
-    try:
-        matrix, at = source.read_matrix(run_dir), source.read_summary(run_dir)
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise UserError(f"--heldout {run_dir}: its heldout_accuracy.csv or heldout_summary.json is damaged ({e})")
+    matrix, at = source.read_matrix(run_dir), source.read_summary(run_dir)  # a damaged one is refused in one line
     require(matrix is not None and at is not None, f"--heldout {run_dir}: no heldout_accuracy.csv and "
             f"heldout_summary.json there (a collective run on a split made with --heldout_per_class writes them)")
     out = Path(out or run_dir / "heldout_matrix.png")

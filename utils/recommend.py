@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import COUNT, LEARNING_RATE, UserError, cli, require  # noqa: E402
 from utils.contrasts import read_folders  # noqa: E402
-from utils.files import require_replaceable, write_json  # noqa: E402
+from utils.files import require_apart, require_replaceable, write_json  # noqa: E402
 from utils.repro import for_display, provenance  # noqa: E402
-from utils.runstore import records  # noqa: E402
+from utils.runstore import record_file, records  # noqa: E402
 from utils.stats import mean_ci95, per_task  # noqa: E402
 
 FORMAT = "learngene-recommendation-v1"
@@ -46,7 +46,9 @@ def evidence(files):
     schedule = {}
     for key, (training, _) in runs.items():
         if key.method in (*CANDIDATES, BASELINE):
-            these = {"lr": training["lr"], "epochs": training["epochs"]}
+            these = {"lr": training.get("lr"), "epochs": training.get("epochs")}
+            require(LEARNING_RATE.holds(these["lr"]) and COUNT.holds(these["epochs"]), f"the {key.method} runs of "
+                    f"{', '.join(map(str, files))} do not record their learning rate and number of epochs")
             require(schedule.setdefault(key.method, these) == these, f"the {key.method} runs of {', '.join(map(str, files))} "
                     f"were trained at more than one learning rate or number of epochs: no single setting to recommend")
     return rows, schedule
@@ -102,25 +104,27 @@ def written_here(path):
 @cli
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", metavar="RUNS", help="runs.jsonl files of a study with the candidates and "
-                   "scratch on the same target tasks (the inherit study's)")
-    p.add_argument("--out", default=str(DEFAULT), metavar="FILE", help="the recommendation to write (default: "
+    p.add_argument("runs", nargs="+", metavar="RUNS", help="runs.jsonl files (or the folders that hold them) of a "
+                   "study with the candidates and scratch on the same target tasks (the inherit study's)")
+    p.add_argument("--out", default=str(DEFAULT), metavar="OUTFILE", help="the recommendation to write (default: "
                    "results/reference/recommendation.json, which your_task.py reads)")
     p.add_argument("--overwrite", action="store_true", help="replace a recommendation this script wrote")
     args = p.parse_args(argv)
-    for f in args.runs:
-        require(Path(f).is_file(), f"{f} is not a file of runs (a runs.jsonl)")
+    files = [record_file(f) for f in args.runs]
+    for given, f in zip(args.runs, files):
+        require(f.is_file(), f"{given}: no runs.jsonl there")
     out = Path(args.out)
+    require_apart(out, [("RUNS", f) for f in files])
     require_replaceable(out, args.overwrite, written_here)
-    rows, schedule = evidence(args.runs)
+    rows, schedule = evidence(files)
     method, why = choose(rows)
-    settings = next(s for s, _ in records(Path(args.runs[0])))
+    settings = next(s for s, _ in records(files[0]))
     rec = {"format": FORMAT, "method": method, "why": why,
            "measured_on": f"{settings.get('dataset')} at {settings.get('learngene_shapes', [None])[-1]}px, up to "
                           f"{max(n for _, _, n, _, _ in rows)} target tasks per shot count",
            "evidence": [{"method": m, "shots": k, "tasks": n, "diff": d, "ci95": None if math.isnan(ci) else ci}
                         for m, k, n, d, ci in rows],
-           "settings": schedule, "runs": [for_display(str(f)) for f in args.runs], "provenance": provenance(None, argv)}
+           "settings": schedule, "runs": [for_display(str(f)) for f in files], "provenance": provenance(None, argv)}
     write_json(out, rec)
     print(f"{why}; settings chosen on the validation tasks: "
           + ", ".join(f"{m} lr {s['lr']:g}, {s['epochs']} epochs" for m, s in sorted(schedule.items())))

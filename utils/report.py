@@ -1,11 +1,10 @@
 """The results of a study: the table (CSV and markdown), its provenance and its figures, from the stored runs."""
-import csv
 import math
 from collections import Counter
 
 import numpy as np
 
-from utils import plots
+from utils import plots, readback
 from utils.files import write_csv, write_json, write_text
 from utils.methods import BASELINE, METHODS
 from utils.repro import provenance
@@ -218,10 +217,9 @@ def best_lambda(tune_dir, grid):
     a line that gives every strength's accuracy and its diverged runs (a lambda too strong for SGD shows there)."""
     scores, notes = {}, []
     for lam in grid:
-        with open(tune_dir / f"lambda-{lam}" / "results.csv") as f:
-            rows = list(csv.DictReader(f))
-        scores[lam] = sum(float(r["final_acc"]) for r in rows) / len(rows)
-        runs, diverged = sum(int(r["runs"]) for r in rows), sum(int(r["diverged"]) for r in rows)
+        rows = tuning_rows(tune_dir / f"lambda-{lam}" / "results.csv", "final_acc", "runs", "diverged")
+        scores[lam] = sum(r["final_acc"] for r in rows) / len(rows)
+        runs, diverged = sum(r["runs"] for r in rows), sum(r["diverged"] for r in rows)
         notes.append(f"{lam}: {scores[lam]:.1f}%" + (f" ({diverged} of {runs} runs diverged)" if diverged else ""))
     best = max(grid, key=lambda lam: scores[lam])
     return best, ", ".join(notes)
@@ -230,10 +228,14 @@ def best_lambda(tune_dir, grid):
 def validation_accuracy(results_csv):
     """{method: its mean final accuracy (%) over the shot counts' rows} of a tuning stage's results.csv."""
     rows = {}
-    with open(results_csv) as f:
-        for r in csv.DictReader(f):
-            rows.setdefault(r["method"], []).append(float(r["final_acc"]))
+    for r in tuning_rows(results_csv, "method", "final_acc"):
+        rows.setdefault(r["method"], []).append(r["final_acc"])
     return {m: sum(v) / len(v) for m, v in rows.items()}
+
+
+def tuning_rows(results_csv, *columns):
+    """A tuning stage's results.csv as the pipeline reads it back, each of the columns it uses checked."""
+    return readback.read_table(results_csv, {c: readback.TUNING_COLUMNS[c] for c in columns}, "tuning stage's table")
 
 
 def best_learning_rates(tune_dir, grid, methods):
@@ -241,10 +243,9 @@ def best_learning_rates(tune_dir, grid, methods):
     tasks (a tie goes to the smaller rate), and a line that gives each method's accuracy at every rate."""
     scores = {m: {} for m in methods}
     for lr in grid:
-        with open(tune_dir / f"lr-{lr}" / "results.csv") as f:
-            for r in csv.DictReader(f):
-                if r["method"] in scores:
-                    scores[r["method"]].setdefault(lr, []).append(float(r["final_acc"]))
+        for r in tuning_rows(tune_dir / f"lr-{lr}" / "results.csv", "method", "final_acc"):
+            if r["method"] in scores:
+                scores[r["method"]].setdefault(lr, []).append(r["final_acc"])
     mean = {m: {lr: sum(v) / len(v) for lr, v in s.items()} for m, s in scores.items()}
     best = {m: max(sorted(grid, key=float), key=lambda lr: mean[m][lr]) for m in methods}
     return best, "; ".join(f"{m}: " + ", ".join(f"{lr} {a:.1f}%" for lr, a in mean[m].items()) + f" -> {best[m]}"

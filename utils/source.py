@@ -18,7 +18,6 @@ floor) and, in utils/joint.py, the joint source.
 
 A measurement keeps what it has finished in the run's heldout_progress.json (Progress), so an interrupted one goes
 on where it stopped: at the cpu preset's scale on 2 cores the collective model's take about 23 minutes."""
-import csv
 import hashlib
 import json
 from pathlib import Path
@@ -28,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils import heatmaps, stats, study_figures
-from utils.cli import require
+from utils import heatmaps, readback, stats, study_figures
+from utils.cli import INDEX, PERCENT, require
 from utils.engine import DeviceData, autocast, normalize
 from utils.fewshot import conv_features
 from utils.files import torch_load, write_csv, write_json
@@ -204,16 +203,19 @@ def describe(s):
 
 
 def read_matrix(run_dir):
-    """The matrix of a run's heldout_accuracy.csv (to draw it again), or None if the run has none."""
+    """The matrix of a run's heldout_accuracy.csv (to draw it again), or None if the run has none; every cell
+    (after task i, task j) once, each an accuracy, or the file is refused in one line."""
     path = Path(run_dir) / "heldout_accuracy.csv"
     if not path.is_file():
         return None
-    with open(path) as f:
-        rows = [(int(r["after_task"]), int(r["task"]), float(r["accuracy"])) for r in csv.DictReader(f)]
-    n = max(i for i, _, _ in rows) + 1
+    rows = readback.read_table(path, {"after_task": INDEX, "task": INDEX, "accuracy": PERCENT}, "held-out matrix")
+    n = max(r["after_task"] for r in rows) + 1
+    cells = sorted((r["after_task"], r["task"]) for r in rows)
+    require(cells == [(i, j) for i in range(n) for j in range(n)], f"{path} is a damaged held-out matrix (not "
+            f"every cell of after_task x task 0..{n - 1} once)")
     matrix = np.zeros((n, n))
-    for i, j, v in rows:
-        matrix[i, j] = v
+    for r in rows:
+        matrix[r["after_task"], r["task"]] = r["accuracy"]
     return matrix
 
 
@@ -254,8 +256,21 @@ def write(run_dir, matrix, features, images_per_class, title, prov):
 
 
 def read_summary(run_dir):
+    """A collective run's heldout_summary.json (this module's write) or the joint source's (utils/joint.py), checked
+    field by field; None where the run has none (a split without held-out images)."""
     path = Path(run_dir) / "heldout_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    held = readback.read_json(path, {}, "held-out summary")
+    joint = "task_local_accuracy" in held
+    p = readback.problem(held, readback.JOINT_SUMMARY if joint else readback.COLLECTIVE_SUMMARY)
+    if p is None:  # each per-task list has one value per task measured, 0..after_task
+        at = held if joint else held.get("features", {})
+        lists = ("per_task_local_accuracy", "nearest_mean_per_task") if joint else ("per_task", "random_network_per_task")
+        p = next((f"its {name} does not have {at['after_task'] + 1} values (tasks 0-{at['after_task']})"
+                  for name in lists if name in at and len(at[name]) != at["after_task"] + 1), None)
+    require(p is None, f"{path} is a damaged held-out summary ({p})")
+    return held
 
 
 def joint_heldout(model, split, tasks, class_index, device, precision, progress):
