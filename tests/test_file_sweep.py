@@ -207,20 +207,8 @@ def test_a_damaged_results_table_is_refused_or_drawn(tmp_path, capsys):
     (exit 2) or drawn."""
     from utils import draw_results
     text = (REPO / "results" / "reference" / "tiny-imagenet-100-quick.csv").read_text()
-    header, *rows = list(csv.reader(io.StringIO(text)))
     table, out = tmp_path / "table.csv", tmp_path / "forest.png"
-
-    def as_csv(header, rows):
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-        return buffer.getvalue()
-    cases = [(f"row {i} {name} {bad!r}", as_csv(header, [[bad if c == j else v for c, v in enumerate(r)]
-                                                      if k == i else r for k, r in enumerate(rows)]))
-             for i in (0, 1) for j, name in enumerate(header) for bad in ("x", "", "nan", "inf", "-inf", "1e308")]
-    cases += [(f"{name} removed", as_csv([h for h in header if h != name],
-                                         [[v for h, v in zip(header, r) if h != name] for r in rows]))
-              for name in header]
-    cases += [("a row twice", as_csv(header, [rows[0], *rows])), ("cut short", text[:len(text) // 2])]
+    cases = csv_variants(text, bad_cells=("x", "", "nan", "inf", "-inf", "1e308"))
     refused, broken = 0, []
     for name, case in cases:
         table.write_text(case)
@@ -243,9 +231,9 @@ def test_a_damaged_results_table_is_refused_or_drawn(tmp_path, capsys):
     assert refused >= len(cases) // 4
 
 
-def csv_variants(text, rows_damaged=(0, 1)):
-    """A CSV damaged: each cell of the given rows replaced by text, nothing, NaN, infinity, a negative or a huge
-    number; each column removed; a row twice; the file cut short."""
+def csv_variants(text, rows_damaged=(0, 1), bad_cells=("x", "", "nan", "inf", "-1", "1e308")):
+    """A CSV damaged: each cell of the given rows replaced by each of `bad_cells` (text, nothing, NaN, infinity, a
+    negative or a huge number); each column removed; a row twice; the file cut short; no rows."""
     header, *rows = list(csv.reader(io.StringIO(text)))
 
     def as_csv(header, rows):
@@ -254,7 +242,7 @@ def csv_variants(text, rows_damaged=(0, 1)):
         return buffer.getvalue()
     cases = [(f"row {i} {name} {bad!r}", as_csv(header, [[bad if c == j else v for c, v in enumerate(r)]
                                                       if k == i else r for k, r in enumerate(rows)]))
-             for i in rows_damaged for j, name in enumerate(header) for bad in ("x", "", "nan", "inf", "-1", "1e308")]
+             for i in rows_damaged for j, name in enumerate(header) for bad in bad_cells]
     cases += [(f"{name} removed", as_csv([h for h in header if h != name],
                                          [[v for h, v in zip(header, r) if h != name] for r in rows]))
               for name in header]
