@@ -92,6 +92,26 @@ def test_a_table_redrawn_says_its_tasks_seeds_and_the_rates_given(tmp_path, caps
     assert (tmp_path / "t-forest.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_contrasts_table_is_redrawn_as_its_own_forest(tmp_path, capsys):
+    """A contrasts CSV (each row against the row it stands in for) drawn from the table alone; a half-width that is
+    no half-width is refused in one line and nothing is drawn."""
+    from utils import contrasts, draw_results
+    table = tmp_path / "c.csv"
+    rows = [[10, "learngene-joint", "learngene", "joint layers", 20, 1.14, 1.05],
+            [20, "probe-collective", "probe-random", "features", 20, 9.1, float("nan")]]
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows([contrasts.HEADER, *rows])
+    draw_results.main([str(table), "--title", "made up"])
+    share, img = ink(tmp_path / "c.png")
+    assert share > 0.01 and "made up" in img.text["command"] and img.text["device"].startswith("none")
+    rows[0][6] = -1.0
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows([contrasts.HEADER, *rows])
+    with pytest.raises(SystemExit):
+        draw_results.main([str(table), "--out", str(tmp_path / "d.png")])
+    assert "has the half-width -1.0" in capsys.readouterr().err and not (tmp_path / "d.png").exists()
+
+
 def fake_runs(epochs, probe=False):
     runs = {}
     rng = np.random.default_rng(0)

@@ -129,10 +129,10 @@ def test_no_committed_document_or_result_holds_a_local_absolute_path():
 # which runs those are). The list may only shrink.
 FIGURES_WITH_LOCAL_PATHS = {
     "tiny-imagenet-100-cpu-curves.png", "tiny-imagenet-100-cpu-heatmap.png", "tiny-imagenet-100-cpu-heldout.png",
-    "tiny-imagenet-100-cpu-source-contrasts.png", "tiny-imagenet-100-cpu-source-features.png",
+    "tiny-imagenet-100-cpu-source-features.png",
     "tiny-imagenet-100-quick-budget.png", "tiny-imagenet-100-quick-curves.png", "tiny-imagenet-100-quick-heatmap.png",
     "tiny-imagenet-100-quick-heldout.png", "tiny-imagenet-100-quick-released-chain.png",
-    "tiny-imagenet-100-quick-source-contrasts.png", "tiny-imagenet-100-quick-source-features.png",
+    "tiny-imagenet-100-quick-source-features.png",
     "tiny-imagenet-100-quick-source-forest.png", "tiny-imagenet-100-quick-tuned-forest.png"}
 
 

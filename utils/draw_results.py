@@ -1,10 +1,12 @@
 """Draw a results table's figures again, with no retraining: the forest plot of its paired differences against
 scratch (from the table alone: a results.csv of the individual script or a preset's
-results/<dataset>-<preset>.csv) and, given the runs.jsonl the table summarises, the learning curves; or a
-collective run's held-out accuracy matrix from its heldout_accuracy.csv; or a source study's contrasts from its runs.
+results/<dataset>-<preset>.csv; a contrasts table, utils/contrasts.py's, gives its own forest) and, given the
+runs.jsonl the table summarises, the learning curves; or a collective run's held-out accuracy matrix from its
+heldout_accuracy.csv; or a source study's contrasts from its runs.
 
     python utils/draw_results.py results/reference/tiny-imagenet-100-cpu-intel-bf16.csv --ewc_lambda 40000 \
         --title "tiny-imagenet-100, cpu preset"
+    python utils/draw_results.py results/reference/tiny-imagenet-100-cpu-source-contrasts.csv --overwrite
     python utils/draw_results.py --heldout checkpoints/tiny-imagenet-100-quick/collective --out matrix.png
     python utils/draw_results.py --contrasts checkpoints/tiny-imagenet-100-cpu/{source,individual} --out /tmp
 """
@@ -17,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import contrasts, ladder, report, source  # noqa: E402
+from utils import contrasts, ladder, plots, readback, report, source  # noqa: E402
 from utils.cli import COUNT, EWC_LAMBDA, LEARNING_RATE, Number, UserError, cli, require  # noqa: E402
 from utils.individual import method_lr  # noqa: E402
 from utils.files import require_apart, require_replaceable, starts_with  # noqa: E402
-from utils.repro import provenance  # noqa: E402
+from utils.repro import for_display, provenance  # noqa: E402
 from utils.runstore import read_runs, record_file  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"  # the signature of the files this script writes
@@ -74,6 +76,8 @@ def main(argv=None):
         rows = list(csv.DictReader(io.StringIO(text, newline="")))
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{table} is not a CSV file ({e})")
+    if rows and "against" in rows[0]:
+        return draw_contrast_table(table, args.out, args.title, args.overwrite, argv)
     missing = [c for c in report.TABLE_HEADER if rows and c not in rows[0]]
     require(rows and not missing, f"{table} is not a results table (missing columns: {', '.join(missing) or 'all rows'})")
     # every table this project writes ends its last line: one that does not was cut short (an interrupted copy)
@@ -114,7 +118,7 @@ def main(argv=None):
             require_replaceable(path, args.overwrite, starts_with(PNG))
     name = args.title or table.stem
     prov = provenance(argv=argv)
-    caption = [f"Drawn from {table} (the table's own numbers).", settings,
+    caption = [f"Drawn from {for_display(str(table))} (the table's own numbers).", settings,
                *report.baseline_line(lrs, None)]
     report.draw_forest(out, lines, name, prov, caption)
     print(f"wrote {out}")
@@ -156,6 +160,27 @@ def draw_contrasts(files, out, title, overwrite, argv, contrast_set="source"):
         ladder.report(out, files, title or str(files[0]), provenance(argv=argv))
         written.append(out / "ladder.png")
     print(f"wrote {', '.join(map(str, written))}")
+
+
+def draw_contrast_table(table, out, title, overwrite, argv):
+    """The forest of a contrasts CSV (utils/contrasts.py's: each row against the row it stands in for), from the
+    table alone, to `out` (default: the table's name with .png)."""
+    rows = readback.read_table(table, {"shots": COUNT, "method": str, "against": str, "tasks": COUNT,
+                                       "diff": DIFFERENCE, "diff_ci95": float}, "contrasts table")
+    bad = next((r for r in rows if not (math.isnan(r["diff_ci95"]) or HALF_WIDTH.holds(r["diff_ci95"]))), None)
+    require(bad is None, f"{table}: {bad and bad['method']} minus {bad and bad['against']} has the half-width "
+            f"{bad and bad['diff_ci95']}, not {HALF_WIDTH.describe()} or empty")
+    out = Path(out or table.with_suffix(".png"))
+    require_apart(out, [("TABLE", table)])
+    require_replaceable(out, overwrite, starts_with(PNG))
+    tasks = span(sorted({r["tasks"] for r in rows}))
+    plots.forest(out, [{"shots": r["shots"], "label": f"{r['method']} minus {r['against']}", "diff": r["diff"],
+                        "ci": r["diff_ci95"]} for r in rows],
+                 f"{title or table.stem}: each row minus the row it stands in for, paired per task ({tasks} tasks), "
+                 f"after the last epoch", {**provenance(argv=argv), "device": "none (drawn from the table)"},
+                 [f"Drawn from {for_display(str(table))} (the table's own numbers)."],
+                 xlabel="difference (points of accuracy)")
+    print(f"wrote {out}")
 
 
 def draw_heldout(run_dir, out, title, overwrite, argv):
