@@ -13,12 +13,7 @@ Outputs: data/<dataset>-<preset>-split/, checkpoints/<dataset>-<preset>/, and th
 map in results/<dataset>-<preset>*. The table ends with the wall-clock time of each stage.
 """
 import argparse
-import json
-import math
 import os
-import shlex
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -26,12 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.cli import COUNT, LEARNING_RATE, Number, StageFailed, cli, require, require_distinct  # noqa: E402
-from utils.files import FolderLock, write_bytes, write_json, write_text  # noqa: E402
-from utils.fewshot import TrainSettings  # noqa: E402
+from utils.cli import COUNT, LEARNING_RATE, cli, require, require_distinct  # noqa: E402
+from utils.files import FolderLock, write_bytes, write_text  # noqa: E402
 from utils.methods import BASELINE, CONTROLS, DEFAULT_METHODS, FULL_INHERITANCE, LADDER_ROWS, METHODS  # noqa: E402
-from utils import budget, contrasts, ladder, readback, released, report, seeds, shared_classes, source  # noqa: E402
+from utils import budget, contrasts, ladder, readback, released, seeds, shared_classes, source  # noqa: E402
 from utils.splits import Split  # noqa: E402
+from utils.stages import SourceStages, StageClock, stage, train_collective  # noqa: E402
+from utils.tuning import preset_epochs, tune_epochs, tune_ewc, tune_lr  # noqa: E402
 from utils.runstore import read_runs, records  # noqa: E402
 from utils.repro import COMMIT_AT_START, REPO_ROOT, ROOT_VARIABLE, command_line, provenance  # noqa: E402
 
@@ -87,13 +83,6 @@ PRESETS = {
         "studies": ["individual"],
     },
 }
-EWC_GRID = ["40000", "400", "4"]  # the released 40 x 1000, then hundredfold steps down
-EWC_GRID_TOP = 4e8  # the grid grows upward in hundredfold steps while its largest strength is the best, up to this
-LR_GRID = ["0.001", "0.005", "0.02"]  # the tuned study's SGD learning rates: the released 0.005, a fifth and 4 times it
-LR_GRID_RANGE = (1e-5, 0.5)  # the grid grows past an end some method prefers (a fifth below, 4 times above), within
-EPOCHS_TOP = 4  # a tuned study's schedule doubles, while the validation tasks prefer the longer, up to 4x the preset's
-
-
 CURVES_FILES = (("forest.png", "-forest.png"), ("curves.png", "-curves.png"))  # a study's rows and their curves
 CONTRAST_FILES = (*CURVES_FILES, ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"))
 LADDER_FILES = (*CONTRAST_FILES, ("ladder.png", "-ladder.png"))
@@ -160,100 +149,6 @@ STUDIES = {s.name: s for s in (
           reuse=("individual", "source", "tuned", "knowledge", "knowledge-joint"), tuned_lr=True, contrasts="inherit",
           files=CONTRAST_FILES),
 )}
-
-
-SECONDS = Number(float, 0, math.inf)  # a stage's wall-clock time, as stage_times.json records it
-CLOCK_TICK = 60  # seconds between the stage clock's writes while a stage runs: a machine lost loses at most this
-
-
-class StageClock:
-    """Wall-clock seconds per stage, kept in <work>/stage_times.json and summed over the invocations that ran
-    the stage, so a resumed pipeline still reports where all its time went (written every CLOCK_TICK seconds while a
-    stage runs, so a process killed outright, or a machine lost, loses at most that much)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.seconds = {}
-        if self.path.exists():
-            try:
-                self.seconds = json.loads(self.path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                self.seconds = None
-            require(isinstance(self.seconds, dict) and all(SECONDS.holds(v) for v in self.seconds.values()), f"{self.path} is not a record of stage times ({{stage: seconds}}): "
-                f"move it away to start the count again (the stages' outputs are not affected)")
-
-    def add(self, name, seconds):
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-        write_json(self.path, self.seconds)
-
-    def table(self):
-        rows = "".join(f"| {name} | {s:.0f} | {s / 60:.1f} |\n" for name, s in self.seconds.items())
-        total = sum(self.seconds.values())
-        return ("| stage | seconds | minutes |\n|---|---:|---:|\n" + rows
-                + f"| **all stages** | **{total:.0f}** | **{total / 60:.1f}** |\n")
-
-
-def stage(clock, name, script, args, done):
-    """Run one stage unless `done` exists; stop the pipeline with its message if it fails."""
-    if done is not None and Path(done).exists():
-        print(f"[{name}] done already ({done})")
-        return
-    cmd = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
-    print(f"[{name}] python {shlex.join([script, *map(str, args)])}", flush=True)
-    t0 = counted = time.time()
-    child = subprocess.Popen(cmd, cwd=REPO_ROOT, preexec_fn=_dies_with(os.getpid()))
-    try:
-        while True:
-            try:
-                failed = child.wait(timeout=CLOCK_TICK) != 0
-                break
-            except subprocess.TimeoutExpired:  # a long stage: its time so far on disk, in case the machine goes
-                now = time.time()
-                clock.add(name, now - counted)
-                counted = now
-    except BaseException:  # Ctrl-C or SIGTERM here: stop the stage the same way, so it too ends cleanly
-        child.terminate()
-        child.wait()
-        raise
-    finally:
-        clock.add(name, time.time() - counted)
-    if failed:
-        raise StageFailed(f"stage {name} failed (its message is above); fix it and rerun the same command to resume",
-                          child.returncode if child.returncode > 0 else 1)
-    print(f"[{name}] finished in {time.time() - t0:.0f} s", flush=True)
-
-
-def _dies_with(parent):
-    """For the stage's process, before it starts: ask Linux to send it SIGTERM when the pipeline process dies, even
-    by SIGKILL, so no stage trains on as an orphan beside a rerun (elsewhere: nothing, the folder locks still
-    refuse the rerun)."""
-    def set_parent_death_signal():
-        try:
-            import ctypes
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # the pipeline died before the request was made
-            os._exit(143)
-    return set_parent_death_signal
-
-
-def tune_ewc(clock, individual_script, common, tune_tasks, work):
-    """Tune the EWC strength on the validation tasks over EWC_GRID, extended upward a hundredfold at a time while
-    its largest strength is the best (up to EWC_GRID_TOP), so the choice lies inside the grid where it can."""
-    grid = list(EWC_GRID)
-    while True:
-        for lam in grid:
-            out = work / "tune-ewc" / f"lambda-{lam}"
-            # tuning reads only the final accuracy: --eval_every beyond the last epoch skips the test curve
-            stage(clock, f"tune-ewc lambda={lam}", individual_script, [*common, "--section", "validation", "--methods",
-                  "learngene", "--ewc_lambda", lam, *tune_tasks, "--eval_every", "1000", "--out", out],
-                  out / "results.csv")
-        lam, by_lambda = report.best_lambda(work / "tune-ewc", grid)
-        top = max(grid, key=float)
-        if lam != top or float(top) * 100 > EWC_GRID_TOP:
-            return lam, by_lambda + ("" if lam != top else " (the largest strength tried is the best)")
-        grid.append(str(int(float(top) * 100)))
 
 
 RESULT_SUFFIXES = (".md", ".csv", "-forest.png", "-curves.png", "-heatmap.png", "-heldout.png")
@@ -384,7 +279,7 @@ def main(argv=None):
             if shared:  # how much dependence each row's interval tolerates, from the tasks' shared classes
                 shared_classes.write(work / study.name, shared, title, provenance(None, argv))
             if any(f == "features.png" for f, _ in study.files):
-                draw_source_features(work, study, argv, f"{args.dataset}, {args.preset} preset")
+                source.draw_source_features(work, study.name, provenance(None, argv), f"{args.dataset}, {args.preset} preset")
             if study.contrasts:
                 files = [work / study.name / "runs.jsonl", *(e / "runs.jsonl" for e in earlier)]
                 contrasts.report(work / study.name, files, title, provenance(None, argv), study.contrasts, study.tuned_lr)
@@ -395,104 +290,8 @@ def main(argv=None):
                   f"`{command_line(argv)}`; commit {COMMIT_AT_START}; pipeline wall-clock "
                   f"{(time.time() - t_start) / 60:.1f} min this invocation.\n\n"
                   f"EWC lambda chosen on the validation (open-world) tasks, learngene rows, mean final accuracy: "
-                  f"{by_lambda} -> **{lam}**.\n\n" + lr_note + source_lines(work))
+                  f"{by_lambda} -> **{lam}**.\n\n" + lr_note + source.source_lines(work))
         write_report(finals, name, header, work, clock, studies)
-
-
-def lr_folder(study):
-    """Where a tuned study's learning-rate runs go: the tuned study's in tune-lr/ (as before the others existed)."""
-    return "tune-lr" if study.name == "tuned" else f"tune-lr-{study.name}"
-
-
-def tune_lr(clock, individual_script, common, tune_tasks, work, study):
-    """Each of the study's methods' SGD learning rate, chosen on the validation tasks (never a target task) from
-    LR_GRID, extended a fifth below its lowest rate or 4 times above its highest while some method prefers that end
-    (within LR_GRID_RANGE), so each choice lies inside the grid where it can; the EWC strength is the tuned one (in
-    `common`). Returns ({method: its rate}, the line that gives every rate's accuracy). Each
-    study tunes into a folder of its own (the tuned study's is tune-lr/), reusing every validation run an earlier
-    tuning holds (the learngene's at the default rate are the EWC tuning's)."""
-    methods, name = study.methods, lr_folder(study)
-    earlier = [work / "tune-ewc" / d for d in sorted(os.listdir(work / "tune-ewc"))]
-    earlier += sorted(f.parent for f in work.glob("tune-lr*/lr-*/runs.jsonl") if f.parent.parent.name != name)
-    grid, new = [], list(LR_GRID)
-    while new:
-        for lr in new:
-            out = work / name / f"lr-{lr}"
-            flags = ["--section", "validation", "--methods", *methods, "--lr", lr, *tune_tasks, "--eval_every", "1000"]
-            stage(clock, f"{name} lr={lr}", individual_script, [*common, *flags, "--reuse", *earlier, "--out", out],
-                  out / "results.csv")
-            earlier.append(out)
-        grid = sorted(grid + new, key=float)
-        best, line = report.best_learning_rates(work / name, grid, methods)
-        low, high = float(grid[0]) / 5, float(grid[-1]) * 4
-        new = ([f"{low:g}"] if grid[0] in best.values() and low >= LR_GRID_RANGE[0] else []) + \
-              ([f"{high:g}"] if grid[-1] in best.values() and high <= LR_GRID_RANGE[1] else [])
-    edge = [m for m, lr in best.items() if lr in (grid[0], grid[-1])]
-    return best, line + (f" ({', '.join(edge)}: the best rate tried is an end of the range the grid may grow to, "
-                         f"{LR_GRID_RANGE[0]:g} to {LR_GRID_RANGE[1]:g})" if edge else "")
-
-
-def preset_epochs(preset):
-    flags = preset["individual"]
-    return int(flags[flags.index("--epochs") + 1]) if "--epochs" in flags else TrainSettings.epochs
-
-
-def tune_epochs(clock, individual_script, common, tune_tasks, work, study, best_lr, epochs):
-    """Each of the study's methods' number of epochs at the learning rate it chose (`best_lr`), on the validation
-    tasks: the preset's `epochs`, doubled while the longer schedule gives a method a better
-    mean final accuracy, up to EPOCHS_TOP times the preset's; only the methods still improving train the next
-    doubling. A tie goes to the shorter schedule. Returns ({method: epochs}, a line giving every accuracy)."""
-    scores = {m: {epochs: report.validation_accuracy(work / lr_folder(study) / f"lr-{best_lr[m]}" / "results.csv")[m]}
-              for m in study.methods}
-    earlier = sorted(f.parent for f in work.glob("tune-*/*/runs.jsonl"))
-    growing, n = list(study.methods), epochs
-    while growing and n * 2 <= epochs * EPOCHS_TOP:
-        n *= 2
-        out = work / f"tune-epochs-{study.name}" / f"epochs-{n}"
-        stage(clock, f"tune-epochs-{study.name} epochs={n}", individual_script,
-              [*common, "--section", "validation", "--methods", *growing, "--lr_of", *(f"{m}={best_lr[m]}" for m in growing),
-               "--epochs_of", *(f"{m}={n}" for m in growing),
-               *tune_tasks, "--eval_every", "1000", "--reuse", *earlier, "--out", out], out / "results.csv")
-        earlier.append(out)
-        accuracy = report.validation_accuracy(out / "results.csv")
-        for m in growing:
-            scores[m][n] = accuracy[m]
-        growing = [m for m in growing if scores[m][n] > scores[m][n // 2]]
-    best = {m: max(sorted(s), key=lambda e: s[e]) for m, s in scores.items()}
-    return best, "; ".join(f"{m}: " + ", ".join(f"{e} {a:.1f}%" for e, a in sorted(s.items())) + f" -> {best[m]}"
-                           for m, s in scores.items())
-
-
-def train_collective(clock, name, script, args):
-    """The collective stage into args' run folder (split, out, flags...), resumed where it stopped. It is done when
-    its last output is written: the held-out measurement where the split has held-out images (it follows the
-    learngene, and a run stopped between the two resumes to measure)."""
-    split, out, *flags = args
-    resume = ["--resume"] if (Path(out) / "last.pt").exists() else []
-    heldout = "heldout" in Split(split).manifest
-    stage(clock, name, script, ["--path", split, "--out", out, *flags, *resume],
-          Path(out) / ("heldout_summary.json" if heldout else "learngene.pt"))
-
-
-@dataclass
-class SourceStages:
-    """How the pipeline trains a collective model: its script, split, the preset's flags and the device's."""
-    clock: StageClock
-    script: str
-    split: Path
-    flags: list
-    cuda: list
-
-    def train(self, name, out, **changed):
-        """The preset's collective stage into `out`, with flags `changed` ({"epochs": 2}) set instead of its own."""
-        flags = list(self.flags)
-        for flag, value in changed.items():
-            flag = f"--{flag}"
-            if flag in flags:
-                flags[flags.index(flag) + 1] = str(value)
-            else:
-                flags += [flag, str(value)]
-        train_collective(self.clock, name, self.script, [self.split, out, *flags, *self.cuda])
 
 
 def budget_study(study, plan, work, sources, individual_script, individual_args, lam, reuse, argv, title):
@@ -562,38 +361,6 @@ def released_study(clock, study, work, split, individual_script, common, argv, t
                dirs[run.folder]], None)
     device = readback.recorded_device(dirs["released"])
     released.report(folder, dirs, chain, scratch_epochs, f"{title}, released protocol", {**provenance(None, argv), "device": device})
-
-
-def source_lines(work):
-    """The source's held-out accuracy, for the results' header: the collective model's (utils/source.py) and, where
-    the joint source was trained, its own (utils/joint.py)."""
-    held = source.read_summary(work / "collective")
-    if held is None:
-        return ("The collective model was not measured on held-out images (its split was made without "
-                "--heldout_per_class).\n\n")
-    text = (f"Source on held-out images of its classes ({held['heldout_images_per_class']} per class, never trained "
-            f"on): collective model {source.describe(held['extraction'])}"
-            + (f"; {source.describe_features(held['features'])}" if "features" in held else "") + ".")
-    j = source.read_summary(work / "joint")
-    if j is not None:
-        text += (f" Joint source (same network, images and budget, all base classes at once): "
-                 f"{j['task_local_accuracy']:.1f}% task-local (5-way, as the collective model is read), "
-                 f"{j['all_classes_accuracy']:.1f}% over its {j['classes']} classes"
-                 + (f"; its conv features, nearest class mean: {j['nearest_mean_accuracy']:.1f}%"
-                    if "nearest_mean_accuracy" in j else "") + ".")
-    if "features" in held:
-        series = source.feature_series(held, j if j is not None and "nearest_mean_per_task" in j else None)
-        text += " Features compared per base task (nearest class mean): " + source.describe_gaps(series) + "."
-    return text + "\n\n"
-
-
-def draw_source_features(work, study, argv, title):
-    """<work>/<study>/features.png: the sources the study's controls are cut from, read through their features on
-    the base tasks' held-out images (utils/source.py); nothing for a split without held-out images."""
-    held, joint = source.read_summary(work / "collective"), source.read_summary(work / "joint")
-    if held is not None and "features" in held and joint is not None and "nearest_mean_per_task" in joint:
-        source.draw_features(work / study.name / "features.png", held, joint, f"{title}: the sources' features on "
-                             f"held-out images of their base classes", provenance(None, argv))
 
 
 def write_report(finals, name, header, work, clock, studies):

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 import pipeline  # noqa: E402
 from bench.common import add_device_and_output, device_and_output  # noqa: E402
 from utils.criterion import GradientCriterion  # noqa: E402
-from utils import budget, fewshot, learngene, methods, released, runstore, source  # noqa: E402
+from utils import budget, fewshot, learngene, methods, released, runstore, source, tuning  # noqa: E402
 from utils.cli import COUNT, cli  # noqa: E402
 from utils.files import write_csv  # noqa: E402
 from utils.repro import command_line, device_name, provenance  # noqa: E402
@@ -149,7 +149,7 @@ def tuned_projection(rates, tune, targets, per_run, study_methods):
     per_task = sum(run_cost(per_run[k], m) for k in per_run for m in study_methods)
     reused = sum(per_run[k]["learngene"] for k in per_run) if "learngene" in study_methods else 0
     rates_s = tune * (rates * per_task - reused)
-    top = pipeline.EPOCHS_TOP
+    top = tuning.EPOCHS_TOP
     return (rates_s + tune * 2 * per_task, rates_s + tune * (2 + top) * per_task), \
         (targets * per_task, targets * top * per_task)
 
@@ -196,7 +196,7 @@ def main(argv=None):
     measure_s, joint_measure_s = measurement_projection(tasks, extraction, widened, images, heldout, eval_rates)
     targets = option(preset["split"], "--num_target_tasks", 10)
     tune = int(preset["tune_tasks"] or targets)
-    tune_s = len(pipeline.EWC_GRID) * tune * sum(per_run[k]["learngene"] for k in shots)
+    tune_s = len(tuning.EWC_GRID) * tune * sum(per_run[k]["learngene"] for k in shots)
     individual_s = targets * sum(sum(per_run[k].values()) for k in shots)
     print(f"device: {device_name(device)}; torch {torch.__version__}; {args.precision}; {split.dataset} "
           f"{split.image_size}px\ncommand: {command_line(argv)}\n")
@@ -207,7 +207,7 @@ def main(argv=None):
               + ", ".join(f"{m} {s:.1f} s" for m, s in per_run[k].items()))
     print(f"\npreset {args.preset}: collective {tasks} tasks x {epochs} epochs x {images} images = "
           f"{collective_s / 60:.1f} min; source measurements ({heldout} held-out images per class) "
-          f"{measure_s / 60:.1f} min; EWC tuning {len(pipeline.EWC_GRID)} lambdas x {tune} tasks = "
+          f"{measure_s / 60:.1f} min; EWC tuning {len(tuning.EWC_GRID)} lambdas x {tune} tasks = "
           f"{tune_s / 60:.1f} min; "
           f"individual {targets} tasks x {len(INDIVIDUAL_METHODS)} methods x {len(shots)} shot counts = "
           f"{individual_s / 60:.1f} min; total {(collective_s + measure_s + tune_s + individual_s) / 60:.1f} min")
@@ -231,9 +231,9 @@ def main(argv=None):
     stages += [("source_joint", source_joint_s), ("source_target", source_target_s)]
     for name in ("tuned", "knowledge", "knowledge-joint", "inherit"):
         study = pipeline.STUDIES[name].methods
-        (val_lo, val_hi), (target_lo, target_hi) = tuned_projection(len(pipeline.LR_GRID), tune, targets, per_run,
+        (val_lo, val_hi), (target_lo, target_hi) = tuned_projection(len(tuning.LR_GRID), tune, targets, per_run,
                                                                     study)
-        print(f"study {name}: {len(study)} methods x {len(pipeline.LR_GRID)} learning rates x {tune} validation tasks, "
+        print(f"study {name}: {len(study)} methods x {len(tuning.LR_GRID)} learning rates x {tune} validation tasks, "
               f"then the epochs' doublings = {val_lo / 60:.1f} to {val_hi / 60:.1f} min (a third of the rates' part "
               f"more for each rate the grid grows by); target runs {targets} tasks x {len(study)} methods = "
               f"{target_lo / 60:.1f} to {target_hi / 60:.1f} min; total {(val_lo + target_lo) / 60:.1f} to "
@@ -243,10 +243,10 @@ def main(argv=None):
     seed = [m for m in pipeline.STUDIES["seed"].methods if m in ("learngene", "finetune-collective")]
     seed_target = targets * sum(run_cost(per_run[k], m) for k in per_run for m in seed)
     print(f"study seed: the collective model again {(collective_s + measure_s) / 60:.1f} min; {', '.join(seed)} from "
-          f"it on {targets} tasks = {seed_target / 60:.1f} to {pipeline.EPOCHS_TOP * seed_target / 60:.1f} min "
+          f"it on {targets} tasks = {seed_target / 60:.1f} to {tuning.EPOCHS_TOP * seed_target / 60:.1f} min "
           f"(at the knowledge study's epochs)")
     stages += [("seed_collective", collective_s + measure_s), ("seed_target_at_least", seed_target),
-               ("seed_target_at_most", pipeline.EPOCHS_TOP * seed_target)]
+               ("seed_target_at_most", tuning.EPOCHS_TOP * seed_target)]
     chain = min(released.RELEASED_CHAIN, targets)  # released.chain_length on the preset's split
     scratch_epochs = preset.get("released_scratch_epochs", released.RELEASED_SCRATCH_EPOCHS)
     released_s = released_projection(chain, scratch_epochs, args.epochs, targets, per_run)

@@ -130,7 +130,7 @@ def test_report_pairs_every_point_against_the_same_scratch_runs(tmp_path):
 
 
 def test_each_methods_learning_rate_is_its_best_on_the_validation_runs(tmp_path):
-    """pipeline.tune_lr's choice (report.best_learning_rates), from hand-made validation tables: per method the rate
+    """tuning.tune_lr's choice (report.best_learning_rates), from hand-made validation tables: per method the rate
     of the best mean final accuracy over its rows, a tie to the smaller rate."""
     from utils import report
     accs = {"0.001": {"scratch": (40, 44), "learngene": (50, 50)}, "0.005": {"scratch": (45, 47), "learngene": (49, 51)},

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from utils import joint, learngene, methods, runstore, your_task
+from utils import joint, learngene, methods, runstore, stages, your_task
 from utils.cli import UserError
 from utils.models import IndividualNet
 from utils.splits import Split
@@ -189,14 +189,13 @@ def test_a_damaged_task_model_is_refused_or_labels_images(learngene_copy, tmp_pa
 
 
 def test_damaged_stage_times_are_refused_or_tabled(tmp_path):
-    import pipeline
     times = {"split": 9.4, "collective": 1500.0, "tune-ewc lambda=400": 120.5}
     path = tmp_path / "stage_times.json"
     cases = variants(times, depth=1) + [("not a mapping", [1.0]), ("cut short", ...)]
 
     def read(case):
         path.write_text(json.dumps(times)[:20] if case is ... else json.dumps(case))
-        return pipeline.StageClock(path)
+        return stages.StageClock(path)
     refused = sweep("stage times", cases, read, lambda clock: clock.add("individual", 1.0) or clock.table(), path)
     assert refused >= 3 * len(times)
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, SCRIPT_PRECISION, SHARED, TINY, assert_clean_error, printed_agrees, run_script, with_precision
 
 import pipeline
-from utils import released
+from utils import released, stages, tuning
 from utils.cli import UserError
 
 # the smoke preset's stages: the EWC grid may grow upward (hundredfold) by what the validation tasks say, so the
@@ -239,7 +239,7 @@ def test_tuned_study_gives_each_method_the_learning_rate_its_validation_tasks_pr
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     work = clone / "checkpoints" / "tiny-imagenet-100-smoke"
     tried = sorted((p.name.removeprefix("lr-") for p in (work / "tune-lr").iterdir()), key=float)
-    assert set(pipeline.LR_GRID) <= set(tried)  # and the rates the grid grew to, if some method preferred an end
+    assert set(tuning.LR_GRID) <= set(tried)  # and the rates the grid grew to, if some method preferred an end
     assert {f"tune-lr lr={lr}" for lr in tried} <= set(json.loads((work / "stage_times.json").read_text()))
     for lr in tried:
         lines = [json.loads(line) for line in (work / "tune-lr" / f"lr-{lr}" / "runs.jsonl").open()]
@@ -260,22 +260,22 @@ def test_a_corrupt_record_of_stage_times_is_one_line(tmp_path):
     for text in ("{not json", "[1, 2]", '{"collective": "long"}', '{"collective": -3}'):
         (tmp_path / "stage_times.json").write_text(text)
         with pytest.raises(UserError, match="is not a record of stage times"):
-            pipeline.StageClock(tmp_path / "stage_times.json")
+            stages.StageClock(tmp_path / "stage_times.json")
     (tmp_path / "stage_times.json").write_text('{"collective": 12.5}')
-    assert pipeline.StageClock(tmp_path / "stage_times.json").seconds == {"collective": 12.5}
+    assert stages.StageClock(tmp_path / "stage_times.json").seconds == {"collective": 12.5}
 
 
 def test_a_running_stage_keeps_its_time_on_disk(tmp_path, monkeypatch):
     """A stage's seconds reach stage_times.json while it runs (every CLOCK_TICK), not only when it ends: a machine
     lost in a long stage loses at most a tick of its count. Its last count is the whole stage, counted once."""
-    monkeypatch.setattr(pipeline, "CLOCK_TICK", 0.2)
+    monkeypatch.setattr(stages, "CLOCK_TICK", 0.2)
     times = tmp_path / "stage_times.json"
     seen = tmp_path / "seen.json"
     (tmp_path / "stage.py").write_text(
         "import shutil, sys, time\ntime.sleep(1.2)\nshutil.copyfile(sys.argv[1], sys.argv[2])\n")
-    clock = pipeline.StageClock(times)
+    clock = stages.StageClock(times)
     t0 = time.time()
-    pipeline.stage(clock, "long", str(tmp_path / "stage.py"), [times, seen], None)
+    stages.stage(clock, "long", str(tmp_path / "stage.py"), [times, seen], None)
     elapsed = time.time() - t0
     assert json.loads(seen.read_text())["long"] >= 0.6  # written by the pipeline while the stage still ran
     assert abs(json.loads(times.read_text())["long"] - elapsed) < 0.5

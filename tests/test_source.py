@@ -11,7 +11,7 @@ import torch
 
 import pipeline
 from conftest import run_script
-from utils import fewshot, learngene, methods, source
+from utils import fewshot, learngene, methods, source, tuning
 from utils.cli import UserError
 from utils.engine import normalize, sgd, train_epoch, seeded_generator
 from utils.runstore import RunKey
@@ -239,21 +239,21 @@ def test_ewc_grid_grows_upward_only_while_its_top_is_best_and_on_validation_task
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(f"final_acc,runs,diverged\n{50 + score},2,0\n")
 
-    monkeypatch.setattr(pipeline, "stage", fake_stage)
-    lam, note = pipeline.tune_ewc(None, "script.py", ["--path", "s"], [], tmp_path)
+    monkeypatch.setattr(tuning, "stage", fake_stage)
+    lam, note = tuning.tune_ewc(None, "script.py", ["--path", "s"], [], tmp_path)
     assert all(a[a.index("--section") + 1] == "validation" for a in calls)
     tried = [float(a[a.index("--ewc_lambda") + 1]) for a in calls]
     if peak:
         assert float(lam) == peak and tried == [4e4, 4e2, 4, 4e6, 4e8]  # the best lies inside the grid
     else:
-        assert float(lam) == pipeline.EWC_GRID_TOP and max(tried) == pipeline.EWC_GRID_TOP
+        assert float(lam) == tuning.EWC_GRID_TOP and max(tried) == tuning.EWC_GRID_TOP
         assert "largest strength tried is the best" in note
 
 
 @pytest.mark.parametrize("scratch_peak, tried_after", [("0.005", []), ("0.001", ["0.0002"]),
                                                        ("0.0002", ["0.0002", "4e-05"]), ("1", ["0.08", "0.32"])])
 def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, monkeypatch, scratch_peak, tried_after):
-    """pipeline.tune_lr: every rate of the grid, every method of the study, on the validation section, reusing the
+    """tuning.tune_lr: every rate of the grid, every method of the study, on the validation section, reusing the
     EWC tuning's runs; the grid grows past an end some method prefers, until the best lies inside it or the range
     ends; the flags it returns give each method the rate its validation runs preferred."""
     calls = []
@@ -270,23 +270,23 @@ def test_each_methods_learning_rate_is_tried_on_validation_tasks_only(tmp_path, 
         done.write_text("shots,method,final_acc\n"
                         + "".join(f"10,{m},{60 - abs(np.log(lr / p))}\n" for m, p in peak.items()))
 
-    monkeypatch.setattr(pipeline, "stage", fake_stage)
+    monkeypatch.setattr(tuning, "stage", fake_stage)
     tuned = dataclasses.replace(pipeline.STUDIES["tuned"], methods=("scratch", "learngene"))
-    best, line = pipeline.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path, tuned)
-    assert [a[a.index("--lr") + 1] for a in calls] == pipeline.LR_GRID + tried_after
+    best, line = tuning.tune_lr(None, "script.py", ["--path", "s", "--ewc_lambda", "400"], [], tmp_path, tuned)
+    assert [a[a.index("--lr") + 1] for a in calls] == tuning.LR_GRID + tried_after
     assert all(a[a.index("--section") + 1] == "validation" and "--reuse" in a for a in calls)
     assert all(a[a.index("--methods") + 1:a.index("--methods") + 3] == ["scratch", "learngene"] for a in calls)
     assert str(tmp_path / "tune-ewc" / "lambda-400") in calls[0]
     assert all(str(tmp_path / "tune-lr" / "lr-0.001") in a for a in calls[1:])  # each rate reuses the earlier ones
     chosen = {"1": "0.32"}.get(scratch_peak, scratch_peak)
     assert best == {"scratch": chosen, "learngene": "0.005"}
-    assert line.startswith(f"scratch: {min([*pipeline.LR_GRID, *tried_after], key=float)} ")  # rates in order
+    assert line.startswith(f"scratch: {min([*tuning.LR_GRID, *tried_after], key=float)} ")  # rates in order
     assert ("scratch: the best rate tried is an end of the range" in line) == (scratch_peak == "1")
     # another study tunes into a folder of its own, reusing every validation run the tuned study holds
     (tmp_path / "tune-lr" / "lr-0.001" / "runs.jsonl").write_text("")
     calls.clear()
     knowledge = dataclasses.replace(pipeline.STUDIES["knowledge"], methods=("scratch", "learngene"))
-    assert pipeline.tune_lr(None, "script.py", ["--path", "s"], [], tmp_path, knowledge)[0] == best
+    assert tuning.tune_lr(None, "script.py", ["--path", "s"], [], tmp_path, knowledge)[0] == best
     assert all(a[a.index("--out") + 1].startswith(str(tmp_path / "tune-lr-knowledge" / "lr-")) for a in calls)
     assert all(str(tmp_path / "tune-lr" / "lr-0.001") in a and a[a.index("--section") + 1] == "validation"
                for a in calls)
@@ -365,7 +365,7 @@ def test_the_contrasts_are_drawn_again_from_stored_runs(tmp_path, capsys):
 
 
 def test_each_methods_number_of_epochs_is_chosen_on_validation_tasks_at_its_own_rate(tmp_path, monkeypatch):
-    """pipeline.tune_epochs: the preset's schedule doubled while the longer gives a method a better validation
+    """tuning.tune_epochs: the preset's schedule doubled while the longer gives a method a better validation
     accuracy (up to EPOCHS_TOP times), only the methods still improving train the next doubling, each at the rate it
     chose; a tie goes to the shorter."""
     calls, peak = [], {"scratch": 60, "learngene": 30, "finetune-collective": 240}
@@ -384,10 +384,10 @@ def test_each_methods_number_of_epochs_is_chosen_on_validation_tasks_at_its_own_
         done.write_text("shots,method,final_acc\n" + "".join(
             f"10,{m},{50 - abs(np.log2(int(n) / peak[m])) if m != 'learngene' else 50.0}\n" for m, n in of.items()))
 
-    monkeypatch.setattr(pipeline, "stage", fake_stage)
+    monkeypatch.setattr(tuning, "stage", fake_stage)
     study = dataclasses.replace(pipeline.STUDIES["knowledge"], methods=tuple(peak))
     best_lr = {"scratch": "0.001", "learngene": "0.005", "finetune-collective": "0.001"}
-    best, line = pipeline.tune_epochs(None, "script.py", ["--path", "s"], ["--num_works_tt", "4"], tmp_path, study,
+    best, line = tuning.tune_epochs(None, "script.py", ["--path", "s"], ["--num_works_tt", "4"], tmp_path, study,
                                       best_lr, 30)
     assert best == {"scratch": 60, "learngene": 30, "finetune-collective": 120}  # 120: the top, 4 x 30
     trained = [(a[a.index("--methods") + 1:a.index("--lr_of")], a[a.index("--lr_of") + 1:a.index("--epochs_of")])

@@ -290,3 +290,35 @@ def joint_heldout(model, split, tasks, class_index, device, precision, progress)
         overall.append(100 * overall_acc)
     return {"task_local_accuracy": float(np.mean(local)), "all_classes_accuracy": float(np.mean(overall)),
             "per_task_local_accuracy": local, "classes": len(class_index)}
+
+
+def source_lines(work):
+    """The source's held-out accuracy, for the pipeline results' header: the collective model's (this module's)
+    and, where the joint source was trained, its own (utils/joint.py)."""
+    held = read_summary(work / "collective")
+    if held is None:
+        return ("The collective model was not measured on held-out images (its split was made without "
+                "--heldout_per_class).\n\n")
+    text = (f"Source on held-out images of its classes ({held['heldout_images_per_class']} per class, never trained "
+            f"on): collective model {describe(held['extraction'])}"
+            + (f"; {describe_features(held['features'])}" if "features" in held else "") + ".")
+    j = read_summary(work / "joint")
+    if j is not None:
+        text += (f" Joint source (same network, images and budget, all base classes at once): "
+                 f"{j['task_local_accuracy']:.1f}% task-local (5-way, as the collective model is read), "
+                 f"{j['all_classes_accuracy']:.1f}% over its {j['classes']} classes"
+                 + (f"; its conv features, nearest class mean: {j['nearest_mean_accuracy']:.1f}%"
+                    if "nearest_mean_accuracy" in j else "") + ".")
+    if "features" in held:
+        series = feature_series(held, j if j is not None and "nearest_mean_per_task" in j else None)
+        text += " Features compared per base task (nearest class mean): " + describe_gaps(series) + "."
+    return text + "\n\n"
+
+
+def draw_source_features(work, study, prov, title):
+    """<work>/<study>/features.png: the sources the study's controls are cut from, read through their features on
+    the base tasks' held-out images; nothing for a split without held-out images."""
+    held, joint = read_summary(work / "collective"), read_summary(work / "joint")
+    if held is not None and "features" in held and joint is not None and "nearest_mean_per_task" in joint:
+        draw_features(work / study / "features.png", held, joint, f"{title}: the sources' features on held-out "
+                      f"images of their base classes", prov)
