@@ -69,6 +69,10 @@ def test_caption_states_tasks_seeds_and_the_shared_or_own_settings():
     assert report.about_line("4 validation", 3, 0.005, 30, {"scratch": 0.001}, {"scratch": 60}) == \
         "4 validation tasks per shot count, 3 seed(s); each method at its own learning rate and epochs (in its label)."
     assert report.about_line("20", 1, None, None) == "20 tasks per shot count, 1 seed(s)."
+    assert report.about_line("20", 1, None, 30, {"scratch": 0.001}) == \
+        "20 tasks per shot count, 1 seed(s); each method at its own learning rate, 30 epochs."
+    assert report.about_line("20", 1, 0.005, None, None, {"scratch": 60}) == \
+        "20 tasks per shot count, 1 seed(s); SGD learning rate 0.005, each method at its own epochs (in its label)."
     assert report.baseline_line({"scratch": 0.001}, None) == ["The baseline, scratch at 0.001."]
     assert report.baseline_line(None, None) == []
 

@@ -97,12 +97,14 @@ def about_line(tasks, seeds, lr, epochs, lrs=None, epochs_of=None):
     """The line under a table's figures: its tasks ("20 target") and seeds per shot count, and the SGD learning rate
     and number of epochs its rows share (None: not known, left out), or that each method has its own (`lrs`,
     `epochs_of`: {method: value}, said in each line's label)."""
-    settings = ["each method at its own learning rate" if lrs else f"SGD learning rate {lr:g}" if lr else "",
-                ("and epochs (in its label)" if lrs else "each method at its own epochs (in its label)")
-                if epochs_of else f"{epochs} epochs" if epochs else ""]
-    settings = [s for s in settings if s]
-    return (f"{tasks} tasks per shot count, {seeds} seed(s)" + ("; " + ", ".join(settings).replace(", and", " and")
-                                                                 if settings else "") + ".")
+    if lrs and epochs_of:
+        settings = "each method at its own learning rate and epochs (in its label)"
+    else:
+        settings = ", ".join(s for s in ("each method at its own learning rate" if lrs else
+                                         f"SGD learning rate {lr:g}" if lr else "",
+                                         "each method at its own epochs (in its label)" if epochs_of else
+                                         f"{epochs} epochs" if epochs else "") if s)
+    return f"{tasks} tasks per shot count, {seeds} seed(s)" + (f"; {settings}" if settings else "") + "."
 
 
 def baseline_line(lrs, epochs_of):
