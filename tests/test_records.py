@@ -1,8 +1,10 @@
 """The committed run records: utils/keep_records.py keeps a work folder's records and tables (no checkpoint, no
-local path, nothing it did not write replaced), and every committed table is what its committed runs give."""
+local path, nothing it did not write replaced), every committed table is what its committed runs give, and every
+paired difference the documents quote is in a committed result."""
 import csv
 import json
 import os
+import re
 
 from conftest import REPO, printed_agrees, run_script
 from utils import report
@@ -136,3 +138,40 @@ def test_the_committed_shared_classes_table_is_what_the_committed_runs_give():
             same = (cell == "nan" if value != value else printed_agrees(cell, float(value))) \
                 if isinstance(value, float) else cell == str(value)
             assert same, f"{table.name}: {name} {cell} vs {value} (shots {row[0]}, {row[1]})"
+
+
+QUOTED_PAIR = re.compile(r"([+-]\d+\.\d) (?:points )?\(?±(\d+\.\d)\)?")  # "+6.4 (±2.4)", "-1.7 points ±1.2"
+
+
+def committed_pairs():
+    """Every (difference, 95% half-width) a committed result file holds, as the documents print them (one decimal):
+    each CSV's *ci95 column with the column it is the interval of (its name without _ci95, else the one before
+    it), and the pairs the committed markdown tables and lines state."""
+    pairs = set()
+    for path in (REPO / "results" / "reference").rglob("*.csv"):
+        with open(path, newline="") as f:
+            header, *rows = list(csv.reader(f))
+        for row in rows:
+            for j, column in enumerate(header):
+                base = column.replace("_ci95", "")
+                k = header.index(base) if base in header and base != column else j - 1
+                if "ci95" in column and j < len(row):
+                    try:
+                        pairs.add((f"{float(row[k]):+.1f}", f"{float(row[j]):.1f}"))
+                    except ValueError:
+                        pass
+    for path in (REPO / "results" / "reference").rglob("*.md"):
+        text = path.read_text()
+        pairs |= set(QUOTED_PAIR.findall(text)) | set(re.findall(r"\| ([+-]\d+\.\d) \| ±(\d+\.\d) \|", text))
+    return pairs
+
+
+def test_every_paired_difference_the_documents_quote_is_in_a_committed_result():
+    """The README and docs/results.md quote paired differences with their intervals ("+6.4 (±2.4)"): each is a
+    number a committed table holds, so a mistyped or stale number in the text fails here."""
+    pairs = committed_pairs()
+    for doc in ("README.md", "docs/results.md"):
+        quoted = QUOTED_PAIR.findall((REPO / doc).read_text())
+        assert len(quoted) >= 15, doc
+        stray = [f"{d} ±{c}" for d, c in quoted if (d, c) not in pairs]
+        assert not stray, f"{doc} quotes differences no committed result holds: {stray}"
