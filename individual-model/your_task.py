@@ -5,16 +5,17 @@
     python individual-model/label_images.py --model my_task/learngene.pt --path new_photos --out labels.csv
 
 --path is a folder of class folders (<class>/<image>, a seeded --test_fraction of each class held out for the test
-accuracy), train/<class>/ beside test/<class>/ (or val/), or CUB-200-2011. What it inherits (--method) is, by default, what the
-repository's evidence recommends (results/reference/recommendation.json, written by utils/recommend.py from the
-inherit study's target runs: the learngene's blocks behind new front layers, the paper's design, or the same
-lightweight model with every conv block from the source); the learngene itself and scratch train beside it. Each
-model trains at the learning rate and number of epochs the evidence chose for it on its validation tasks (without a
-recommendation, the paper's: 30 epochs, lr 0.005; --lr and --epochs set them for every model), batch 32, EWC on the
-inherited blocks, at the learngene's image size; the EWC strength is the one the learngene's pipeline run chose
-where that run is beside it, else --ewc_lambda (default: the released 40000). --out gets <method>.pt per model
-(loadable with torch.load(weights_only=True): class names, weights, test accuracy, provenance) and results.json,
-which says what was trained and why; a run stopped before its end leaves nothing and is simply run again.
+accuracy), train/<class>/ beside test/<class>/ (or val/), or CUB-200-2011. What it inherits (--method) is, by
+default, what the repository's evidence recommends (results/reference/recommendation.json, written by
+utils/recommend.py from the inherit study's target runs: the learngene's blocks behind new front layers, the
+paper's design, or the same lightweight model with every conv block from the source); the learngene itself and
+scratch train beside it. Each model trains at the learning rate and number of epochs the evidence chose for it on
+its validation tasks (without a recommendation, the paper's: 30 epochs, lr 0.005; --lr and --epochs set them for
+every model), batch 32, EWC on the inherited blocks, at the learngene's image size; the EWC strength is the one the
+learngene's pipeline run chose where that run is beside it, else --ewc_lambda (default: the released 40000). --out
+gets <method>.pt per model (loadable with torch.load(weights_only=True): class names, weights, test accuracy,
+provenance) and results.json, which says what was trained and why; a run stopped before its end leaves nothing and
+is simply run again.
 """
 import argparse
 import sys
@@ -54,10 +55,10 @@ def main(argv=None):
                    "the learngene's blocks behind new front layers (the paper's design), or learngene-full(-noewc), "
                    "every conv block of the same lightweight model from the source (needs the collective checkpoint "
                    "the learngene was cut from); default: the recommendation's, else learngene")
-    p.add_argument("--recommendation", default=str(recommend.DEFAULT), metavar="RECOMMENDATION", help="the evidence that "
-                   "picks the default --method and each model's settings (default: the repository's "
-                   "results/reference/recommendation.json, used where it exists; none: the paper's design at the "
-                   "paper's settings)")
+    p.add_argument("--recommendation", default=str(recommend.DEFAULT), metavar="RECOMMENDATION",
+                   help="the evidence that picks the default --method and each model's settings (default: the "
+                   "repository's results/reference/recommendation.json, used where it exists; none: the paper's "
+                   "design at the paper's settings)")
     p.add_argument("--collective", default=None, metavar="CHECKPOINT", help="for learngene-full: the collective "
                    "checkpoint (default: the learngene's source, the model after the extraction task)")
     p.add_argument("--no_scratch", action="store_true", help="train the chosen inheriting model only")

@@ -49,8 +49,9 @@ def evidence(files):
             these = {"lr": training.get("lr"), "epochs": training.get("epochs")}
             require(LEARNING_RATE.holds(these["lr"]) and COUNT.holds(these["epochs"]), f"the {key.method} runs of "
                     f"{', '.join(map(str, files))} do not record their learning rate and number of epochs")
-            require(schedule.setdefault(key.method, these) == these, f"the {key.method} runs of {', '.join(map(str, files))} "
-                    f"were trained at more than one learning rate or number of epochs: no single setting to recommend")
+            require(schedule.setdefault(key.method, these) == these, f"the {key.method} runs of "
+                    f"{', '.join(map(str, files))} were trained at more than one learning rate or number of epochs: "
+                    f"no single setting to recommend")
     return rows, schedule
 
 
