@@ -1,4 +1,4 @@
-"""Train an individual model from a learngene on your own labelled images, with scratch beside it, and save both.
+"""Train the recommended lightweight model on your own labelled images, the learngene and scratch beside it; save them.
 
     python individual-model/your_task.py --learngene checkpoints/<preset>/collective/learngene.pt \
         --path my_photos --out my_task
