@@ -27,7 +27,7 @@ from utils.repro import for_display, provenance  # noqa: E402
 from utils.runstore import read_runs, record_file  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"  # the signature of the files this script writes
-DIFFERENCE = Number(float, -100, 100)  # a paired difference of two accuracies (%), in points
+DIFFERENCE = readback.DIFFERENCE  # a paired difference of two accuracies (%), in points
 HALF_WIDTH = Number(float, 0, 10_000)  # its 95% half-width: Student t over as few as 2 tasks can be wide, not endless
 
 

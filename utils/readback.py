@@ -5,12 +5,10 @@ a kind is a cli.Number, str, a nested schema, [kind] (a non-empty list of it) or
 absent, and is of its kind where present: the code asks whether it is there)."""
 import csv
 import json
-import math
 from pathlib import Path
 
 from utils.cli import INDEX, PERCENT, Number, UserError, require
 
-LOSS = Number(float, 0, math.inf)  # a training loss as a stage table records it (finite, non-negative)
 DIFFERENCE = Number(float, -100, 100)  # a difference of two accuracies, in points
 
 
