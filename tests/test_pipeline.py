@@ -279,3 +279,57 @@ def test_a_running_stage_keeps_its_time_on_disk(tmp_path, monkeypatch):
     elapsed = time.time() - t0
     assert json.loads(seen.read_text())["long"] >= 0.6  # written by the pipeline while the stage still ran
     assert abs(json.loads(times.read_text())["long"] - elapsed) < 0.5
+
+
+@pytest.mark.slow
+def test_the_queued_studies_run_in_order_each_tuned_on_validation_and_reusing_what_reads_the_same(clone):
+    """The studies the cpu run queues after the individual one, in the README command's order, on the smoke preset:
+    the knowledge ladder and the lightweight model that inherits every block each choose their settings on the
+    validation tasks and write their contrasts; the seed study trains a second collective model and takes from it
+    only the rows that read it (scratch and the capacity control are the knowledge study's runs); and the inherit
+    study's runs are what utils/recommend.py reads."""
+    from utils import contrasts, seeds
+    from utils.methods import reads
+    proc = rerun(clone, "--studies", "individual", "knowledge", "inherit", "seed", "--overwrite")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    work = clone / "checkpoints" / "tiny-imagenet-100-smoke"
+    times = list(json.loads((work / "stage_times.json").read_text()))
+    order = [times.index(name) for name in ("individual", "tune-lr-knowledge lr=0.001", "knowledge",
+                                            "tune-lr-inherit lr=0.001", "inherit", "collective seed 1", "seed seed-1")]
+    assert order == sorted(order), times
+    for study, pairs in (("knowledge", contrasts.LADDER), ("inherit", contrasts.FULL)):
+        for folder in [*(work / f"tune-lr-{study}").iterdir(), *(work / f"tune-epochs-{study}").iterdir()]:
+            lines = [json.loads(line) for line in (folder / "runs.jsonl").open()]
+            assert {r["settings"]["section"] for r in lines} == {"validation"}, folder
+        lines = [json.loads(line) for line in (work / study / "runs.jsonl").open()]
+        assert {r["settings"]["section"] for r in lines} == {"target"}
+        trained = {r["result"]["method"] for r in lines}
+        with open(clone / "results" / f"tiny-imagenet-100-smoke-{study}-contrasts.csv") as f:
+            written = {(r["shots"], r["method"], r["against"]) for r in csv.DictReader(f)}
+        pairs = {(k, m, a): {m, a} <= trained for k in ("10", "20") for m, a, _ in pairs}
+        # every pair of its own rows, and only the study's pairs (a row of a study it reuses may complete one)
+        assert {p for p, own in pairs.items() if own} <= written <= set(pairs)
+    assert (clone / "results" / "tiny-imagenet-100-smoke-knowledge-ladder.png").read_bytes()[:4] == b"\x89PNG"
+
+    knowledge = [json.loads(line) for line in (work / "knowledge" / "runs.jsonl").open()]
+    second = [json.loads(line) for line in (work / "seed" / "seed-1" / "target" / "runs.jsonl").open()]
+    first_gene = {r["settings"]["learngene_sha256"] for r in knowledge}
+    for r in second:
+        settings = reads(r["result"]["method"], r["settings"])
+        chosen = next(reads(k["result"]["method"], k["settings"]) for k in knowledge
+                      if k["result"]["method"] == r["result"]["method"])
+        assert (settings["lr"], settings["epochs"]) == (chosen["lr"], chosen["epochs"])  # the knowledge study's
+        reads_source = r["result"]["method"] in seeds.ROWS
+        assert ("reused_from" in r["result"]) != reads_source, r["result"]["method"]
+        if reads_source:  # from the second collective model's learngene, not the first's
+            assert r["settings"]["learngene_sha256"] not in first_gene
+    with open(work / "seed" / "seeds.csv") as f:
+        sources = {(r["shots"], r["method"], r["against"], r["source"]) for r in csv.DictReader(f)}
+    assert sources == {(k, m, a, s) for k in ("10", "20") for m in seeds.ROWS for a in seeds.AGAINST
+                       for s in ("seed 0", "seed 1", "mean of sources")}
+
+    rec = clone / "recommendation.json"
+    proc = run_script("utils/recommend.py", work / "inherit", "--out", rec)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from utils import recommend
+    assert recommend.load(rec)["method"] in recommend.CANDIDATES
