@@ -277,15 +277,17 @@ def test_probes_read_frozen_features(collective_run, joint_run, tiny_split):
 
 
 def test_each_method_trains_at_its_own_learning_rate(tiny_split, tmp_path, monkeypatch):
-    """--lr_of: a method's runs train at its own rate, the others at --lr, and no group mixes two rates."""
+    """--lr_of: a method's runs train at its own rate, the others at --lr, and no group mixes two rates; every run of
+    one shot count trains before any of the next, whatever their rates (a stopped study leaves whole shot counts)."""
     import argparse
     from types import SimpleNamespace
 
     from utils import individual
-    trained = []
+    trained, shots = [], []
 
     def fake_run(key, inputs, train, test, settings, device, protocol=None):
         trained.append((key.method, settings.lr))
+        shots.append(key.shots)
         return {"method": key.method, "shots": key.shots, "task": key.task, "seed": key.seed, "final_acc": 1.0}
 
     def fake_grouped(group, inputs, data, settings, device):
@@ -298,9 +300,12 @@ def test_each_method_trains_at_its_own_learning_rate(tiny_split, tmp_path, monke
                             settings_of=lambda m: individual.Study.settings_of(SimpleNamespace(settings=base,
                                                                                                  lr_of=lr_of,
                                                                                                  epochs_of={}), m))
-    requested = [Key(m, 2, t, 0) for m in ("learngene", "scratch", "other-layers") for t in (0, 1)]
-    individual.train_missing(runstore.RunStore(tmp_path / "runs.jsonl", {}), study, requested, True)
-    assert sorted(trained) == sorted((k.method, 0.02 if k.method == "scratch" else base.lr) for k in requested)
+    requested = [Key(m, k, t, 0) for k in (4, 2) for m in ("learngene", "scratch", "other-layers") for t in (0, 1)]
+    for grouped in (True, False):
+        trained.clear(), shots.clear()
+        individual.train_missing(runstore.RunStore(tmp_path / f"runs-{grouped}.jsonl", {}), study, requested, grouped)
+        assert sorted(trained) == sorted((k.method, 0.02 if k.method == "scratch" else base.lr) for k in requested)
+        assert shots == sorted(shots)
     assert individual.method_lr("finetune-collective=0.001") == ("finetune-collective", 0.001)
     for bad in ("probe-collective=0.1", "scratch", "scratch=0", "nothing=0.1"):
         with pytest.raises(argparse.ArgumentTypeError):

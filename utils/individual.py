@@ -249,6 +249,9 @@ def train_missing(store, study, requested, use_grouped):
         settings = study.settings_of(key.method)
         by_schedule.setdefault((settings.lr, settings.epochs), []).append(key)
     groups = [g for keys in by_schedule.values() for g in plan_groups(keys, use_grouped)]
+    # each shot count whole before the next (a group holds one): a run stopped midway leaves complete tables for the
+    # shot counts it finished, whatever the schedules; every run is seeded by its own key, so order changes no result
+    groups.sort(key=lambda g: g[0].shots)
     for group in tqdm(groups, desc="individual models", unit="group"):
         settings = study.settings_of(group[0].method)
         if len(group) == 1:
