@@ -7,7 +7,9 @@ import os
 import re
 
 from conftest import REPO, printed_agrees, run_script
-from utils import report
+
+import pipeline
+from utils import contrasts, report, seeds
 from utils.runstore import read_runs
 
 RECORDS = REPO / "results" / "reference" / "records"
@@ -138,6 +140,79 @@ def test_the_committed_shared_classes_table_is_what_the_committed_runs_give():
             same = (cell == "nan" if value != value else printed_agrees(cell, float(value))) \
                 if isinstance(value, float) else cell == str(value)
             assert same, f"{table.name}: {name} {cell} vs {value} (shots {row[0]}, {row[1]})"
+
+
+def mismatches(table, header, recomputed):
+    """Where a committed CSV (its first len(header) columns) differs from the rows recomputed for it: a row too many or
+    too few, or a cell that is not the recomputed value within its printed digits."""
+    with open(table, newline="") as f:
+        printed = list(csv.reader(f))
+    if printed[0][:len(header)] != header or len(printed) - 1 != len(recomputed):
+        return [f"{table}: {len(printed) - 1} rows under {printed[0][:len(header)]}, recomputed {len(recomputed)}"]
+    wrong = []
+    for row, again in zip(printed[1:], recomputed):
+        for name, cell, value in zip(header, row, again):
+            same = (cell == "nan" if value != value else printed_agrees(cell, float(value))) \
+                if isinstance(value, float) else cell == str(value)
+            if not same:
+                wrong.append(f"{table}: {name} {cell} vs {value} ({', '.join(map(str, again[:3]))})")
+    return wrong
+
+
+def contrast_mismatches(table):
+    """A kept contrasts.csv against the contrasts of the kept runs it was computed from: its markdown names those
+    files (under <root>/checkpoints/<run>/, which the records mirror), its folder names the study, whose set of
+    contrasts and schedule rule (each row at its own validation-chosen rate) the pipeline gave it."""
+    line = table.with_suffix(".md").read_text().rstrip().splitlines()[-1]
+    files = re.search(r", from (.+?)\.(?: |$)", line).group(1).split(", ")
+    kept = [table.parent.parent / f.split("/", 3)[3] for f in files]
+    study = pipeline.STUDIES[table.parent.name]
+    rows = contrasts.contrast_rows(contrasts.read_folders(kept), contrasts.SETS[study.contrasts][0], study.tuned_lr)
+    return mismatches(table, contrasts.HEADER, rows)
+
+
+def seed_mismatches(table):
+    """A kept seeds.csv against the knowledge study's runs (the first source) and the second source's runs."""
+    records = table.parent.parent
+    second = f"seed {pipeline.SECOND_SEED}"
+    runs = {"seed 0": read_runs(records / "knowledge" / "runs.jsonl"),
+            second: read_runs(records / "seed" / f"seed-{pipeline.SECOND_SEED}" / "target" / "runs.jsonl")}
+    return mismatches(table, seeds.HEADER, seeds.table_rows(runs))
+
+
+def test_every_committed_contrast_and_seed_table_is_what_its_committed_runs_give():
+    """The studies' other tables kept under results/reference/records/ (each study's contrasts, the seed study's two
+    sources) recomputed from the kept runs they were computed from: the same rows, every number within its digits."""
+    wrong = [w for t in RECORDS.rglob("contrasts.csv") for w in contrast_mismatches(t)]
+    wrong += [w for t in RECORDS.rglob("seeds.csv") for w in seed_mismatches(t)]
+    assert not wrong, wrong
+
+
+def test_a_kept_contrast_table_that_its_runs_do_not_give_is_found(tmp_path):
+    """The check above on a made-up knowledge study, kept by keep_records.py: equal as written, and a number changed
+    in the kept table, or a run of the kept records changed, is found."""
+    from utils.repro import provenance
+    work = made_up_work(tmp_path / "root")
+    (work / "knowledge").mkdir()
+    lines = [json.dumps({"settings": {"lr": 0.005}, "result": made_up_run(m, t, 40.0 + t * t + 5 * k)})
+             for t in range(3) for k, m in enumerate(("scratch-collective", "first2-collective", "first4-collective"))]
+    (work / "knowledge" / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    (work / "individual" / "runs.jsonl").write_text("\n".join(json.dumps({"settings": {"lr": 0.005}, "result": made_up_run(
+        "scratch", t, 39.0 + t)}) for t in range(3)) + "\n")
+    rows = contrasts.report(work / "knowledge", [work / "knowledge" / "runs.jsonl", work / "individual" / "runs.jsonl"],
+                            "toy", provenance(None, []), "knowledge", own_schedule=True)
+    assert [r[1:3] for r in rows] == [["scratch-collective", "scratch"], ["first2-collective", "scratch-collective"],
+                                      ["first4-collective", "scratch-collective"]]
+    assert run_script("utils/keep_records.py", work, "--out", tmp_path / "kept").returncode == 0
+    table = tmp_path / "kept" / "knowledge" / "contrasts.csv"
+    assert contrast_mismatches(table) == []
+    text = table.read_text()
+    table.write_text(text.replace(",+10,", ",+10.5,") if ",+10," in text else text.replace(",10,", ",10.5,"))
+    assert any("diff" in w for w in contrast_mismatches(table))
+    table.write_text(text)
+    runs = tmp_path / "kept" / "individual" / "runs.jsonl"
+    runs.write_text(runs.read_text().replace('"final_acc": 39.0', '"final_acc": 38.0'))
+    assert contrast_mismatches(table)
 
 
 QUOTED_PAIR = re.compile(r"([+-]\d+\.\d) (?:points )?\(?±(\d+\.\d)\)?")  # "+6.4 (±2.4)", "-1.7 points ±1.2"
