@@ -9,7 +9,7 @@ import re
 from conftest import REPO, printed_agrees, run_script
 
 import pipeline
-from utils import contrasts, report, seeds
+from utils import contrasts, released, report, seeds
 from utils.runstore import read_runs
 
 RECORDS = REPO / "results" / "reference" / "records"
@@ -180,11 +180,27 @@ def seed_mismatches(table):
     return mismatches(table, seeds.HEADER, seeds.table_rows(runs))
 
 
-def test_every_committed_contrast_and_seed_table_is_what_its_committed_runs_give():
+def released_mismatches(table):
+    """A kept released.csv (and the overlap tables beside it) against the released study's kept runs, the clean
+    protocol's being the individual study's; the chain's length is the one its chained runs were trained with."""
+    folders = {"clean": read_runs(table.parent.parent / "individual" / "runs.jsonl")}
+    folders |= {run.folder: read_runs(table.parent / run.folder / "runs.jsonl") for run in released.runs(1)}
+    chained = [json.loads(line)["settings"] for line in (table.parent / "released" / "runs.jsonl").open()]
+    chain = chained[0]["protocol"]["chain"]
+    wrong = mismatches(table, released.HEADER, released.table(folders, chain))
+    wrong += mismatches(table.with_name("overlap.csv"), released.OVERLAP_HEADER, released.overlap_rows(folders))
+    if table.with_name("class_overlap.csv").exists():
+        wrong += mismatches(table.with_name("class_overlap.csv"), released.CLASS_HEADER, released.class_rows(folders))
+    return wrong
+
+
+def test_every_committed_contrast_seed_and_released_table_is_what_its_committed_runs_give():
     """The studies' other tables kept under results/reference/records/ (each study's contrasts, the seed study's two
-    sources) recomputed from the kept runs they were computed from: the same rows, every number within its digits."""
+    sources, the released study's decomposition and class overlap) recomputed from the kept runs they were computed
+    from: the same rows, every number within its digits."""
     wrong = [w for t in RECORDS.rglob("contrasts.csv") for w in contrast_mismatches(t)]
     wrong += [w for t in RECORDS.rglob("seeds.csv") for w in seed_mismatches(t)]
+    wrong += [w for t in RECORDS.rglob("released.csv") for w in released_mismatches(t)]
     assert not wrong, wrong
 
 
