@@ -131,6 +131,10 @@ def test_fresh_clone_runs_the_pipeline_to_its_table(clone):
                                                   "learngene-permuted", "learngene-frozen", "learngene-noewc",
                                                   "other-layers")}
     assert "| learngene-joint minus learngene |" in md and "(tiny-imagenet-100-smoke-source-contrasts.png)" in md
+    features = clone.parent / "redrawn-features.png"  # the sources' features again from their held-out summaries alone
+    proc = run_script("utils/draw_results.py", "--features", clone / "checkpoints" / "tiny-imagenet-100-smoke",
+                      "--out", features)
+    assert proc.returncode == 0 and features.read_bytes()[:4] == b"\x89PNG", proc.stderr[-2000:]
     assert git("status", "--porcelain", cwd=clone) == ""  # every output is ignored; nothing tracked changed
 
 
@@ -226,6 +230,11 @@ def test_released_study_runs_each_released_choice_beside_the_clean_runs(clone):
     assert {(r["settings"]["protocol"]["chain"], r["settings"]["protocol"]["optimizer_per_epoch"],
              r["settings"]["ewc_lambda"]) for r in lines} == {(2, True, 0.0)}
     assert (clone / "results" / "tiny-imagenet-100-smoke-released-chain.png").read_bytes()[:4] == b"\x89PNG"
+    redrawn = clone.parent / "redrawn-released"  # the figures again from the stored runs alone
+    redrawn.mkdir()
+    proc = run_script("utils/draw_results.py", "--released", work / "released", "--out", redrawn)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all((redrawn / f).read_bytes()[:4] == b"\x89PNG" for f in ("chain.png", "overlap.png"))
     assert "### Study released" in (clone / "results" / "tiny-imagenet-100-smoke.md").read_text()
 
 

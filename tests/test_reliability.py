@@ -150,6 +150,10 @@ CASES = {
     "draw results: table missing": ("utils/draw_results.py", lambda i, o: [i.root / "none.csv"], "no such file"),
     "draw results: not a results table": ("utils/draw_results.py", lambda i, o: [i.file, "--out", o / "f.png"],
                                           "not a results table"),
+    "draw results: --released where no released study ran": (
+        "utils/draw_results.py", lambda i, o: ["--released", i.root, "--out", o], "no released study's runs there"),
+    "draw results: --features where no source study ran": (
+        "utils/draw_results.py", lambda i, o: ["--features", i.root, "--out", o / "f.png"], "no collective/ and joint/"),
     "individual: --lr_of a method not trained": (
         INDIVIDUAL, ["--methods", "scratch", "--lr_of", "learngene=0.01"], "--lr_of learngene: not among --methods"),
     "individual: --epochs_of a method not trained": (

@@ -2,13 +2,16 @@
 scratch (from the table alone: a results.csv of the individual script or a preset's
 results/<dataset>-<preset>.csv; a contrasts table, utils/contrasts.py's, gives its own forest) and, given the
 runs.jsonl the table summarises, the learning curves; or a collective run's held-out accuracy matrix from its
-heldout_accuracy.csv; or a source study's contrasts from its runs.
+heldout_accuracy.csv; or a study's contrasts from its runs; or the released study's chain and class-overlap
+figures from its runs; or the sources' features on held-out images from their summaries.
 
     python utils/draw_results.py results/reference/tiny-imagenet-100-cpu-intel-bf16.csv --ewc_lambda 40000 \
         --title "tiny-imagenet-100, cpu preset"
     python utils/draw_results.py results/reference/tiny-imagenet-100-cpu-source-contrasts.csv --overwrite
     python utils/draw_results.py --heldout checkpoints/tiny-imagenet-100-quick/collective --out matrix.png
     python utils/draw_results.py --contrasts checkpoints/tiny-imagenet-100-cpu/{source,individual} --out /tmp
+    python utils/draw_results.py --released results/reference/records/<run>/released --out /tmp
+    python utils/draw_results.py --features results/reference/records/<run> --out features.png
 """
 import argparse
 import csv
@@ -19,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import contrasts, ladder, plots, readback, report, source  # noqa: E402
+from utils import contrasts, ladder, plots, readback, released, report, source  # noqa: E402
 from utils.cli import COUNT, EWC_LAMBDA, LEARNING_RATE, Number, UserError, cli, require  # noqa: E402
 from utils.individual import method_lr  # noqa: E402
 from utils.files import require_apart, require_replaceable, starts_with  # noqa: E402
@@ -42,6 +45,12 @@ def main(argv=None):
                    "files (or their folders) of a source study and of the studies it reused, first the source study's: "
                    "each control against the row it stands in for, as contrasts.{csv,md,png} in --out (a folder; "
                    "default: the first's)")
+    p.add_argument("--released", default=None, metavar="RUNS", help="instead of a table: a released study's folder "
+                   "(the individual study's, whose runs are the clean protocol's, beside it): its chain.png and "
+                   "overlap.png in --out (a folder; default: the study's)")
+    p.add_argument("--features", default=None, metavar="RUNS", help="instead of a table: a work folder (or its kept "
+                   "records) holding collective/ and joint/ held-out summaries: the sources' features figure, to --out "
+                   "(default features.png there)")
     p.add_argument("--contrast_set", choices=list(contrasts.SETS), default="source", help="with --contrasts: which "
                    "study's contrasts (source: each control against the row it stands in for; knowledge: each whole-"
                    "network row against the capacity control, and the ladder figure; inherit: the lightweight model "
@@ -62,10 +71,14 @@ def main(argv=None):
                    help="PNG for the curves (default: the table's name with -curves.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out and --curves_out if they exist")
     args = p.parse_args(argv)
-    require(sum(x is not None for x in (args.table, args.heldout, args.contrasts)) == 1,
-            "give a results TABLE, --heldout RUN or --contrasts RUNS, one of them")
+    require(sum(x is not None for x in (args.table, args.heldout, args.contrasts, args.released, args.features)) == 1,
+            "give a results TABLE, --heldout RUN, --contrasts RUNS, --released RUNS or --features RUNS, one of them")
     if args.heldout:
         return draw_heldout(Path(args.heldout), args.out, args.title, args.overwrite, argv)
+    if args.released:
+        return draw_released(Path(args.released), args.out, args.title, args.overwrite, argv)
+    if args.features:
+        return draw_features(Path(args.features), args.out, args.title, args.overwrite, argv)
     if args.contrasts:
         return draw_contrasts([record_file(r) for r in args.contrasts], args.out, args.title, args.overwrite, argv,
                               args.contrast_set)
@@ -193,6 +206,41 @@ def draw_heldout(run_dir, out, title, overwrite, argv):
     require_replaceable(out, overwrite, starts_with(PNG))
     source.draw(out, matrix, at, title or f"{run_dir}: collective model's accuracy (%) on held-out images",
                 provenance(argv=argv))
+    print(f"wrote {out}")
+
+
+def draw_released(folder, out, title, overwrite, argv):
+    """The released study's chain and class-overlap figures from its runs (the clean protocol's runs are the
+    individual study's, beside it), as chain.png and overlap.png in the folder `out` (default: the study's)."""
+    dirs = {"clean": folder.parent / "individual", **{run.folder: folder / run.folder for run in released.runs(1)}}
+    missing = [str(d / "runs.jsonl") for d in dirs.values() if not (d / "runs.jsonl").is_file()]
+    require(not missing, f"--released {folder}: no released study's runs there (missing {', '.join(missing)})")
+    out = Path(out or folder)
+    require(out.is_dir(), f"--out {out}: no such folder (--released writes chain.png and overlap.png into a folder)")
+    written = [out / "chain.png", out / "overlap.png"]
+    for path in written:
+        require_replaceable(path, overwrite, starts_with(PNG))
+    folders = {name: read_runs(d / "runs.jsonl") for name, d in dirs.items()}
+    name, prov = title or str(folder), {**provenance(argv=argv), "device": "none (drawn from the stored runs)"}
+    try:
+        released.draw(written[0], folders, name, prov)
+        released.draw_overlap(written[1], released.overlap_rows(folders), name, prov)
+    except (KeyError, TypeError) as e:
+        raise UserError(f"--released {folder}: a run there lacks what a run of the individual script records ({e})")
+    print(f"wrote {', '.join(map(str, written))}")
+
+
+def draw_features(root, out, title, overwrite, argv):
+    """The sources' features on held-out images of their base classes (the collective model's and the joint
+    source's, from their held-out summaries under `root`), as `out` (default: <root>/features.png)."""
+    held, joint = source.read_summary(root / "collective"), source.read_summary(root / "joint")
+    require(held is not None and "features" in held and joint is not None and "nearest_mean_per_task" in joint,
+            f"--features {root}: no collective/ and joint/ held-out summaries with features there (a split made "
+            f"with --heldout_per_class and the source study write them)")
+    out = Path(out or root / "features.png")
+    require_replaceable(out, overwrite, starts_with(PNG))
+    source.draw_features(out, held, joint, title or f"{root}: the sources' features on held-out images of their "
+                         f"base classes", {**provenance(argv=argv), "device": "none (drawn from the summaries)"})
     print(f"wrote {out}")
 
 
