@@ -95,7 +95,8 @@ def draw(path, results, title, provenance=None):
                 else:
                     d.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill=colour)
     legend = Image.new("RGB", (img.width, 40), "white")
-    _legend(ImageDraw.Draw(legend), [(f"{s} source", SOURCES[s], False) for s in SOURCES], left, 8, per_row=2)
+    drawn = [s for s in SOURCES if any(s in p for _, _, p in grid)]  # a source without rows gets no legend entry
+    _legend(ImageDraw.Draw(legend), [(f"{s} source", SOURCES[s], False) for s in drawn], left, 8, per_row=2)
     full = Image.new("RGB", (img.width, img.height + legend.height), "white")
     full.paste(img, (0, 0))
     full.paste(legend, (0, img.height))
@@ -103,6 +104,6 @@ def draw(path, results, title, provenance=None):
         "x: how many of the source's conv blocks (from the input) the model starts from, the rest and the head fresh "
         "(0: the capacity control, the collective architecture from random); 13+head: the whole fine-tune; window "
         "(diamond): only the learngene's window of blocks kept. Marker: mean paired difference over target tasks "
-        "(points of accuracy), bar: its 95% interval (Student t over tasks); each row at the learning rate its "
-        "validation tasks chose."])
+        "(points of accuracy), bar: its 95% interval (Student t over tasks); each row at the learning rate and number "
+        "of epochs its validation tasks chose."])
     return True
