@@ -353,9 +353,9 @@ def released_study(clock, study, work, split, individual_script, common, argv, t
     """The released-protocol study (utils/released.py): each released choice as its own invocation of the
     individual script, the clean protocol's runs being the individual study's."""
     chain = released.chain_length(Split(split).manifest)
-    folder, dirs = work / study.name, {"clean": work / "individual"}
+    folder = work / study.name
+    dirs = released.study_folders(folder)
     for run in released.runs(chain, scratch_epochs):
-        dirs[run.folder] = folder / run.folder
         stage(clock, f"{study.name} {run.folder}", individual_script,
               [*common, "--methods", *run.methods, *run.flags, "--name", f"{title}, {run.folder}", "--out",
                dirs[run.folder]], None)

@@ -315,9 +315,9 @@ def test_the_queued_studies_run_in_order_each_tuned_on_validation_and_reusing_wh
         trained = {r["result"]["method"] for r in lines}
         with open(clone / "results" / f"tiny-imagenet-100-smoke-{study}-contrasts.csv") as f:
             written = {(r["shots"], r["method"], r["against"]) for r in csv.DictReader(f)}
-        pairs = {(k, m, a): {m, a} <= trained for k in ("10", "20") for m, a, _ in pairs}
+        own = {(k, m, a): {m, a} <= trained for k in ("10", "20") for m, a, _ in pairs}
         # every pair of its own rows, and only the study's pairs (a row of a study it reuses may complete one)
-        assert {p for p, own in pairs.items() if own} <= written <= set(pairs)
+        assert {p for p, both in own.items() if both} <= written <= set(own)
     assert (clone / "results" / "tiny-imagenet-100-smoke-knowledge-ladder.png").read_bytes()[:4] == b"\x89PNG"
 
     knowledge = [json.loads(line) for line in (work / "knowledge" / "runs.jsonl").open()]

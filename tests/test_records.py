@@ -132,14 +132,8 @@ def test_the_committed_shared_classes_table_is_what_the_committed_runs_give():
     runs = read_runs(records / "individual" / "runs.jsonl")
     split_hash = json.loads((records / shared_classes.TASKS_FILE).read_text())["split_hash"]
     recomputed = shared_classes.table_rows(runs, shared_classes.target_tasks(records, split_hash))
-    with open(table, newline="") as f:
-        printed = list(csv.reader(f))
-    assert printed[0][:len(shared_classes.HEADER)] == shared_classes.HEADER and len(printed) - 1 == len(recomputed)
-    for row, again in zip(printed[1:], recomputed):
-        for name, cell, value in zip(shared_classes.HEADER, row, again):
-            same = (cell == "nan" if value != value else printed_agrees(cell, float(value))) \
-                if isinstance(value, float) else cell == str(value)
-            assert same, f"{table.name}: {name} {cell} vs {value} (shots {row[0]}, {row[1]})"
+    wrong = mismatches(table, shared_classes.HEADER, recomputed)
+    assert not wrong, wrong
 
 
 def mismatches(table, header, recomputed):
@@ -183,10 +177,9 @@ def seed_mismatches(table):
 def released_mismatches(table):
     """A kept released.csv (and the overlap tables beside it) against the released study's kept runs, the clean
     protocol's being the individual study's; the chain's length is the one its chained runs were trained with."""
-    folders = {"clean": read_runs(table.parent.parent / "individual" / "runs.jsonl")}
-    folders |= {run.folder: read_runs(table.parent / run.folder / "runs.jsonl") for run in released.runs(1)}
-    chained = [json.loads(line)["settings"] for line in (table.parent / "released" / "runs.jsonl").open()]
-    chain = chained[0]["protocol"]["chain"]
+    folders = {name: read_runs(d / "runs.jsonl") for name, d in released.study_folders(table.parent).items()}
+    with open(table.parent / "released" / "runs.jsonl") as f:
+        chain = json.loads(f.readline())["settings"]["protocol"]["chain"]
     wrong = mismatches(table, released.HEADER, released.table(folders, chain))
     wrong += mismatches(table.with_name("overlap.csv"), released.OVERLAP_HEADER, released.overlap_rows(folders))
     if table.with_name("class_overlap.csv").exists():

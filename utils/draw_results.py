@@ -212,7 +212,7 @@ def draw_heldout(run_dir, out, title, overwrite, argv):
 def draw_released(folder, out, title, overwrite, argv):
     """The released study's chain and class-overlap figures from its runs (the clean protocol's runs are the
     individual study's, beside it), as chain.png and overlap.png in the folder `out` (default: the study's)."""
-    dirs = {"clean": folder.parent / "individual", **{run.folder: folder / run.folder for run in released.runs(1)}}
+    dirs = released.study_folders(folder)
     missing = [str(d / "runs.jsonl") for d in dirs.values() if not (d / "runs.jsonl").is_file()]
     require(not missing, f"--released {folder}: no released study's runs there (missing {', '.join(missing)})")
     out = Path(out or folder)

@@ -215,6 +215,12 @@ def positions(runs, method, shots, chain_of, fresh=None):
     return [x + 1 for x in xs], np.array([m for m, _ in stats]), np.array([c for _, c in stats])
 
 
+def study_folders(folder):
+    """{name: folder} of a released study's runs (the pipeline's layout): each released choice's under the study's
+    folder, the clean protocol's the individual study's beside it."""
+    return {"clean": Path(folder).parent / "individual", **{run.folder: Path(folder) / run.folder for run in runs(1)}}
+
+
 def report(out, dirs, chain, scratch_epochs, name, prov):
     """released.csv, results.md and chain.png in `out` from the invocations' folders ({name: folder}, "clean"
     included); returns the markdown."""
