@@ -156,10 +156,11 @@ def mismatches(table, header, recomputed):
 def contrast_mismatches(table):
     """A kept contrasts.csv against the contrasts of the kept runs it was computed from: its markdown names those
     files (under <root>/checkpoints/<run>/, which the records mirror), its folder names the study, whose set of
-    contrasts and schedule rule (each row at its own validation-chosen rate) the pipeline gave it."""
+    contrasts and schedule rule (each row at its own validation-chosen rate) the pipeline gave it. A table drawn
+    from the committed records by utils/draw_results.py names them relative to the repository instead."""
     line = table.with_suffix(".md").read_text().rstrip().splitlines()[-1]
     files = re.search(r", from (.+?)\.(?: |$)", line).group(1).split(", ")
-    kept = [table.parent.parent / f.split("/", 3)[3] for f in files]
+    kept = [REPO / f if f.startswith("results/") else table.parent.parent / f.split("/", 3)[3] for f in files]
     study = pipeline.STUDIES[table.parent.name]
     rows = contrasts.contrast_rows(contrasts.read_folders(kept), contrasts.SETS[study.contrasts][0], study.tuned_lr)
     return mismatches(table, contrasts.HEADER, rows)
