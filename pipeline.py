@@ -85,7 +85,7 @@ PRESETS = {
 }
 CURVES_FILES = (("forest.png", "-forest.png"), ("curves.png", "-curves.png"))  # a study's rows and their curves
 CONTRAST_FILES = (*CURVES_FILES, ("contrasts.png", "-contrasts.png"), ("contrasts.csv", "-contrasts.csv"))
-LADDER_FILES = (*CONTRAST_FILES, ("ladder.png", "-ladder.png"))
+LADDER_FILES = (*CONTRAST_FILES, ("ladder.png", "-ladder.png"), ("ladder.csv", "-ladder.csv"))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import re
 from conftest import REPO, printed_agrees, run_script
 
 import pipeline
-from utils import contrasts, released, report, seeds
+from utils import contrasts, ladder, released, report, seeds
 from utils.runstore import read_runs
 
 RECORDS = REPO / "results" / "reference" / "records"
@@ -158,12 +158,24 @@ def contrast_mismatches(table):
     files (under <root>/checkpoints/<run>/, which the records mirror), its folder names the study, whose set of
     contrasts and schedule rule (each row at its own validation-chosen rate) the pipeline gave it. A table drawn
     from the committed records by utils/draw_results.py names them relative to the repository instead."""
-    line = table.with_suffix(".md").read_text().rstrip().splitlines()[-1]
-    files = re.search(r", from (.+?)\.(?: |$)", line).group(1).split(", ")
-    kept = [REPO / f if f.startswith("results/") else table.parent.parent / f.split("/", 3)[3] for f in files]
     study = pipeline.STUDIES[table.parent.name]
-    rows = contrasts.contrast_rows(contrasts.read_folders(kept), contrasts.SETS[study.contrasts][0], study.tuned_lr)
+    rows = contrasts.contrast_rows(contrasts.read_folders(contrast_inputs(table.parent)),
+                                   contrasts.SETS[study.contrasts][0], study.tuned_lr)
     return mismatches(table, contrasts.HEADER, rows)
+
+
+def contrast_inputs(folder):
+    """The kept runs.jsonl files a study folder's contrasts (and ladder) were computed from, as its contrasts.md
+    names them."""
+    line = (folder / "contrasts.md").read_text().rstrip().splitlines()[-1]
+    files = re.search(r", from (.+?)\.(?: |$)", line).group(1).split(", ")
+    return [REPO / f if f.startswith("results/") else folder.parent / f.split("/", 3)[3] for f in files]
+
+
+def ladder_mismatches(table):
+    """A kept ladder.csv (the knowledge studies' figure's numbers) against the runs its contrasts were computed from."""
+    runs = {key: result for key, (_, result) in contrasts.read_folders(contrast_inputs(table.parent)).items()}
+    return mismatches(table, ladder.HEADER, ladder.table_rows(runs))
 
 
 def seed_mismatches(table):
@@ -193,6 +205,7 @@ def test_every_committed_contrast_seed_and_released_table_is_what_its_committed_
     sources, the released study's decomposition and class overlap) recomputed from the kept runs they were computed
     from: the same rows, every number within its digits."""
     wrong = [w for t in RECORDS.rglob("contrasts.csv") for w in contrast_mismatches(t)]
+    wrong += [w for t in RECORDS.rglob("ladder.csv") for w in ladder_mismatches(t)]
     wrong += [w for t in RECORDS.rglob("seeds.csv") for w in seed_mismatches(t)]
     wrong += [w for t in RECORDS.rglob("released.csv") for w in released_mismatches(t)]
     assert not wrong, wrong
@@ -200,7 +213,7 @@ def test_every_committed_contrast_seed_and_released_table_is_what_its_committed_
 
 def test_a_kept_contrast_table_that_its_runs_do_not_give_is_found(tmp_path):
     """The check above on a made-up knowledge study, kept by keep_records.py: equal as written, and a number changed
-    in the kept table, or a run of the kept records changed, is found."""
+    in the kept table (or its ladder), or a run of the kept records changed, is found."""
     from utils.repro import provenance
     work = made_up_work(tmp_path / "root")
     (work / "knowledge").mkdir()
@@ -216,6 +229,13 @@ def test_a_kept_contrast_table_that_its_runs_do_not_give_is_found(tmp_path):
     assert run_script("utils/keep_records.py", work, "--out", tmp_path / "kept").returncode == 0
     table = tmp_path / "kept" / "knowledge" / "contrasts.csv"
     assert contrast_mismatches(table) == []
+    ladder.report(work / "knowledge", [work / "knowledge" / "runs.jsonl", work / "individual" / "runs.jsonl"], "toy",
+                  provenance(None, []))
+    assert run_script("utils/keep_records.py", work, "--out", tmp_path / "kept", "--overwrite").returncode == 0
+    kept_ladder = tmp_path / "kept" / "knowledge" / "ladder.csv"
+    assert ladder_mismatches(kept_ladder) == [] and len(kept_ladder.read_text().splitlines()) == 1 + 2 + 3  # 2 rungs against the capacity control, 3 against scratch
+    kept_ladder.write_text(kept_ladder.read_text().replace(",first4-collective,4,scratch,3,", ",first4-collective,4,scratch,2,"))
+    assert any("tasks" in w for w in ladder_mismatches(kept_ladder))
     text = table.read_text()
     table.write_text(text.replace(",+10,", ",+10.5,") if ",+10," in text else text.replace(",10,", ",10.5,"))
     assert any("diff" in w for w in contrast_mismatches(table))

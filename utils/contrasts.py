@@ -34,6 +34,8 @@ LADDER = (
     ("finetune-collective", "scratch-collective", "the whole collective model (head's hidden layers too) kept"),
     ("finetune-joint", "scratch-collective", "the whole joint source (head's hidden layers too) kept"),
     ("finetune-collective", "first13-collective", "the collective model's head (hidden layers) kept too"),
+    ("window-collective", "learngene", "the learngene's window at the source's widths behind fresh source-shaped "
+     "blocks, instead of in the individual model"),
 )
 # a lightweight model that inherits every layer (the inherit study): against the learngene, the capacity control and
 # the whole fine-tune, and its own ablations

@@ -155,14 +155,15 @@ def span(values):
 
 def draw_contrasts(files, out, title, overwrite, argv, contrast_set="source"):
     """contrasts.{csv,md,png} into the folder `out` (default: the first file's) from the runs of `files`, and for the
-    knowledge studies' set the ladder figure (ladder.png)."""
+    knowledge studies' set the ladder figure and its numbers (ladder.png, ladder.csv)."""
     for f in files:
         require(f.is_file(), f"--contrasts {f}: no such file")
     out = Path(out or files[0].parent)
     require(out.is_dir(), f"--out {out}: no such folder (--contrasts writes contrasts.{{csv,md,png}} into a folder)")
     written = [out / f"contrasts.{e}" for e in ("csv", "md", "png")]
-    require(overwrite or not any(w.exists() for w in written), f"{out / 'contrasts.csv'} exists: pass "
-            f"--overwrite to replace it")
+    written += [out / f"ladder.{e}" for e in ("png", "csv") if contrast_set == "knowledge"]
+    there = next((w for w in written if w.exists()), None)
+    require(overwrite or there is None, f"{there} exists: pass --overwrite to replace it")
     try:
         rows = contrasts.report(out, files, title or f"contrasts of {files[0]}", provenance(argv=argv), contrast_set,
                                 own_schedule=contrast_set != "source")
@@ -171,7 +172,6 @@ def draw_contrasts(files, out, title, overwrite, argv, contrast_set="source"):
     require(rows, "--contrasts: no contrast of the set has both of its rows' runs there")
     if contrast_set == "knowledge":
         ladder.report(out, files, title or str(files[0]), provenance(argv=argv))
-        written.append(out / "ladder.png")
     print(f"wrote {', '.join(map(str, written))}")
 
 

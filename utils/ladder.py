@@ -3,13 +3,14 @@ trained on a target task from its first K conv blocks (the rest and the head fre
 control: no source weight at all) to 13 (every conv block), the whole fine-tune (the head's hidden layers kept
 too), and the converse of the learngene at the source's capacity (only the learngene's window kept). The figure
 puts each row's paired difference against the capacity control, and against scratch, on one axis of blocks kept,
-for each source, so a reader sees at which depth a gain appears."""
+for each source, so a reader sees at which depth a gain appears; ladder.csv beside it holds the same numbers."""
 import math
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from utils.contrasts import read_folders
+from utils.files import write_csv
 from utils.methods import LADDER
 from utils.plots import Panel, _legend, font, nice_ticks, save_png
 from utils.stats import mean_ci95, per_task
@@ -19,6 +20,7 @@ SOURCES = {"collective": (214, 39, 40), "joint": (148, 103, 189)}
 # the x axis: blocks kept; then the whole fine-tune and the window-only row, each at a position of its own
 FINETUNE_X, WINDOW_X, X_END = LADDER[-1] + 2.5, LADDER[-1] + 5.5, LADDER[-1] + 7
 X_LABELS = {FINETUNE_X: "13+head", WINDOW_X: "window", X_END: ""}
+HEADER = ["shots", "source", "method", "blocks_kept", "against", "tasks", "diff", "diff_ci95"]
 
 
 def rungs(source):
@@ -47,12 +49,28 @@ def points(results, shots, against):
     return out
 
 
+def table_rows(results):
+    """HEADER rows: every point of the figure, against the capacity control and against scratch, per shot count and
+    source (blocks_kept as the figure's x axis labels it)."""
+    rows = []
+    for against in (CAPACITY, "scratch"):
+        for k in sorted({key.shots for key in results}):
+            for source, series in points(results, k, against).items():
+                method_at = dict(rungs(source))
+                rows += [[k, source, method_at[x], X_LABELS.get(x, f"{x:g}"), against, n, diff, ci]
+                         for x, diff, ci, n in series]
+    return rows
+
+
 def report(out, files, title, prov):
-    """ladder.png in `out` from the runs of `files` (a knowledge study's and the studies it reused), as its contrasts
-    are: arithmetic on stored runs, done on no device."""
+    """ladder.png and ladder.csv in `out` from the runs of `files` (a knowledge study's and the studies it reused),
+    as its contrasts are: arithmetic on stored runs, done on no device."""
     runs = {key: result for key, (_, result) in read_folders(files).items()}
-    return draw(Path(out) / "ladder.png", runs, f"{title}: where the knowledge sits",
-                {**prov, "device": "none (computed from the stored runs)"})
+    prov = {**prov, "device": "none (computed from the stored runs)"}
+    rows = table_rows(runs)
+    if rows:
+        write_csv(Path(out) / "ladder.csv", HEADER, rows, prov)
+    return draw(Path(out) / "ladder.png", runs, f"{title}: where the knowledge sits", prov)
 
 
 def draw(path, results, title, provenance=None):
