@@ -180,7 +180,8 @@ def test_a_long_command_wraps_under_the_figure_instead_of_widening_it(tmp_path):
 
 def test_the_ladder_points_are_paired_differences_and_name_only_sources_with_rows():
     """Each rung's point is its mean paired difference over tasks; the capacity control (x = 0) is shared by the
-    sources, so a source whose own rows have no runs gets no curve (no lone point at 0 for it)."""
+    sources, so a source whose own rows have no runs gets no curve (no lone point at 0 for it); ladder.csv lists
+    the same points by row."""
     from utils import ladder
     acc = {"scratch": [50, 40, 60], "scratch-collective": [48, 41, 57], "first2-collective": [55, 44, 62]}
     runs = {RunKey(m, 10, t, 0): {"final_acc": float(a)} for m, accs in acc.items() for t, a in enumerate(accs)}
@@ -189,6 +190,11 @@ def test_the_ladder_points_are_paired_differences_and_name_only_sources_with_row
     (x0, d0, _, n0), (x2, d2, _, n2) = pts["collective"]
     assert (x0, n0, x2, n2) == (0, 3, 2, 3)
     assert d0 == pytest.approx((-2 + 1 - 3) / 3) and d2 == pytest.approx((5 + 4 + 2) / 3)
+    table = ladder.table_rows(runs)  # the figure's numbers, as ladder.csv holds them
+    assert [r[:6] for r in table] == [[10, "collective", "first2-collective", "2", "scratch-collective", 3],
+                                      [10, "collective", "scratch-collective", "0", "scratch", 3],
+                                      [10, "collective", "first2-collective", "2", "scratch", 3]]
+    assert [r[6] for r in table] == pytest.approx([(7 + 3 + 5) / 3, d0, d2])
     runs.update({RunKey("first2-joint", 10, t, 0): {"final_acc": 52.0} for t in range(3)})
     assert list(ladder.points(runs, 10, "scratch")) == ["collective", "joint"]
     assert [x for x, *_ in ladder.points(runs, 10, "scratch-collective")["joint"]] == [2]
